@@ -1,0 +1,86 @@
+"""One error hierarchy for the whole of rap.
+
+Every error a user can cause is a :class:`RapError`. Each class knows the exit
+code the command line returns and the HTTP status a service answers with, so the
+CLI and the server translate errors in one place and never print a traceback for
+bad input. Messages are one line and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class RapError(Exception):
+    """Base class of all errors that rap reports to a user."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidInput(RapError):
+    """The request itself is malformed: a bad name, an empty question, a bad option."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class InvalidImage(InvalidInput):
+    """An image is missing, unreadable, truncated, too large or of an unsupported format."""
+
+    http_status = 422
+
+
+class InvalidName(InvalidInput):
+    """A concept name is empty, too long, unprintable or uses characters that cannot be typed."""
+
+
+class ConceptNotFound(RapError):
+    """A concept named in edit, remove or show does not exist."""
+
+    exit_code = 3
+    http_status = 404
+
+
+class ConceptExists(RapError):
+    """Adding or renaming would give two concepts the same name."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class StoreError(RapError):
+    """The store folder cannot be opened: unreadable, foreign or from a newer rap."""
+
+    exit_code = 5
+    http_status = 500
+
+
+class EncoderMismatch(StoreError):
+    """The store's vectors were made by another encoder than the one asked for."""
+
+    http_status = 409
+
+
+class InvalidFormat(InvalidInput):
+    """An import file (database.json, a folder layout) does not have the expected shape."""
+
+
+class ConfigError(RapError):
+    """A config file or setting is broken or names something unknown."""
+
+    exit_code = 6
+    http_status = 500
+
+
+class UnknownBackend(ConfigError):
+    """A registry was asked for a name it does not know; the message lists the known ones."""
+
+
+class MissingDependency(ConfigError):
+    """An optional dependency is not installed; the message names the extra that provides it."""

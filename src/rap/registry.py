@@ -1,0 +1,92 @@
+"""One registry mechanism for every kind of pluggable backend.
+
+Encoders, face analyzers, region detectors (and later generators and stores) are
+all named by a spec string ``scheme`` or ``scheme:argument``, e.g.
+``clip:openai/clip-vit-large-patch14-336`` or ``offline:efficientnet-lite0``.
+A registry maps each scheme to a factory that receives the argument.
+
+Built-in backends register through the same call an external package uses: a
+module that calls ``REGISTRY.register(...)`` at import. rap imports its own
+backend modules lazily (only when a name is first resolved) so that importing
+:mod:`rap` never imports torch, and third-party packages can add backends through
+the ``rap.plugins`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from rap.errors import InvalidInput, UnknownBackend
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    scheme: str
+    factory: Callable[[str], T]
+    help: str
+    default_argument: str
+
+
+class Registry(Generic[T]):
+    """Resolves ``scheme[:argument]`` specs to backend instances of one kind."""
+
+    def __init__(self, kind: str, builtin_modules: Sequence[str]) -> None:
+        self.kind = kind
+        self._builtin_modules = tuple(builtin_modules)
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+
+    def register(
+        self, scheme: str, *, help: str, default_argument: str = ""
+    ) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+        """Decorator: register ``factory(argument) -> backend`` under ``scheme``."""
+
+        def decorate(factory: Callable[[str], T]) -> Callable[[str], T]:
+            self._entries[scheme] = Entry(scheme, factory, help, default_argument)
+            return factory
+
+        return decorate
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self._builtin_modules:
+            importlib.import_module(module)
+        for plugin in entry_points(group="rap.plugins"):
+            plugin.load()
+
+    def entries(self) -> list[Entry[T]]:
+        self._load()
+        return [self._entries[s] for s in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return [e.scheme for e in self.entries()]
+
+    def parse(self, spec: str) -> tuple[Entry[T], str]:
+        """Split a spec into its registry entry and argument, strictly."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise InvalidInput(f"empty {self.kind} name; choose one of: {', '.join(self.names())}")
+        scheme, _, argument = spec.strip().partition(":")
+        self._load()
+        entry = self._entries.get(scheme)
+        if entry is None:
+            raise UnknownBackend(
+                f"unknown {self.kind} {spec!r}; known: {', '.join(self.names()) or 'none'}"
+            )
+        return entry, argument or entry.default_argument
+
+    def canonical(self, spec: str) -> str:
+        """The spec with its default argument filled in: what a store records."""
+        entry, argument = self.parse(spec)
+        return f"{entry.scheme}:{argument}" if argument else entry.scheme
+
+    def create(self, spec: str) -> T:
+        entry, argument = self.parse(spec)
+        return entry.factory(argument)
