@@ -23,3 +23,36 @@ def rap_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def photos() -> Path:
     return PHOTOS
+
+
+# -- a tiny, deterministic image encoder registered through the real registry ---------
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from rap.encoders import ENCODERS, ImageEncoder, l2_normalize  # noqa: E402
+
+
+class TinyEncoder(ImageEncoder):
+    """Colour layout at 6x6: cheap, no torch, and similar photos land near each other."""
+
+    dim = 108
+    match_threshold = 0.6
+
+    def __init__(self, argument: str) -> None:
+        self.id = f"tiny:{argument}" if argument else "tiny"
+
+    def embed(self, images):
+        rows = [np.asarray(image.convert("RGB").resize((6, 6), Image.BILINEAR), np.float32).ravel() for image in images]
+        rows = np.stack(rows) / 255.0
+        return l2_normalize(rows - rows.mean(axis=1, keepdims=True))
+
+
+ENCODERS.register("tiny", help="test encoder: colour layout at 6x6")(TinyEncoder)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from rap import LocalConceptStore
+
+    with LocalConceptStore(tmp_path / "store", encoder="tiny", faces="none") as opened:
+        yield opened

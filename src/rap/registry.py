@@ -6,16 +6,16 @@ all named by a spec string ``scheme`` or ``scheme:argument``, e.g.
 A registry maps each scheme to a factory that receives the argument.
 
 Built-in backends register through the same call an external package uses: a
-module that calls ``REGISTRY.register(...)`` at import. rap imports its own
-backend modules lazily (only when a name is first resolved) so that importing
-:mod:`rap` never imports torch, and third-party packages can add backends through
-the ``rap.plugins`` entry-point group.
+module that calls ``REGISTRY.register(...)`` at import. The registry knows which
+built-in module provides each scheme and imports only that one, when the scheme
+is first resolved, so importing :mod:`rap` never imports torch. Third-party
+packages add backends through the ``rap.plugins`` entry-point group.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -36,9 +36,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Resolves ``scheme[:argument]`` specs to backend instances of one kind."""
 
-    def __init__(self, kind: str, builtin_modules: Sequence[str]) -> None:
+    def __init__(self, kind: str, builtin: Mapping[str, str]) -> None:
+        """``builtin`` maps each built-in scheme to the module that registers it."""
         self.kind = kind
-        self._builtin_modules = tuple(builtin_modules)
+        self._builtin = dict(builtin)
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
 
@@ -53,11 +54,17 @@ class Registry(Generic[T]):
 
         return decorate
 
-    def _load(self) -> None:
+    def _load(self, scheme: str | None = None) -> None:
+        """Import the module providing ``scheme``, or every provider when None."""
+        if scheme is not None and scheme in self._entries:
+            return
+        if scheme in self._builtin:
+            importlib.import_module(self._builtin[scheme])
+            return
         if self._loaded:
             return
         self._loaded = True
-        for module in self._builtin_modules:
+        for module in dict.fromkeys(self._builtin.values()):
             importlib.import_module(module)
         for plugin in entry_points(group="rap.plugins"):
             plugin.load()
@@ -74,7 +81,7 @@ class Registry(Generic[T]):
         if not isinstance(spec, str) or not spec.strip():
             raise InvalidInput(f"empty {self.kind} name; choose one of: {', '.join(self.names())}")
         scheme, _, argument = spec.strip().partition(":")
-        self._load()
+        self._load(scheme)
         entry = self._entries.get(scheme)
         if entry is None:
             raise UnknownBackend(

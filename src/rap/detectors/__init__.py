@@ -12,7 +12,14 @@ from rap.detectors.base import Region, RegionDetector
 from rap.registry import Registry
 
 DETECTORS: Registry[RegionDetector] = Registry(
-    "region detector", ["rap.detectors.proposals", "rap.detectors.open_vocabulary"]
+    "region detector",
+    {
+        "multiscale": "rap.detectors.proposals",
+        "selective-search": "rap.detectors.proposals",
+        "none": "rap.detectors.proposals",
+        "owlv2": "rap.detectors.open_vocabulary",
+        "grounding-dino": "rap.detectors.open_vocabulary",
+    },
 )
 
 

@@ -14,9 +14,16 @@ from rap.encoders.base import Face, FaceAnalyzer, ImageEncoder, l2_normalize
 from rap.registry import Registry
 
 ENCODERS: Registry[ImageEncoder] = Registry(
-    "image encoder", ["rap.encoders.efficientnet", "rap.encoders.clip"]
+    "image encoder", {"offline": "rap.encoders.efficientnet", "clip": "rap.encoders.clip"}
 )
-FACE_ANALYZERS: Registry[FaceAnalyzer | None] = Registry("face analyzer", ["rap.encoders.face"])
+FACE_ANALYZERS: Registry[FaceAnalyzer | None] = Registry(
+    "face analyzer", {"dlib": "rap.encoders.face", "none": "rap.encoders"}
+)
+
+
+@FACE_ANALYZERS.register("none", help="no face matching: people are matched by the image encoder alone")
+def _no_face_analyzer(argument: str) -> None:
+    return None
 
 
 def create_encoder(spec: str) -> ImageEncoder:

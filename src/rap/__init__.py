@@ -1,0 +1,45 @@
+"""rap: retrieval-augmented personalization for multimodal LLMs.
+
+Remember concepts (your dog, your friends, your mug) in a :class:`ConceptStore`,
+and let a :class:`Retriever` find them in photos and questions::
+
+    from rap import LocalConceptStore, Retriever
+
+    store = LocalConceptStore("~/my-concepts")
+    store.add("bo", ["bo.jpg"], info="<bo> is my Shiba Inu", category="dog")
+    retrieval = Retriever(store).retrieve("park.jpg", text="Where is bo?")
+    print(retrieval.names())
+
+Importing rap is cheap: torch and the models load when first needed.
+"""
+
+from __future__ import annotations
+
+from rap.concepts import Concept, ConceptImage
+from rap.errors import RapError
+from rap.retrieval import Retrieval, RetrievedConcept, Retriever
+from rap.settings import Settings, resolve
+from rap.store import ConceptStore, LocalConceptStore, NewConcept
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Concept",
+    "ConceptImage",
+    "ConceptStore",
+    "LocalConceptStore",
+    "NewConcept",
+    "RapError",
+    "Retrieval",
+    "RetrievedConcept",
+    "Retriever",
+    "Settings",
+    "resolve",
+    "open_store",
+]
+
+
+def open_store(settings: Settings | None = None, **overrides: object) -> LocalConceptStore:
+    """Open the store the settings in force name (``RAP_DB``, ``RAP_HOME``, the config file)."""
+    resolved = settings or resolve(overrides).settings
+    return LocalConceptStore(resolved.store_path, encoder=resolved.encoder, faces=resolved.faces)

@@ -1,0 +1,85 @@
+"""Turning images into the store's vectors, with models loaded only when needed.
+
+An :class:`Embedder` pairs the image encoder with the (optional) face analyzer.
+Listing or editing text never loads a model; the first image that needs a
+vector does. Every reference image gets a vector in the ``image`` space; a
+reference image of a person concept also gets one in the ``face`` space when a
+face is found in it, because general image encoders are weak on faces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from PIL import Image
+
+from rap.encoders import ENCODERS, FACE_ANALYZERS, FaceAnalyzer, ImageEncoder
+from rap.images import Box
+
+IMAGE_SPACE = "image"
+FACE_SPACE = "face"
+
+
+@dataclass(frozen=True)
+class SpaceVector:
+    space: str
+    vector: np.ndarray
+    box: Box | None = None
+
+
+class Embedder:
+    """The models that key a store, named by spec and loaded lazily."""
+
+    def __init__(self, encoder: str | ImageEncoder, faces: str | FaceAnalyzer | None = "none") -> None:
+        if isinstance(encoder, str):
+            self.encoder_id = ENCODERS.canonical(encoder)
+            self._encoder_spec: str | None = encoder
+        else:
+            self.encoder_id, self._encoder_spec = encoder.id, None
+            self.__dict__["encoder"] = encoder
+        if faces is None or isinstance(faces, str):
+            self.faces_id = FACE_ANALYZERS.canonical(faces or "none")
+            self._faces_spec: str | None = faces or "none"
+        else:
+            self.faces_id, self._faces_spec = faces.id, None
+            self.__dict__["face_analyzer"] = faces
+
+    @cached_property
+    def encoder(self) -> ImageEncoder:
+        assert self._encoder_spec is not None
+        return ENCODERS.create(self._encoder_spec)
+
+    @cached_property
+    def face_analyzer(self) -> FaceAnalyzer | None:
+        assert self._faces_spec is not None
+        return FACE_ANALYZERS.create(self._faces_spec)
+
+    def threshold(self, space: str) -> float:
+        """The distance under which a match in ``space`` counts, per the model's calibration."""
+        if space == FACE_SPACE and self.face_analyzer is not None:
+            return self.face_analyzer.match_threshold
+        return self.encoder.match_threshold
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Image-space vectors for many images, in batches."""
+        encoder = self.encoder
+        if not images:
+            return np.empty((0, encoder.dim), np.float32)
+        step = max(1, encoder.batch_size)
+        return np.concatenate([encoder.embed(images[i : i + step]) for i in range(0, len(images), step)])
+
+    def reference_vectors(self, images: Sequence[Image.Image], is_person: Sequence[bool]) -> list[list[SpaceVector]]:
+        """The vectors that key each reference image: its image vector, and its largest face for people."""
+        vectors = self.embed(images)
+        keyed: list[list[SpaceVector]] = []
+        for image, vector, person in zip(images, vectors, is_person):
+            entry = [SpaceVector(IMAGE_SPACE, vector)]
+            if person and self.face_analyzer is not None:
+                found = self.face_analyzer.faces(image)
+                if found:
+                    entry.append(SpaceVector(FACE_SPACE, found[0].vector, found[0].box))
+            keyed.append(entry)
+        return keyed

@@ -1,0 +1,153 @@
+"""Every setting, declared once, and where each value in force came from.
+
+Values are resolved in this order, later winning: the built-in default, the
+active profile (built in, or from the config file), the config file's top level,
+an environment variable, and an explicit argument (a command-line flag).
+``rap config show`` prints the result with each value's source.
+
+The config file is TOML, at ``$RAP_HOME/config.toml`` unless ``RAP_CONFIG``
+names another::
+
+    profile = "paper"          # which profile is active
+    top_k = 3                  # top-level values override the profile
+
+    [profiles.mine]            # a profile of your own
+    encoder = "clip:/models/clip-vit-large-patch14-336"
+    detector = "owlv2:/models/owlv2"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rap.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _default_home() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("rap", appauthor=False)
+
+
+class Settings(BaseModel):
+    """The settings rap knows; each field's description is its help text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=_default_home, description="rap's folder for config and the default store (RAP_HOME)")
+    db: Path | None = Field(None, description="the concept store folder; default: $RAP_HOME/store (RAP_DB, --db)")
+    encoder: str = Field("offline:efficientnet-lite0", description="image encoder that keys the store (RAP_ENCODER, --encoder)")
+    faces: str = Field("dlib", description="face analyzer for concepts of a person category, or 'none' (RAP_FACES)")
+    detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
+    top_k: int = Field(2, ge=1, le=100, description="concepts retrieved per query (RAP_TOP_K, -k)")
+    per_region_k: int = Field(2, ge=1, le=100, description="nearest reference images kept per region, as in the paper")
+    threshold: float | None = Field(None, ge=0, description="max calibrated distance for a visual match; unset: the encoder's own; 'inf' keeps all (RAP_THRESHOLD)")
+
+    @property
+    def store_path(self) -> Path:
+        return self.db if self.db is not None else self.home / "store"
+
+
+ENV_PREFIX = "RAP_"
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    # Everything from PyPI: runs air-gapped, in CI and on a laptop.
+    "offline": {"encoder": "offline:efficientnet-lite0", "detector": "multiscale", "faces": "dlib", "top_k": 2},
+    # The paper's setup: CLIP ViT-L/14-336 keys, an open-vocabulary detector.
+    "paper": {
+        "encoder": "clip:openai/clip-vit-large-patch14-336",
+        "detector": "owlv2:google/owlv2-base-patch16-ensemble",
+        "faces": "dlib",
+        "top_k": 2,
+    },
+}
+DEFAULT_PROFILE = "offline"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings in force, with the source of each value."""
+
+    settings: Settings
+    sources: dict[str, str]
+    profile: str
+    config_file: Path | None = None
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _config_path(home: Path, environ: Mapping[str, str]) -> Path:
+    return Path(environ["RAP_CONFIG"]) if environ.get("RAP_CONFIG") else home / "config.toml"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    if name == "threshold" and raw.strip().lower() in {"inf", "none", "off"}:
+        return float("inf") if raw.strip().lower() == "inf" else None
+    return raw
+
+
+def resolve(
+    overrides: Mapping[str, Any] | None = None,
+    profile: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """Resolve the settings in force; ``overrides`` are explicit arguments (None = not given)."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in Settings.model_fields}
+
+    home = overrides.get("home") or environ.get("RAP_HOME")
+    home_path = Path(home).expanduser() if home else _default_home()
+    config_file = _config_path(home_path, environ)
+    config = _read_config(config_file)
+    file_profiles = config.pop("profiles", {}) or {}
+    if not isinstance(file_profiles, dict):
+        raise ConfigError(f"config file {config_file}: [profiles] must be a table of tables")
+    profiles = {**BUILTIN_PROFILES, **file_profiles}
+
+    chosen = profile or environ.get("RAP_PROFILE") or config.pop("profile", None) or DEFAULT_PROFILE
+    config.pop("profile", None)
+    if chosen not in profiles:
+        raise ConfigError(f"unknown profile {chosen!r}; known: {', '.join(sorted(profiles))}")
+    layers = [
+        (f"profile {chosen}" + (" (config file)" if chosen in file_profiles else ""), profiles[chosen]),
+        (f"config file {config_file}", config),
+        ("environment", {n: _parse_env(n, environ[ENV_PREFIX + n.upper()]) for n in Settings.model_fields if ENV_PREFIX + n.upper() in environ}),
+        ("argument", overrides),
+    ]
+    for source, layer in layers:
+        for name, value in layer.items():
+            if name not in Settings.model_fields:
+                raise ConfigError(f"{source}: unknown setting {name!r}; known: {', '.join(Settings.model_fields)}")
+            values[name] = value
+            sources[name] = source
+    values["home"] = home_path
+    sources["home"] = "argument" if "home" in overrides else "environment" if home else "default"
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {where} ({sources.get(where, 'default')}): {first['msg']}") from None
+    return Resolved(settings, sources, chosen, config_file if config_file.exists() else None, profiles)

@@ -1,0 +1,135 @@
+"""The interface every concept store implements.
+
+The embedded store (:class:`rap.store.local.LocalConceptStore`: SQLite + FAISS in
+one folder) is the default; a server-side store (PostgreSQL) implements the same
+methods. Everything above the store (retriever, assistant, CLI, service) uses
+only this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rap.concepts import Concept
+from rap.embedding import Embedder
+from rap.images import LoadedImage
+
+ImageSource = str | Path | LoadedImage
+Progress = Callable[[int], None]
+"""Called with the number of items just finished, for progress bars."""
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    """One nearest reference image for a query vector."""
+
+    concept: str
+    image_id: int
+    distance: float
+
+
+@dataclass
+class NewConcept:
+    """What a user gives to remember a concept (used for bulk adds)."""
+
+    name: str
+    images: Sequence[ImageSource]
+    info: str = ""
+    category: str = "object"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+class ConceptStore(ABC):
+    """Concepts and their vectors; every change is visible to the next search."""
+
+    #: the models that make the store's vectors: image encoder and face analyzer
+    embedder: Embedder
+
+    @property
+    def encoder_id(self) -> str:
+        """Canonical spec of the image encoder whose vectors the store holds."""
+        return self.embedder.encoder_id
+
+    @property
+    def faces_id(self) -> str:
+        """Canonical spec of the face analyzer, or ``none``."""
+        return self.embedder.faces_id
+
+    @abstractmethod
+    def add(
+        self,
+        name: str,
+        images: Sequence[ImageSource],
+        *,
+        info: str = "",
+        category: str = "object",
+        attributes: Mapping[str, str] | None = None,
+    ) -> Concept: ...
+
+    @abstractmethod
+    def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
+        """Add several concepts at once, with batched encoding; all or nothing."""
+
+    @abstractmethod
+    def edit(
+        self,
+        name: str,
+        *,
+        rename: str | None = None,
+        info: str | None = None,
+        category: str | None = None,
+        set_attributes: Mapping[str, str] | None = None,
+        unset_attributes: Iterable[str] = (),
+        add_images: Sequence[ImageSource] = (),
+        remove_images: Iterable[int] = (),
+    ) -> Concept: ...
+
+    @abstractmethod
+    def remove(self, name: str) -> None: ...
+
+    @abstractmethod
+    def get(self, name: str) -> Concept:
+        """The concept, by name (case-insensitive, with or without ``<>``)."""
+
+    @abstractmethod
+    def lookup(self, names: Iterable[str]) -> list[Concept]:
+        """The concepts among ``names`` that exist, in the order given; unknown ones are skipped."""
+
+    @abstractmethod
+    def list(self) -> list[Concept]: ...
+
+    @abstractmethod
+    def categories(self) -> list[str]:
+        """The distinct categories of the stored concepts: the detector's classes."""
+
+    @abstractmethod
+    def spaces(self) -> list[str]:
+        """The vector spaces that hold at least one vector (``image``, ``face``)."""
+
+    @abstractmethod
+    def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
+        """The ``k`` nearest reference images of each query vector, nearest first."""
+
+    @abstractmethod
+    def image_path(self, image_file: str) -> Path:
+        """Where a stored reference image can be read."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.lookup([name]))
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+    def __enter__(self) -> ConceptStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

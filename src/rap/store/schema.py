@@ -1,0 +1,75 @@
+"""The store's SQLite schema, changed only through numbered migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied. A store written
+by a newer rap (a higher number than this module knows) is refused rather than
+misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from rap.errors import StoreError
+
+STORE_FORMAT = "rap-concept-store"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: concepts, their reference images, and one vector per image and space.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE concepts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL UNIQUE,
+        info TEXT NOT NULL DEFAULT '',
+        category TEXT NOT NULL,
+        attributes TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX concepts_category ON concepts (category);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        concept_id INTEGER NOT NULL REFERENCES concepts (id) ON DELETE CASCADE,
+        file TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL
+    );
+    CREATE INDEX images_concept ON images (concept_id);
+    CREATE INDEX images_file ON images (file);
+    CREATE TABLE vectors (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+        space TEXT NOT NULL,
+        box TEXT,
+        vector BLOB NOT NULL
+    );
+    CREATE INDEX vectors_space ON vectors (space, id);
+    CREATE INDEX vectors_image ON vectors (image_id);
+    """,
+)
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Bring the schema up to date, each migration in its own transaction."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"this store has schema version {version}, newer than this rap knows "
+            f"({len(MIGRATIONS)}); upgrade rap-mllm"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript() would commit early; run statement by statement instead.
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            if number == 0:
+                connection.execute("INSERT INTO meta VALUES ('format', ?), ('generation', '0')", (STORE_FORMAT,))
+            connection.execute(f"PRAGMA user_version = {number + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
