@@ -53,7 +53,7 @@ class Settings(BaseModel):
     detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
     top_k: int = Field(2, ge=1, le=100, description="concepts retrieved per query (RAP_TOP_K, -k)")
     per_region_k: int = Field(2, ge=1, le=100, description="nearest reference images kept per region, as in the paper")
-    threshold: float | None = Field(None, ge=0, description="max calibrated distance for a visual match; unset: the encoder's own; 'inf' keeps all (RAP_THRESHOLD)")
+    threshold: float | None = Field(None, ge=0, description="max Euclidean distance for an image match; unset: the encoder's calibrated value; inf keeps all, as the paper does (RAP_THRESHOLD)")
 
     @property
     def store_path(self) -> Path:
@@ -84,6 +84,10 @@ class Resolved:
     profile: str
     config_file: Path | None = None
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def explicit(self, name: str) -> bool:
+        """Whether the user chose this value (rather than it being a built-in default)."""
+        return not self.sources[name].startswith("default")
 
 
 def _config_path(home: Path, environ: Mapping[str, str]) -> Path:
@@ -126,12 +130,17 @@ def resolve(
         raise ConfigError(f"config file {config_file}: [profiles] must be a table of tables")
     profiles = {**BUILTIN_PROFILES, **file_profiles}
 
-    chosen = profile or environ.get("RAP_PROFILE") or config.pop("profile", None) or DEFAULT_PROFILE
+    chosen = profile or environ.get("RAP_PROFILE") or config.pop("profile", None)
     config.pop("profile", None)
+    implicit = chosen is None
+    chosen = chosen or DEFAULT_PROFILE
     if chosen not in profiles:
         raise ConfigError(f"unknown profile {chosen!r}; known: {', '.join(sorted(profiles))}")
     layers = [
-        (f"profile {chosen}" + (" (config file)" if chosen in file_profiles else ""), profiles[chosen]),
+        (
+            f"default (profile {chosen})" if implicit else f"profile {chosen}" + (" (config file)" if chosen in file_profiles else ""),
+            profiles[chosen],
+        ),
         (f"config file {config_file}", config),
         ("environment", {n: _parse_env(n, environ[ENV_PREFIX + n.upper()]) for n in Settings.model_fields if ENV_PREFIX + n.upper() in environ}),
         ("argument", overrides),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from rap.images import LoadedImage
 ImageSource = str | Path | LoadedImage
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
+ProgressFactory = Callable[[str, int], AbstractContextManager[Progress]]
+"""Opens a progress display for ``total`` items with a description; yields its ``advance``."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,7 +46,7 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
 from rap.encoders import ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
 from rap.images import LoadedImage, load_image
-from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, VectorHit
+from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
 from rap.store.schema import STORE_FORMAT, migrate
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE, VectorIndex
@@ -81,7 +81,7 @@ class LocalConceptStore(ConceptStore):
         encoder: str | ImageEncoder | None = None,
         faces: str | None = None,
         on_encoder_change: OnEncoderChange = "refuse",
-        progress: Callable[[int], Progress] | None = None,
+        progress: ProgressFactory | None = None,
         approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
     ) -> None:
         self.path = Path(path).expanduser()
@@ -90,6 +90,8 @@ class LocalConceptStore(ConceptStore):
         self._indexes: dict[str, VectorIndex] = {}
         self._dirty: dict[str, int] = {}
         self._generation = -1
+        #: whether opening re-embedded the store for a new encoder
+        self.reembedded_on_open = False
         self._db = self._connect()
         try:
             migrate(self._db)
@@ -143,7 +145,7 @@ class LocalConceptStore(ConceptStore):
         encoder: str | ImageEncoder | None,
         faces: str | None,
         on_change: OnEncoderChange,
-        progress: Callable[[int], Progress] | None,
+        progress: ProgressFactory | None,
     ) -> Embedder:
         recorded = (self._meta("encoder:image"), self._meta("encoder:face"))
         chosen = Embedder(encoder or recorded[0] or DEFAULT_ENCODER, faces or recorded[1] or "none")
@@ -160,7 +162,12 @@ class LocalConceptStore(ConceptStore):
                     f"'rap reembed --encoder {wanted[0]} --faces {wanted[1]}'"
                 )
             self.embedder = chosen
-            self.reembed(progress(self._count_images()) if progress else None)
+            self.reembedded_on_open = True
+            if progress is None:
+                self.reembed()
+            else:
+                with progress("re-embedding", self._count_images()) as advance:
+                    self.reembed(advance)
         return chosen
 
     # -- transactions and the index ---------------------------------------------

@@ -1,0 +1,57 @@
+"""The ``rap`` command: a thin layer over the Python API.
+
+Every command resolves the settings in force (flags, environment, config file,
+profile), calls the same functions a Python user would, and prints a rich table
+or, with ``--json``, machine-readable JSON. Errors a user can cause are printed
+as one line on stderr with a non-zero exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from rap.cli import concepts, config, retrieve, store, transfer
+from rap.cli.context import global_options
+from rap.errors import RapError
+
+app = typer.Typer(
+    name="rap",
+    help="Retrieval-augmented personalization: remember your concepts, find them in photos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.callback()(global_options)
+app.add_typer(concepts.app, name="concept")
+app.add_typer(config.app, name="config")
+app.command("import")(transfer.import_command)
+app.command("export")(transfer.export_command)
+app.command("retrieve")(retrieve.retrieve_command)
+app.command("reembed")(store.reembed_command)
+app.command("info")(store.info_command)
+app.command("backends")(config.backends_command)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run one command line and return its exit code; errors become one line on stderr."""
+    try:
+        result = app(args=argv, prog_name="rap", standalone_mode=False)
+    except RapError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown command, bad option
+        exc.show()
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())

@@ -1,0 +1,54 @@
+"""``rap config show`` and ``rap backends``: what is in force and what is available."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from rap.cli.context import print_json, state, stdout
+from rap.detectors import DETECTORS
+from rap.encoders import ENCODERS, FACE_ANALYZERS
+from rap.settings import Settings
+
+app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
+
+REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTORS}
+
+
+@app.command("show")
+def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every setting in force and where its value came from."""
+    resolved = state(ctx).resolved
+    values = resolved.settings.model_dump(mode="json")
+    values["db"] = str(resolved.settings.store_path)
+    if as_json:
+        print_json(
+            {
+                "profile": resolved.profile,
+                "config_file": str(resolved.config_file) if resolved.config_file else None,
+                "settings": {name: {"value": values[name], "source": resolved.sources[name]} for name in values},
+                "profiles": sorted(resolved.profiles),
+            }
+        )
+        return
+    table = Table("setting", "value", "source", "help", box=None, header_style="bold")
+    for name, field in Settings.model_fields.items():
+        table.add_row(name, str(values[name]), resolved.sources[name], field.description or "")
+    stdout.print(f"profile: [bold]{resolved.profile}[/bold]   config file: {resolved.config_file or '(none)'}")
+    stdout.print(table)
+
+
+def backends_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The encoders, face analyzers and detectors rap knows, by name."""
+    listing = {
+        kind: [{"name": e.scheme, "default": e.default_argument, "help": e.help} for e in registry.entries()]
+        for kind, registry in REGISTRIES.items()
+    }
+    if as_json:
+        print_json(listing)
+        return
+    for kind, entries in listing.items():
+        table = Table("name", "default argument", "help", title=kind, box=None, header_style="bold")
+        for entry in entries:
+            table.add_row(entry["name"], entry["default"] or "-", entry["help"])
+        stdout.print(table)

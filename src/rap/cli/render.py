@@ -1,0 +1,54 @@
+"""How concepts and retrievals look on a terminal and in JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from rap.concepts import Concept
+from rap.retrieval import Retrieval
+
+
+def concept_json(concept: Concept) -> dict[str, Any]:
+    return concept.model_dump(mode="json") | {"token": concept.token}
+
+
+def concepts_table(concepts: list[Concept]) -> Table:
+    table = Table("name", "category", "images", "info", "updated", box=None, header_style="bold")
+    for c in concepts:
+        info = c.info if len(c.info) <= 60 else c.info[:57] + "..."
+        table.add_row(c.token, c.category, str(len(c.images)), info, c.updated_at.strftime("%Y-%m-%d %H:%M"))
+    return table
+
+
+def concept_table(concept: Concept) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_row("[bold]name", concept.token)
+    table.add_row("[bold]category", concept.category)
+    table.add_row("[bold]info", concept.info or "-")
+    for key, value in concept.attributes.items():
+        table.add_row(f"[bold]{key}", value)
+    for image in concept.images:
+        face = f", face at {list(image.face_box)}" if image.face_box else ""
+        table.add_row(f"[bold]image {image.id}", f"{image.file} ({image.width}x{image.height}{face})")
+    table.add_row("[bold]created", concept.created_at.isoformat(timespec="seconds"))
+    table.add_row("[bold]updated", concept.updated_at.isoformat(timespec="seconds"))
+    return table
+
+
+def retrieval_table(title: str, retrieval: Retrieval) -> Table:
+    table = Table("#", "concept", "via", "distance", "score", "box", "region", title=title, box=None, header_style="bold")
+    for n, r in enumerate(retrieval.concepts, 1):
+        table.add_row(
+            str(n),
+            r.concept.token,
+            r.via,
+            "-" if r.distance is None else f"{r.distance:.3f}",
+            "-" if r.score is None else f"{r.score:.2f}",
+            "-" if r.box is None else ",".join(map(str, r.box)),
+            r.region or "-",
+        )
+    if not retrieval.concepts:
+        table.add_row("-", "none of your concepts", "", "", "", "", "")
+    return table

@@ -1,0 +1,53 @@
+"""``rap retrieve``: which of my concepts are in these images?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rap.cli.context import print_json, state, stdout
+from rap.cli.render import retrieval_table
+from rap.errors import InvalidInput
+from rap.images import load_image
+from rap.retrieval import Retriever
+
+BATCH = 8
+
+
+def retrieve_command(
+    ctx: typer.Context,
+    images: list[Path] = typer.Argument(None, help="Query images; none for a text-only query."),
+    text: str | None = typer.Option(None, "--text", "-t", help="The user's text; concepts named in it are always retrieved."),
+    k: int | None = typer.Option(None, "-k", "--top-k", min=1, max=100, help="Concepts to retrieve per image."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, help="Max image distance for a match (inf keeps all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image (JSON Lines)."),
+) -> None:
+    """Retrieve concepts for each image (and the text), with distance and matching box."""
+    images = images or []
+    if not images and not text:
+        raise InvalidInput("give at least one image or --text")
+    st = state(ctx)
+    settings = st.resolved.settings
+    loaded = [load_image(path) for path in images]  # every file checked before any work
+    retriever = Retriever(
+        st.store(),
+        settings.detector,
+        top_k=k or settings.top_k,
+        per_region_k=settings.per_region_k,
+        threshold=threshold if threshold is not None else settings.threshold,
+    )
+    if not loaded:
+        _emit(None, retriever.retrieve(text=text), as_json)
+        return
+    for start in range(0, len(loaded), BATCH):
+        chunk = loaded[start : start + BATCH]
+        for path, retrieval in zip(images[start : start + BATCH], retriever.retrieve_batch(chunk, [text] * len(chunk))):
+            _emit(path, retrieval, as_json)
+
+
+def _emit(path: Path | None, retrieval, as_json: bool) -> None:
+    if as_json:
+        print_json({"image": str(path) if path else None} | retrieval.to_dict())
+    else:
+        stdout.print(retrieval_table(str(path) if path else "text", retrieval))

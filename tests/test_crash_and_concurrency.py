@@ -1,0 +1,87 @@
+"""kill -9 at any point of an add, edit or remove leaves a store that reopens consistent.
+
+A child process works on the store in a loop and is killed with SIGKILL after
+a random delay, several times over; after each kill the store is reopened and
+checked: every concept is retrievable by its own image, no vector points at
+nothing, every referenced image file exists.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from rap import LocalConceptStore
+from test_store import assert_consistent
+
+TESTS = Path(__file__).parent
+
+WORKER = textwrap.dedent(
+    """
+    import random, sys
+    sys.path.insert(0, {tests!r})
+    import conftest  # registers the tiny encoder
+    from rap import LocalConceptStore
+    photos = sorted((conftest.PHOTOS).glob("*.jpg"))
+    store = LocalConceptStore({path!r}, encoder="tiny")
+    rng = random.Random({seed})
+    print("ready", flush=True)
+    n = 0
+    while True:
+        names = [c.name for c in store.list()]
+        op = rng.random()
+        if op < 0.5 or len(names) < 2:
+            n += 1
+            store.add(f"c{{{seed}}}_{{n}}", rng.sample(photos, 2), info="x", category=rng.choice(["dog", "cat"]))
+        elif op < 0.8:
+            store.edit(rng.choice(names), info=str(n), add_images=[rng.choice(photos)])
+        else:
+            store.remove(rng.choice(names))
+    """
+)
+
+
+def start_worker(path: Path, seed: int, tests: Path = TESTS) -> subprocess.Popen:
+    code = WORKER.format(tests=str(tests), path=str(path), seed=seed)
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert worker.stdout.readline().strip() == b"ready", worker.stderr.read().decode()
+    return worker
+
+
+def test_kill_9_during_writes_never_breaks_the_store(tmp_path):
+    path = tmp_path / "store"
+    rng = random.Random(7)
+    for round_ in range(6):
+        worker = start_worker(path, round_)
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        with LocalConceptStore(path, encoder="tiny") as store:
+            assert_consistent(store)
+
+
+def test_readers_work_while_another_process_writes(tmp_path, photos):
+    path = tmp_path / "store"
+    with LocalConceptStore(path, encoder="tiny") as store:
+        store.add("seed", [photos / "dog_00.jpg"])
+    worker = start_worker(path, 99)
+    try:
+        reader = LocalConceptStore(path, encoder="tiny")
+        query = reader.embedder.embed([__import__("PIL.Image").Image.open(photos / "dog_00.jpg")])
+        seen = set()
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            hits = reader.search("image", query, 50)[0]
+            seen.update(hit.concept for hit in hits)
+            reader.list()
+        assert len(seen) > 1  # the reader saw the writer's concepts appear
+        reader.close()
+    finally:
+        worker.kill()
+        worker.wait()
+    with LocalConceptStore(path, encoder="tiny") as store:
+        assert_consistent(store)
