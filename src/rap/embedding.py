@@ -64,12 +64,10 @@ class Embedder:
         return self.encoder.match_threshold
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Image-space vectors for many images, in batches."""
-        encoder = self.encoder
+        """Image-space vectors for many images (the encoder batches them)."""
         if not images:
-            return np.empty((0, encoder.dim), np.float32)
-        step = max(1, encoder.batch_size)
-        return np.concatenate([encoder.embed(images[i : i + step]) for i in range(0, len(images), step)])
+            return np.empty((0, self.encoder.dim), np.float32)
+        return self.encoder.embed(images)
 
     def reference_vectors(self, images: Sequence[Image.Image], is_person: Sequence[bool]) -> list[list[SpaceVector]]:
         """The vectors that key each reference image: its image vector, and its largest face for people."""

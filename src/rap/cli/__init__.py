@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, retrieve, store, transfer
+from rap.cli import concepts, config, demo, retrieve, store, transfer
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -32,6 +32,7 @@ app.command("retrieve")(retrieve.retrieve_command)
 app.command("reembed")(store.reembed_command)
 app.command("info")(store.info_command)
 app.command("backends")(config.backends_command)
+app.command("demo")(demo.demo_command)
 
 
 def run(argv: list[str] | None = None) -> int:

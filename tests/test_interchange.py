@@ -1,0 +1,100 @@
+"""Import from the official RAP format and plain folders; export to the RAP format."""
+
+import json
+import shutil
+
+import pytest
+
+from rap.errors import ConceptExists, InvalidFormat, InvalidInput
+from rap.store.interchange import export_rap, import_concepts, read_concepts
+
+
+def rap_database(root, photos, relative_to_parent=True):
+    """A folder laid out as the official repository's example_database/."""
+    folder = root / "example_database"
+    folder.mkdir(parents=True)
+    for name in ("dog_00.jpg", "dog_01.jpg", "cat_00.jpg"):
+        shutil.copy(photos / name, folder / name)
+    prefix = "example_database/" if relative_to_parent else ""
+    data = {
+        "concept_dict": {
+            "<bo>": {"name": "bo", "image": f"{prefix}dog_00.jpg", "info": "<bo> is a Shiba Inu.", "category": "dog"},
+            "<mam>": {"name": "mam", "image": f"{prefix}cat_00.jpg", "info": "<mam> is a cat.", "category": "cat"},
+        },
+        "path_to_concept": {f"{prefix}dog_00.jpg": "<bo>", f"{prefix}dog_01.jpg": "<bo>", f"{prefix}cat_00.jpg": "<mam>"},
+    }
+    (folder / "database.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("relative_to_parent", [True, False])
+def test_import_official_format(store, photos, tmp_path, relative_to_parent):
+    folder = rap_database(tmp_path, photos, relative_to_parent)
+    added, skipped = import_concepts(store, read_concepts(folder))
+    assert added == ["bo", "mam"] and skipped == []
+    bo = store.get("bo")
+    assert bo.info == "<bo> is a Shiba Inu." and bo.category == "dog" and len(bo.images) == 2
+
+
+def test_export_then_import_round_trips(store, photos, tmp_path):
+    store.add("bo", [photos / "dog_00.jpg", photos / "dog_01.jpg"], info="my dog", category="dog", attributes={"age": "3"})
+    target = export_rap(store, tmp_path / "out")
+    data = json.loads((target / "database.json").read_text())
+    assert data["concept_dict"]["<bo>"]["image"] == "out/bo.jpg"
+    assert data["path_to_concept"] == {"out/bo.jpg": "<bo>", "out/bo_2.jpg": "<bo>"}
+    again = read_concepts(target)
+    assert [(c.name, c.info, c.category, dict(c.attributes), len(c.images)) for c in again] == [
+        ("bo", "my dog", "dog", {"age": "3"}, 2)
+    ]
+    with pytest.raises(InvalidInput, match="not an empty folder"):
+        export_rap(store, target)
+
+
+def test_plain_folder(store, photos, tmp_path):
+    for name, files in {"rex": ["dog_00.jpg", "dog_01.jpg"], "tom": ["cat_00.jpg"]}.items():
+        (tmp_path / "plain" / name).mkdir(parents=True)
+        for file in files:
+            shutil.copy(photos / file, tmp_path / "plain" / name / file)
+    (tmp_path / "plain" / "rex" / "info.txt").write_text("<rex> is a good boy\n")
+    (tmp_path / "plain" / "rex" / "category.txt").write_text("dog")
+    import_concepts(store, read_concepts(tmp_path / "plain", default_category="pet"))
+    assert [(c.name, c.category, c.info, len(c.images)) for c in store.list()] == [
+        ("rex", "dog", "<rex> is a good boy", 2),
+        ("tom", "pet", "", 1),
+    ]
+    with pytest.raises(ConceptExists):
+        import_concepts(store, read_concepts(tmp_path / "plain"))
+    added, skipped = import_concepts(store, read_concepts(tmp_path / "plain"), skip_existing=True)
+    assert added == [] and skipped == ["rex", "tom"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "concept_dict"),
+        ('{"concept_dict": {"<a>": "x"}}', "must be an object"),
+        ('{"concept_dict": {"<a>": {"name": "a"}}}', "needs an 'image'"),
+        ('{"concept_dict": {"<a>": {"name": "a", "image": "nowhere.png"}}}', "not found"),
+        ('{"concept_dict": {}, "path_to_concept": {"x.png": "<ghost>"}}', "ghost"),
+    ],
+)
+def test_malformed_database_json_is_refused(store, tmp_path, content, message):
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "database.json").write_text(content)
+    with pytest.raises(InvalidFormat, match=message):
+        read_concepts(tmp_path / "db")
+
+
+def test_a_bad_image_aborts_the_whole_import(store, photos, tmp_path):
+    folder = rap_database(tmp_path, photos)
+    (folder / "cat_00.jpg").write_bytes(b"broken")
+    with pytest.raises(Exception, match="cat_00"):
+        import_concepts(store, read_concepts(folder))
+    assert len(store) == 0
+
+
+def test_empty_folder_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidFormat, match="subfolder"):
+        read_concepts(tmp_path / "empty")
