@@ -28,7 +28,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     scheme: str
-    factory: Callable[[str], T]
+    factory: Callable[..., T]
     help: str
     default_argument: str
 
@@ -45,10 +45,10 @@ class Registry(Generic[T]):
 
     def register(
         self, scheme: str, *, help: str, default_argument: str = ""
-    ) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
-        """Decorator: register ``factory(argument) -> backend`` under ``scheme``."""
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register ``factory(argument, **options) -> backend`` under ``scheme``."""
 
-        def decorate(factory: Callable[[str], T]) -> Callable[[str], T]:
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             self._entries[scheme] = Entry(scheme, factory, help, default_argument)
             return factory
 
@@ -94,6 +94,7 @@ class Registry(Generic[T]):
         entry, argument = self.parse(spec)
         return f"{entry.scheme}:{argument}" if argument else entry.scheme
 
-    def create(self, spec: str) -> T:
+    def create(self, spec: str, **options: object) -> T:
+        """Build the backend; ``options`` are the backend's own settings (validated by it)."""
         entry, argument = self.parse(spec)
-        return entry.factory(argument)
+        return entry.factory(argument, **options)

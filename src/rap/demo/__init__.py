@@ -18,9 +18,9 @@ from rap.store.local import LocalConceptStore
 PHOTOS = Path(__file__).parent / "photos"
 
 CONCEPTS = [
-    ("bo", "dog_00.jpg", "dog", "<bo> is a fluffy white dog who loves the beach."),
-    ("kit", "cat_00.jpg", "cat", "<kit> is a grey tabby cat with green eyes."),
-    ("tea", "teapot_00.jpg", "teapot", "<tea> is a cast-iron teapot from a trip to Kyoto."),
+    ("bo", "dog_00.jpg", "dog", "<bo> is a corgi with a ginger and white coat who always sticks out his tongue."),
+    ("kit", "cat_00.jpg", "cat", "<kit> is a ginger tabby cat who naps under the garden bushes."),
+    ("tea", "teapot_00.jpg", "teapot", "<tea> is a small purple clay teapot from a trip to Yixing."),
 ]
 QUERIES = ["dog_01.jpg", "cat_01.jpg", "teapot_01.jpg", "clock_00.jpg"]
 

@@ -1,0 +1,67 @@
+"""What a generation backend is: one interface for every multimodal LLM rap can drive.
+
+A backend receives the whole conversation (a list of :class:`~rap.generation.prompt.Turn`,
+the last one unanswered) and returns the reply, or streams it. It declares what
+it can do, and the base class checks requests against that, so every backend
+does not have to:
+
+* ``sees_images``: whether images reach the model (the offline text model
+  gets a text account of the photo instead);
+* ``max_concepts``: how many concepts fit its context (2 for LLaVA, 3 for
+  Phi3-V in the paper), configurable per backend;
+* ``max_images``: images per request it accepts, if limited.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rap.errors import InvalidInput
+from rap.generation.prompt import Turn
+
+
+class GenerationOptions(BaseModel):
+    """Decoding settings every backend honours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="longest reply, in tokens")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 decodes greedily")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    seed: int | None = Field(None, description="seed for sampling")
+
+
+class Generator(ABC):
+    """A multimodal (or text) LLM that answers personalized prompts."""
+
+    #: canonical spec, e.g. ``llava:llava-hf/llava-1.5-7b-hf``
+    id: str
+    sees_images: bool = True
+    max_concepts: int = 2
+    max_images: int | None = None
+
+    def check(self, conversation: Sequence[Turn]) -> None:
+        """Refuse what the backend cannot take, with a message that says so."""
+        if not conversation or conversation[-1].reply is not None:
+            raise InvalidInput("the conversation must end with an unanswered user turn")
+        if not conversation[-1].text().strip():
+            raise InvalidInput("the question is empty")
+        images = sum(len(turn.images) for turn in conversation)
+        if self.sees_images and self.max_images is not None and images > self.max_images:
+            raise InvalidInput(f"{self.id} takes at most {self.max_images} images per request, not {images}")
+
+    def generate(self, conversation: Sequence[Turn], options: GenerationOptions | None = None) -> str:
+        """The whole reply."""
+        return "".join(self.stream(conversation, options))
+
+    def stream(self, conversation: Sequence[Turn], options: GenerationOptions | None = None) -> Iterator[str]:
+        """The reply, piece by piece as it is decoded."""
+        self.check(conversation)
+        yield from self._stream(conversation, options or GenerationOptions())
+
+    @abstractmethod
+    def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
+        """Decode the reply to the last turn; called after :meth:`check`."""

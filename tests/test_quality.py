@@ -1,0 +1,49 @@
+"""Retrieval quality on real photos with the real offline models (EfficientNet-Lite0, dlib)."""
+
+import pytest
+from PIL import Image, ImageOps
+
+from rap import LocalConceptStore, Retriever
+from rap.cli import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def offline_store(tmp_path_factory):
+    photos = __import__("conftest").PHOTOS
+    store = LocalConceptStore(tmp_path_factory.mktemp("q") / "store", encoder="offline:efficientnet-lite0", faces="dlib")
+    store.add("bo", [photos / "dog_00.jpg"], category="dog")
+    store.add("kit", [photos / "cat_00.jpg"], category="cat")
+    store.add("tea", [photos / "teapot_00.jpg"], category="teapot")
+    store.add("eileen", [photos / "astronaut.jpg"], category="person")
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize(("photo", "name"), [("dog_01.jpg", "bo"), ("dog_02.jpg", "bo"), ("cat_01.jpg", "kit"), ("teapot_01.jpg", "tea")])
+@pytest.mark.parametrize("detector", ["none", "multiscale"])
+def test_another_photo_of_a_remembered_subject_is_retrieved_first(offline_store, photos, photo, name, detector):
+    result = Retriever(offline_store, detector, top_k=2).retrieve(photos / photo)
+    assert result.names()[:1] == [name]
+    assert result.concepts[0].score <= 1.0
+
+
+def test_a_subject_never_remembered_retrieves_nothing(offline_store, photos):
+    for photo in ("clock_00.jpg", "clock_01.jpg"):
+        assert Retriever(offline_store, "multiscale", top_k=2).retrieve(photos / photo).concepts == []
+
+
+def test_a_person_is_matched_by_face(offline_store, photos, tmp_path):
+    assert offline_store.get("eileen").images[0].face_box is not None
+    assert offline_store.index_info()["face"]["vectors"] == 1
+    query = ImageOps.mirror(Image.open(photos / "astronaut.jpg")).resize((200, 200))
+    result = Retriever(offline_store, "none", top_k=1).retrieve(query)
+    [match] = result.concepts
+    assert match.concept.name == "eileen" and match.region == "face"
+
+
+def test_demo_runs_offline(capsys):
+    assert run(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "remembered <bo>" in out and "<grandmas-teapot>" in out and "none of your concepts" in out
