@@ -56,3 +56,26 @@ def store(tmp_path: Path):
 
     with LocalConceptStore(tmp_path / "store", encoder="tiny", faces="none") as opened:
         yield opened
+
+
+# -- a generation backend that repeats its prompt, registered through the real registry ---
+from rap.generation import GENERATORS, Generator  # noqa: E402
+
+
+class EchoGenerator(Generator):
+    """Replies with the last user message as the model would receive it (images as <image>)."""
+
+    def __init__(self, argument: str, reply: str | None = None, sees_images: bool = True, max_concepts: int = 2):
+        self.id = "echo"
+        self.reply, self.sees_images, self.max_concepts = reply, sees_images, max_concepts
+        self.seen: list = []
+
+    def _stream(self, conversation, options):
+        self.seen.append(list(conversation))
+        last = conversation[-1]
+        text = self.reply if self.reply is not None else (last.text() if self.sees_images else last.text_only())
+        for word in text.split(" "):
+            yield word + " "
+
+
+GENERATORS.register("echo", help="test backend: repeats its prompt")(EchoGenerator)

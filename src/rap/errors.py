@@ -84,3 +84,13 @@ class UnknownBackend(ConfigError):
 
 class MissingDependency(ConfigError):
     """An optional dependency is not installed; the message names the extra that provides it."""
+
+
+class BackendError(RapError):
+    """A model server failed: unreachable, too slow, or answering with an error or nonsense.
+
+    The fault is upstream of rap, so a service built on rap answers 502 (Bad Gateway).
+    """
+
+    exit_code = 7
+    http_status = 502

@@ -18,6 +18,7 @@ names another::
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -53,23 +54,60 @@ class Settings(BaseModel):
     detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
     top_k: int = Field(2, ge=1, le=100, description="concepts retrieved per query (RAP_TOP_K, -k)")
     per_region_k: int = Field(2, ge=1, le=100, description="nearest reference images kept per region, as in the paper")
+    generator: str = Field("offline:smollm2", description="generation backend (RAP_GENERATOR, --backend)")
+    model: str | None = Field(None, description="model for the backend, replacing the spec's argument (RAP_MODEL, --model)")
+    generator_options: dict[str, Any] = Field(default_factory=dict, description="the backend's own options, e.g. {max_concepts = 3}")
+    max_new_tokens: int = Field(256, ge=1, le=8192, description="longest reply in tokens (RAP_MAX_NEW_TOKENS)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature; 0 decodes greedily (RAP_TEMPERATURE)")
     threshold: float | None = Field(None, ge=0, description="max Euclidean distance for an image match; unset: the encoder's calibrated value; inf keeps all, as the paper does (RAP_THRESHOLD)")
 
     @property
     def store_path(self) -> Path:
         return self.db if self.db is not None else self.home / "store"
 
+    @property
+    def generator_spec(self) -> str:
+        """The generator spec with ``model`` (if set) as its argument."""
+        if self.model is None:
+            return self.generator
+        return f"{self.generator.partition(':')[0]}:{self.model}"
+
 
 ENV_PREFIX = "RAP_"
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # Everything from PyPI: runs air-gapped, in CI and on a laptop.
-    "offline": {"encoder": "offline:efficientnet-lite0", "detector": "multiscale", "faces": "dlib", "top_k": 2},
+    "offline": {
+        "encoder": "offline:efficientnet-lite0",
+        "detector": "multiscale",
+        "faces": "dlib",
+        "generator": "offline:smollm2",
+        "top_k": 2,
+    },
     # The paper's setup: CLIP ViT-L/14-336 keys, an open-vocabulary detector.
     "paper": {
         "encoder": "clip:openai/clip-vit-large-patch14-336",
         "detector": "owlv2:google/owlv2-base-patch16-ensemble",
         "faces": "dlib",
+        # the official checkpoint is in the original LLaVA layout: `rap convert llava` it first
+        "generator": "llava:Hoar012/RAP-LLaVA-13b",
         "top_k": 2,
+    },
+    # A modern model to try without fine-tuning; its dynamic resolution keeps concept avatars cheap.
+    "qwen": {
+        "encoder": "clip:openai/clip-vit-large-patch14-336",
+        "detector": "owlv2:google/owlv2-base-patch16-ensemble",
+        "faces": "dlib",
+        "generator": "qwen2-vl:Qwen/Qwen2.5-VL-7B-Instruct",
+        "top_k": 3,
+    },
+    # Any OpenAI-compatible server (vLLM, SGLang, Ollama, LM Studio, hosted APIs);
+    # endpoint and key from RAP_OPENAI_BASE_URL and RAP_OPENAI_API_KEY.
+    "openai": {
+        "encoder": "offline:efficientnet-lite0",
+        "detector": "multiscale",
+        "faces": "dlib",
+        "generator": "openai:gpt-4o-mini",
+        "top_k": 3,
     },
 }
 DEFAULT_PROFILE = "offline"
@@ -107,6 +145,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _parse_env(name: str, raw: str) -> Any:
     if name == "threshold" and raw.strip().lower() in {"inf", "none", "off"}:
         return float("inf") if raw.strip().lower() == "inf" else None
+    if name == "generator_options":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"RAP_GENERATOR_OPTIONS must be a JSON object ({exc.msg})") from None
     return raw
 
 

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, demo, retrieve, store, transfer
+from rap.cli import concepts, config, demo, generate, retrieve, store, transfer
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -33,6 +33,11 @@ app.command("reembed")(store.reembed_command)
 app.command("info")(store.info_command)
 app.command("backends")(config.backends_command)
 app.command("demo")(demo.demo_command)
+app.command("ask")(generate.ask_command)
+app.command("caption")(generate.caption_command)
+app.command("chat")(generate.chat_command)
+app.command("recognize")(generate.recognize_command)
+app.command("locate")(generate.locate_command)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from rap.concepts import Concept
-from rap.retrieval import Retrieval
+from rap.retrieval import Retrieval, RetrievedConcept
 
 
 def concept_json(concept: Concept) -> dict[str, Any]:
@@ -52,3 +52,15 @@ def retrieval_table(title: str, retrieval: Retrieval) -> Table:
     if not retrieval.concepts:
         table.add_row("-", "none of your concepts", "", "", "", "", "")
     return table
+
+
+def concept_rows(concepts: list[RetrievedConcept]) -> str:
+    """One line per concept used: why the model said what it said."""
+    if not concepts:
+        return "[dim](no concepts used)[/dim]"
+    lines = []
+    for r in concepts:
+        where = f" at {','.join(map(str, r.box))}" if r.box else ""
+        distance = f", distance {r.distance:.3f}" if r.distance is not None else ""
+        lines.append(f"[dim]used {r.concept.token}: retrieved by {r.via}{distance}{where}[/dim]")
+    return "\n".join(lines)

@@ -198,6 +198,40 @@ class Retriever:
                     break
             found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
 
+    def locate(self, image: Query, name: str) -> tuple[RetrievedConcept, bool]:
+        """Where one named concept best matches in ``image``, and whether that counts as a match.
+
+        Every region (and face) is compared with the concept's own reference
+        vectors directly, so the answer does not depend on the other concepts.
+        """
+        concept = self.store.get(name)
+        picture = _as_image(image)
+        regions = self._regions([picture])[0]
+        embedder = self.store.embedder
+        best: _Candidate | None = None
+        queries: list[tuple[str, np.ndarray, list[Region]]] = []
+        references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
+        if len(references):
+            queries.append((IMAGE_SPACE, embedder.embed([crop(picture, r.box) for r in regions]), regions))
+        faces_of_concept = self.store.concept_vectors(concept.name, FACE_SPACE)
+        if len(faces_of_concept) and embedder.face_analyzer is not None:
+            faces = embedder.face_analyzer.faces(picture)
+            if faces:
+                face_regions = [Region(f.box, label="face", source="face") for f in faces]
+                queries.append((FACE_SPACE, np.stack([f.vector for f in faces]), face_regions))
+        for space, vectors, space_regions in queries:
+            keys = references if space == IMAGE_SPACE else faces_of_concept
+            distances = np.linalg.norm(vectors[:, None, :] - keys[None, :, :], axis=2).min(axis=1)
+            calibrated = embedder.threshold(space)
+            for region, distance in zip(space_regions, distances.tolist()):
+                candidate = _Candidate(concept.name, distance, distance / calibrated, region.box, region.source)
+                if best is None or candidate.score < best.score:
+                    best = candidate
+        if best is None:
+            return RetrievedConcept(concept, "image"), False
+        space = FACE_SPACE if best.region == "face" else IMAGE_SPACE
+        return _retrieved(concept, "image", best), self._keeps(space, best.distance, best.score)
+
     def _merge(self, text: str, candidates: list[_Candidate], k: int) -> Retrieval:
         best: dict[str, _Candidate] = {}
         for candidate in sorted(candidates, key=lambda c: c.score):

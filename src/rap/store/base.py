@@ -119,6 +119,10 @@ class ConceptStore(ABC):
         """The ``k`` nearest reference images of each query vector, nearest first."""
 
     @abstractmethod
+    def concept_vectors(self, name: str, space: str) -> np.ndarray:
+        """The vectors of one concept's reference images in ``space`` (rows; possibly none)."""
+
+    @abstractmethod
     def image_path(self, image_file: str) -> Path:
         """Where a stored reference image can be read."""
 

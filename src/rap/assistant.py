@@ -1,0 +1,202 @@
+"""The personal assistant: Remember -> Retrieve -> Generate, in one object.
+
+An :class:`Assistant` joins a concept store, a retriever and a generation
+backend. Every answer carries the concepts that went into the prompt (name,
+distance, box, and whether text or image retrieved them), so a user can always
+see why the model said what it said.
+
+A :class:`Conversation` keeps the history of a chat: retrieval runs with the
+image on the first turn; on later turns, concepts named in the text and not yet
+in the conversation are added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from PIL import Image
+
+from rap.errors import InvalidInput
+from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, concept_block, create_generator, user_turn
+from rap.generation.prompt import Part
+from rap.images import Box, load_image
+from rap.retrieval import Retrieval, RetrievedConcept, Retriever
+from rap.retrieval.retriever import Query, _as_image
+from rap.settings import Settings
+from rap.store.base import ConceptStore
+
+CAPTION_QUESTION = "Give a short caption of this image. Call the people and things you know by their names."
+RECOGNITION_QUESTION = "Is {token} in the image? Answer with a single word."
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply and the concepts its prompt held."""
+
+    text: str
+    concepts: list[RetrievedConcept]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.text, "concepts": [c.to_dict() for c in self.concepts]}
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """Is the concept in the image? ``present`` is None when the model's reply is neither yes nor no."""
+
+    name: str
+    present: bool | None
+    mode: Literal["model", "retriever"]
+    match: RetrievedConcept
+    reply: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "present": self.present, "mode": self.mode, "reply": self.reply, "match": self.match.to_dict()}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a named concept is in an image (its best-matching region), if it is there."""
+
+    name: str
+    found: bool
+    box: Box | None
+    match: RetrievedConcept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "found": self.found, "box": list(self.box) if self.box else None, "match": self.match.to_dict()}
+
+
+@dataclass
+class Conversation:
+    """A chat about at most one image; each answered turn stays in the history."""
+
+    assistant: Assistant
+    image: Image.Image | None = None
+    turns: list[Turn] = field(default_factory=list)
+    concepts: list[RetrievedConcept] = field(default_factory=list)
+    last: Answer | None = None
+
+    def ask(self, question: str) -> Answer:
+        for _ in self.stream(question):
+            pass
+        assert self.last is not None
+        return self.last
+
+    def stream(self, question: str) -> Iterator[str]:
+        """Yield the reply as it is decoded; afterwards :attr:`last` holds the :class:`Answer`."""
+        turn, used = self.assistant._next_turn(self, question)
+        conversation = [*self.turns, turn]
+        pieces: list[str] = []
+        for piece in self.assistant.generator.stream(conversation, self.assistant.options):
+            pieces.append(piece)
+            yield piece
+        turn.reply = "".join(pieces).strip()
+        self.turns.append(turn)
+        self.concepts += used
+        self.last = Answer(turn.reply, list(self.concepts))
+
+
+class Assistant:
+    """Answers questions about the user's concepts, with or without a photo."""
+
+    def __init__(
+        self,
+        store: ConceptStore,
+        retriever: Retriever | None = None,
+        generator: Generator | str = "offline:smollm2",
+        options: GenerationOptions | None = None,
+        generator_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.retriever = retriever or Retriever(store)
+        self._generator = generator
+        self._generator_options = generator_options or {}
+        self.options = options or GenerationOptions()
+
+    @property
+    def generator(self) -> Generator:
+        """The backend, loaded on first use: recognition and location by retrieval never load it."""
+        if isinstance(self._generator, str):
+            self._generator = create_generator(self._generator, **self._generator_options)
+        return self._generator
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: ConceptStore) -> Assistant:
+        """The assistant the settings in force describe (backend, model, options, K, threshold)."""
+        retriever = Retriever(
+            store, settings.detector, top_k=settings.top_k, per_region_k=settings.per_region_k, threshold=settings.threshold
+        )
+        options = GenerationOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+        return cls(store, retriever, settings.generator_spec, options, settings.generator_options)
+
+    # -- the four things it does ----------------------------------------------
+    def chat(self, image: Query | None = None) -> Conversation:
+        return Conversation(self, _as_image(image) if image is not None else None)
+
+    def ask(self, question: str, image: Query | None = None, history: Conversation | None = None) -> Answer:
+        """A personalized answer; pass the previous answer's conversation as ``history`` to go on."""
+        if history is not None and image is not None:
+            raise InvalidInput("a conversation keeps the image of its first turn; start a new one for a new image")
+        return (history or self.chat(image)).ask(question)
+
+    def caption(self, image: Query) -> Answer:
+        return self.ask(CAPTION_QUESTION, image)
+
+    def recognize(self, image: Query, name: str, mode: Literal["model", "retriever"] = "model") -> Recognition:
+        """Is concept ``name`` in the image: ask the model, or decide by the retriever's calibrated distance."""
+        concept = self.store.get(name)
+        match, matched = self.retriever.locate(image, concept.name)
+        if mode == "retriever":
+            return Recognition(concept.name, matched, mode, match)
+        reply = self.ask(RECOGNITION_QUESTION.format(token=concept.token), image).text
+        return Recognition(concept.name, _yes_no(reply), mode, match, reply)
+
+    def locate(self, image: Query, name: str) -> Location:
+        match, matched = self.retriever.locate(image, name)
+        return Location(match.concept.name, matched, match.box if matched else None, match)
+
+    # -- building turns --------------------------------------------------------
+    def _prompt_concept(self, retrieved: RetrievedConcept) -> PromptConcept:
+        concept = retrieved.concept
+        avatar = concept.images[0] if concept.images else None
+        image = load_image(self.store.image_path(avatar.file)).image if avatar and self.generator.sees_images else None
+        return PromptConcept(concept.token, concept.describe(), image, avatar.sha256 if avatar else None)
+
+    def _next_turn(self, conversation: Conversation, question: str) -> tuple[Turn, list[RetrievedConcept]]:
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInput("the question is empty")
+        limit = self.generator.max_concepts
+        if not conversation.turns:
+            retrieval = self.retriever.retrieve(conversation.image, text=question)
+            used = retrieval.concepts[:limit]
+            account = _account(retrieval, used) if conversation.image is not None else None
+            turn = user_turn(question, conversation.image, [self._prompt_concept(r) for r in used], account)
+            return turn, used
+        known = {c.concept.name for c in conversation.concepts}
+        named = [r for r in self.retriever.retrieve(text=question, k=limit).concepts if r.concept.name not in known]
+        used = named[:limit]  # newly named concepts, up to the backend's limit per turn
+        prompt_concepts = [self._prompt_concept(r) for r in used]
+        parts: list[Part] = [*concept_block(prompt_concepts), question]
+        keys = [c.image_key for c in prompt_concepts if c.image is not None]
+        return Turn(parts, image_keys=keys), used
+
+
+def _account(retrieval: Retrieval, used: Sequence[RetrievedConcept]) -> str:
+    """What the retriever saw, in words, for a backend that cannot see."""
+    seen = [r for r in used if r.distance is not None]
+    if not seen:
+        return "none of the user's people or things were recognised in it."
+    described = [
+        f"{r.concept.token} (a {r.concept.category}, {'in the whole photo' if r.region == 'image' else f'at box {list(r.box or ())}'})"
+        for r in seen
+    ]
+    return "it shows " + "; ".join(described) + "."
+
+
+def _yes_no(reply: str) -> bool | None:
+    words = reply.strip().lower().lstrip("\"'*").split()
+    first = words[0].strip(".,!:;\"'*") if words else ""
+    return True if first == "yes" else False if first == "no" else None

