@@ -106,3 +106,55 @@ def test_config_show_and_backends(rap, capsys):
 def test_unknown_encoder_lists_the_known_ones(capsys, tmp_path):
     assert run(["--db", str(tmp_path / "db"), "--encoder", "nope", "concept", "list"]) == 6
     assert "known:" in capsys.readouterr().err
+
+
+@pytest.fixture
+def filled_cli(rap, photos):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog", "--info", "<bo> is my corgi")
+    rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-c", "cat", "--info", "<kit> is a cat")
+    return rap
+
+
+def test_ask_caption_recognize_locate(filled_cli, photos):
+    code, out, _ = filled_cli("ask", photos / "dog_00.jpg", "Who is this?", "--backend", "echo", "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["answer"].startswith("<image>") and answer["concepts"][0]["name"] == "bo"
+    code, out, _ = filled_cli("ask", "What does <kit> eat?", "--backend", "echo", "--json")
+    assert json.loads(out)["concepts"] == [json.loads(out)["concepts"][0]] and json.loads(out)["concepts"][0]["via"] == "text"
+    code, out, err = filled_cli("ask", "What does <kit> eat?", "--backend", "echo")
+    assert code == 0 and "Name: <kit>" in out and "used <kit>: retrieved by text" in err
+    code, out, _ = filled_cli("caption", photos / "cat_00.jpg", "--backend", "echo", "--json")
+    assert code == 0 and "caption" in json.loads(out)["answer"]
+    code, out, _ = filled_cli("recognize", photos / "dog_00.jpg", "bo", "--mode", "retriever", "--json")
+    assert code == 0 and json.loads(out)["present"] is True
+    code, out, _ = filled_cli("recognize", photos / "clock_00.jpg", "bo", "--mode", "retriever")
+    assert code == 0 and out.strip() == "no"
+    code, out, _ = filled_cli("locate", photos / "dog_00.jpg", "bo")
+    assert code == 0 and out.strip() == "0,0,256,256"
+
+
+def test_chat_keeps_history(filled_cli, photos, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who is this?\nAnd <kit>?\n\n"))
+    code, out, _ = filled_cli("chat", photos / "dog_00.jpg", "--backend", "echo", "--json")
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert code == 0 and "<image>" in first["answer"] and "Name: <kit>" in second["answer"]
+    assert [c["name"] for c in second["concepts"]][-1] == "kit"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["ask", "   ", "--backend", "echo"], 2, "the question is empty"),
+        (["ask", "hi", "--backend", "nope"], 6, "unknown generator 'nope'"),
+        (["recognize", "{photo}", "ghost", "--mode", "retriever"], 3, "no concept named"),
+        (["recognize", "{photo}", "bo", "--mode", "psychic"], 2, "--mode"),
+        (["locate", "{bad}", "bo"], 2, "not an image"),
+    ],
+)
+def test_generation_bad_input(filled_cli, photos, tmp_path, args, code, message):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("garbage")
+    got, _, err = filled_cli(*[a.format(photo=photos / "dog_00.jpg", bad=bad) for a in args])
+    assert got == code and message in err and err.count("\n") == 1

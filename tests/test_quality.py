@@ -46,4 +46,5 @@ def test_a_person_is_matched_by_face(offline_store, photos, tmp_path):
 def test_demo_runs_offline(capsys):
     assert run(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "remembered <bo>" in out and "<grandmas-teapot>" in out and "none of your concepts" in out
+    assert "remembered <bo>" in out and "none of your concepts" in out
+    assert "used <kit>: retrieved by text" in out and "edited the description of <tea>" in out

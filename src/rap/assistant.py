@@ -19,8 +19,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from rap.errors import InvalidInput
-from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, concept_block, create_generator, user_turn
-from rap.generation.prompt import Part
+from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, load_image
 from rap.retrieval import Retrieval, RetrievedConcept, Retriever
 from rap.retrieval.retriever import Query, _as_image
@@ -178,10 +177,7 @@ class Assistant:
         known = {c.concept.name for c in conversation.concepts}
         named = [r for r in self.retriever.retrieve(text=question, k=limit).concepts if r.concept.name not in known]
         used = named[:limit]  # newly named concepts, up to the backend's limit per turn
-        prompt_concepts = [self._prompt_concept(r) for r in used]
-        parts: list[Part] = [*concept_block(prompt_concepts), question]
-        keys = [c.image_key for c in prompt_concepts if c.image is not None]
-        return Turn(parts, image_keys=keys), used
+        return user_turn(question, None, [self._prompt_concept(r) for r in used]), used
 
 
 def _account(retrieval: Retrieval, used: Sequence[RetrievedConcept]) -> str:

@@ -19,5 +19,5 @@ def demo_command(
     settings = state(ctx).resolved.settings
     with tempfile.TemporaryDirectory(prefix="rap-demo-") as scratch:
         path = keep or Path(scratch) / "store"
-        demo.run(path, stdout, encoder=settings.encoder, detector=settings.detector, faces=settings.faces)
+        demo.run(path, stdout, settings)
         stdout.print(f"\nthe demo store is in {path}" if keep else "")

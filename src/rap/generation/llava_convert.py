@@ -104,7 +104,7 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
         vision_config = transformers.CLIPVisionConfig.from_pretrained(tower)
         clip_processor = transformers.AutoImageProcessor.from_pretrained(tower)
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: a SentencePiece tokenizer without its library
         raise ConfigError(f"cannot load the vision tower {tower!r} or the tokenizer in {source} ({exc})") from None
     if vision_config.hidden_size != settings["mm_hidden_size"]:
         raise ConfigError(
@@ -112,7 +112,8 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
             f"{settings['mm_hidden_size']}; pass the tower it was trained with"
         )
     if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_tokens([transformers.AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+        token = transformers.AddedToken(IMAGE_TOKEN, special=True, normalized=False)
+        tokenizer.add_tokens([token], special_tokens=True)
     image_token_index = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     parts = _split_weights(_source_tensors(source, torch))
@@ -125,16 +126,18 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
         try:
             clip = transformers.CLIPVisionModel.from_pretrained(tower)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"the checkpoint has no vision tower weights and {tower!r} cannot be loaded ({exc})") from None
+            raise ConfigError(
+                f"the checkpoint has no vision tower weights and {tower!r} cannot be loaded ({exc})"
+            ) from None
         parts["vision_tower"] = clip.state_dict()
-    patch = vision_config.image_size // vision_config.patch_size
+    strategy = "default" if settings["mm_vision_select_feature"] == "patch" else "full"  # full keeps CLS
     config = transformers.LlavaConfig(
         vision_config=vision_config,
         text_config=text_config,
         image_token_index=image_token_index,
-        image_seq_length=patch * patch,
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2 + (strategy == "full"),
         vision_feature_layer=settings["mm_vision_select_layer"],
-        vision_feature_select_strategy="default" if settings["mm_vision_select_feature"] == "patch" else "full",
+        vision_feature_select_strategy=strategy,
         projector_hidden_act="gelu",
     )
     config.dtype = dtype
@@ -152,21 +155,12 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
         image_processor=_image_processor(clip_processor, settings["image_aspect_ratio"] == "pad", transformers),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        vision_feature_select_strategy=strategy,
         chat_template=LLAVA_V1_CHAT_TEMPLATE,
         image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1,  # CLIP's class token
     )
-    staging = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        if target.exists():
-            target.rmdir()
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    _save(model, processor, target)
     return target
 
 
@@ -183,7 +177,9 @@ def _source_settings(source: Path) -> dict[str, Any]:
         )
     model_type = settings.get("model_type")
     if model_type not in _TEXT_MODEL_TYPES:
-        raise ConfigError(f"{source} is a {model_type!r} LLaVA checkpoint; only Llama-based ones (LLaVA-1.5, RAP-LLaVA) convert")
+        raise ConfigError(
+            f"{source} is a {model_type!r} LLaVA checkpoint; only Llama-based ones (LLaVA-1.5, RAP-LLaVA) convert"
+        )
     settings.setdefault("mm_projector_type", "linear")
     settings.setdefault("mm_vision_select_layer", -2)
     settings.setdefault("mm_vision_select_feature", "patch")
@@ -254,7 +250,8 @@ def _split_weights(tensors: Iterator[tuple[str, Any]]) -> dict[str, dict[str, An
 
 def _text_config(settings: dict[str, Any], transformers: Any) -> Any:
     """A LlamaConfig with the source's own Llama settings, leaving out LLaVA's additions."""
-    known = set(transformers.LlamaConfig().to_dict()) - {"model_type", "architectures", "transformers_version", "_name_or_path"}
+    known = set(transformers.LlamaConfig().to_dict())
+    known -= {"model_type", "architectures", "transformers_version", "_name_or_path"}
     return transformers.LlamaConfig(**{key: value for key, value in settings.items() if key in known})
 
 
@@ -281,11 +278,27 @@ def _place(module: Any, state: dict[str, Any], what: str, dtype: Any) -> None:
         )
 
 
+def _save(model: Any, processor: Any, target: Path) -> None:
+    """Write the folder beside ``target`` and move it into place only once complete."""
+    staging = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if target.exists():  # empty, as checked before converting
+            target.rmdir()
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _image_processor(clip_processor: Any, pad: bool, transformers: Any) -> Any:
     """LLaVA's image processor with the tower's CLIP settings, padding to a square first if ``pad``.
 
-    The PIL implementation is chosen because LLaVA's own preprocessing ran
-    through PIL, so resizing matches it whether or not torchvision is installed.
+    The PIL implementation is built because it needs no torchvision; the
+    folder records the processor type only, and a loader with torchvision
+    installed uses that backend, whose resizing differs from PIL's (which
+    LLaVA trained with) by rounding.
     """
     settings = clip_processor.to_dict()
     keep = ("size", "crop_size", "resample", "image_mean", "image_std", "rescale_factor", "do_resize", "do_center_crop")

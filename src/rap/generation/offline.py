@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,24 +31,22 @@ from rap.generation.prompt import Turn
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = (
-    "You are a helpful personal assistant. You cannot see images: you are told which of the user's "
-    "people and things were found in their photo, with a description of each. Refer to them by their "
-    "names in angle brackets, such as <bo>. Answer in one or two sentences."
+    "You are a helpful personal assistant. You cannot see images; you are told what is in the user's photo. "
+    "Call the user's people and things by their names in angle brackets. Answer in one or two sentences."
 )
 
 
 def _default_cache() -> Path:
-    from platformdirs import user_data_path
+    from platformdirs import user_cache_path
 
-    home = os.environ.get("RAP_HOME")
-    return (Path(home) if home else user_data_path("rap", appauthor=False)) / "models"
+    return user_cache_path("rap", appauthor=False) / "models"
 
 
 class OfflineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_concepts: int = Field(3, ge=0, le=16, description="concepts injected into the prompt")
-    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0, description="a small model loops without it")
+    repetition_penalty: float = Field(1.1, ge=1.0, le=3.0, description="a small model loops without it")
     cache_dir: Path = Field(default_factory=_default_cache, description="where the de-quantized model is kept")
 
 
@@ -73,6 +72,7 @@ class OfflineTextGenerator(Generator):
         self.options = options
         self.max_concepts = options.max_concepts
         transformers = require("transformers", "offline")
+        transformers.utils.logging.disable_progress_bar()  # rap shows its own progress, on stderr
         cached = options.cache_dir / "smollm2-135m-instruct"
         try:
             if (cached / "config.json").exists():
@@ -90,19 +90,32 @@ class OfflineTextGenerator(Generator):
         self._model.eval()
 
     def _save(self, target: Path) -> None:
+        """Keep the de-quantized weights in the transformers format (a GGUF-loaded model won't save itself)."""
+        staging = target.with_name(target.name + f".{os.getpid()}.tmp")
         try:
-            staging = target.with_name(target.name + f".{os.getpid()}.tmp")
-            self._model.save_pretrained(staging)
+            plain = type(self._model)(self._model.config)
+            plain.load_state_dict(self._model.state_dict())
+            plain.save_pretrained(staging)
             self._tokenizer.save_pretrained(staging)
             os.replace(staging, target)
-        except OSError:  # a read-only home: load from GGUF each time
-            pass
+        except OSError:  # a read-only cache: load from GGUF each time
+            shutil.rmtree(staging, ignore_errors=True)
 
     def messages(self, conversation: Sequence[Turn]) -> list[dict[str, str]]:
-        """The chat as the model's own template expects it."""
-        messages = [{"role": "system", "content": SYSTEM}]
+        """The chat as the model's own template expects it.
+
+        A 135M model follows the paper's bracketed layout poorly, so the same
+        facts are laid out plainly: what it knows of each concept in the system
+        message, what the retriever saw before the question.
+        """
+        known = {c.token: c.text for turn in conversation for c in turn.concepts}
+        system = SYSTEM
+        if known:
+            system += "\n\nThe user's people and things:\n" + "\n".join(f"- {t}: {text}" for t, text in known.items())
+        messages = [{"role": "system", "content": system}]
         for turn in conversation:
-            messages.append({"role": "user", "content": turn.text_only()})
+            account = f"The photo: {turn.image_account} " if turn.image_account else ""
+            messages.append({"role": "user", "content": account + turn.question})
             if turn.reply is not None:
                 messages.append({"role": "assistant", "content": turn.reply})
         return messages

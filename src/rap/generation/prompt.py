@@ -50,6 +50,9 @@ class Turn:
 
     parts: list[Part]
     reply: str | None = None
+    #: the user's own words, and the concepts injected with them (both also inside ``parts``)
+    question: str = ""
+    concepts: list[PromptConcept] = field(default_factory=list)
     #: what the retriever saw in the query image, in words: for backends that cannot see
     image_account: str | None = None
     #: keys of the concept images among ``parts``, in order (None for the query image)
@@ -94,7 +97,7 @@ def user_turn(
     concepts: Sequence[PromptConcept],
     image_account: str | None = None,
 ) -> Turn:
-    """The first message of a conversation: query image, concepts, question."""
+    """A user message: the query image (first turn only), the concepts, the question."""
     parts: list[Part] = []
     keys: list[str | None] = []
     if image is not None:
@@ -103,7 +106,7 @@ def user_turn(
     parts += concept_block(concepts)
     keys += [c.image_key for c in concepts if c.image is not None]
     parts.append(question)
-    return Turn(_merge_text(parts), image_account=image_account, image_keys=keys)
+    return Turn(_merge_text(parts), question=question, concepts=list(concepts), image_account=image_account, image_keys=keys)
 
 
 def _merge_text(parts: list[Part]) -> list[Part]:

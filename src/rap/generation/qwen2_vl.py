@@ -1,0 +1,268 @@
+"""``qwen2-vl:<hub name or folder>``: Qwen2-VL and Qwen2.5-VL through transformers.
+
+Both families load through the same classes (``AutoModelForImageTextToText``)
+and take the same inputs, so one backend serves both. The prompt is the
+paper's (:mod:`rap.generation.prompt`) rendered by the checkpoint's own chat
+template: one user message per turn whose content lists the turn's images and
+text in order, each earlier reply as an assistant message. Roles and special
+tokens come from the template alone.
+
+The backend does not build the checkpoint's ``AutoProcessor``: in transformers
+5 the Qwen2-VL processor cannot be constructed without torchvision (its video
+processor needs it), and rap sends no video. It loads the two halves it needs,
+the tokenizer and the image processor, takes the processor's chat template, and
+widens each image slot the template writes into one ``<|image_pad|>`` per
+visual token itself, as the processor does.
+
+**Avatar resolution.** LLaVA-1.5 sees every image at 336x336, 576 visual
+tokens, so each retrieved concept costs as much context as the photo. Qwen
+reads images at their own size, one token per 28x28 pixels, which lets a
+concept's reference image come in smaller than the query photo:
+``concept_max_pixels`` (default 256 * 28 * 28, at most 256 tokens, about
+448x448) caps the reference images, ``query_max_pixels`` (default: the
+processor's own budget) the photo. Each image goes through the processor with
+its own budget, so its token count follows it. Smaller avatars mean a faster
+first token and room for more concepts and longer chats; the cost is detail
+that telling two similar things apart (two grey mugs) may need. The photo keeps
+the processor's budget because the answer is read off it. How recognition
+accuracy moves between 64 and 576 tokens per concept has not been measured,
+since no Qwen weights can be downloaded where rap is built; sweep
+``concept_max_pixels`` on RAP's evaluation set once they are at hand.
+
+**Vision-feature cache.** A concept's reference image is the same from one
+question to the next, so what the vision tower makes of it is kept (see
+:mod:`rap.generation.vision_cache`) together with its patch grid, keyed by
+:attr:`Turn.image_keys <rap.generation.prompt.Turn.image_keys>`; the query
+photo is encoded afresh. The features go to ``generate`` as
+``mm_encoder_outputs`` beside ``image_grid_thw``. Reuse changes nothing:
+Qwen's vision tower attends within each image only (``cu_seqlens``, and
+Qwen2.5-VL's windows lie inside an image), so an image's features do not
+depend on the others encoded with it, and M-RoPE positions come from the token
+ids and grids, never from the features. The tests find cached and uncached
+logits equal on the CPU and the greedy tokens the same; on a GPU a different
+batch may round the last bits differently, as any change of batch does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rap._imports import require
+from rap.errors import ConfigError, InvalidInput
+from rap.generation import GENERATORS
+from rap.generation.base import GenerationOptions, Generator
+from rap.generation.hf import stream_generate
+from rap.generation.prompt import Turn
+from rap.generation.vision_cache import FeatureCache
+
+MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+PIXELS_PER_TOKEN = 28 * 28
+"""One visual token: a 2x2 merge of 14-pixel patches, in both families."""
+
+
+class Qwen2VLOptions(BaseModel):
+    """Settings of the ``qwen2-vl`` backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concepts: int = Field(3, ge=0, le=16, description="retrieved concepts put in the prompt")
+    device: str | None = Field(None, description="torch device, e.g. cuda:1; default cuda when available, else cpu")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights' precision; auto is bfloat16 on cuda, float32 elsewhere"
+    )
+    concept_max_pixels: int = Field(
+        256 * PIXELS_PER_TOKEN,
+        ge=4 * PIXELS_PER_TOKEN,
+        description="pixel budget of each concept's reference image, 28x28 per visual token "
+        "(the default caps it at 256 tokens)",
+    )
+    query_max_pixels: int | None = Field(
+        None, ge=4 * PIXELS_PER_TOKEN, description="pixel budget of the query photo; None: the processor's own"
+    )
+    concept_cache_size: int = Field(
+        64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
+        "(about 1.8 MB each for 256 tokens of Qwen2.5-VL-7B in bfloat16); 0 turns the cache off"
+    )
+
+
+@GENERATORS.register(
+    "qwen2-vl",
+    help="Qwen2-VL and Qwen2.5-VL via transformers, concept images at a smaller resolution than "
+    "the photo; a hub name or local folder",
+    default_argument="Qwen/Qwen2.5-VL-7B-Instruct",
+)
+def create(argument: str, **options: object) -> Qwen2VL:
+    try:
+        settings = Qwen2VLOptions.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"qwen2-vl option {where}: {first['msg']}") from None
+    return Qwen2VL(argument, settings)
+
+
+@dataclass(frozen=True)
+class _Image:
+    """An image of the conversation as the vision tower will take it."""
+
+    image: Image.Image
+    max_pixels: int
+    key: str | None
+    """Cache key: a concept image's SHA-256; None for the photo, which is never cached."""
+
+
+class Qwen2VL(Generator):
+    """A Qwen2-VL or Qwen2.5-VL checkpoint, with a memory of its concept images' features."""
+
+    def __init__(self, name_or_path: str, options: Qwen2VLOptions | None = None) -> None:
+        self.options = options or Qwen2VLOptions()
+        self.id = f"qwen2-vl:{name_or_path}"
+        self.max_concepts = self.options.max_concepts
+        self._torch = require("torch", "paper")
+        transformers = require("transformers", "paper")
+        self.device = self.options.device or ("cuda" if self._torch.cuda.is_available() else "cpu")
+        try:
+            config = transformers.AutoConfig.from_pretrained(name_or_path)
+            if config.model_type not in MODEL_TYPES:
+                raise ConfigError(
+                    f"{name_or_path!r} is a {config.model_type} model, not Qwen2-VL or Qwen2.5-VL; "
+                    "use the backend made for it (e.g. llava:...)"
+                )
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+            self._image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
+            processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
+            model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=self._dtype())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load Qwen2-VL model {name_or_path!r} ({exc}); give a hub name that is cached "
+                "or downloadable, or a folder written by save_pretrained"
+            ) from None
+        template = processor_dict.get("chat_template") or self._tokenizer.chat_template
+        if isinstance(template, dict):
+            template = template.get("default")
+        if not template:
+            raise ConfigError(f"{name_or_path!r} has no chat template (chat_template.jinja or chat_template.json)")
+        self._template: str = template
+        if "mm_encoder_outputs" not in inspect.signature(model.forward).parameters:
+            raise ConfigError(
+                f"transformers {transformers.__version__} cannot take cached vision features; "
+                "run: pip install -U transformers"
+            )
+        self._model = model.to(self.device).eval()
+        self._image_token_id = int(config.image_token_id)
+        self._image_token: str = self._tokenizer.convert_ids_to_tokens(self._image_token_id)
+        self._merge = int(config.vision_config.spatial_merge_size)
+        self._query_max_pixels = self.options.query_max_pixels or int(self._image_processor.size["longest_edge"])
+        self._features: FeatureCache[tuple[Any, Any]] = FeatureCache(self.options.concept_cache_size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, device={self.device!r})"
+
+    def _dtype(self) -> Any:
+        if self.options.dtype != "auto":
+            return getattr(self._torch, self.options.dtype)
+        return self._torch.bfloat16 if self.device.startswith("cuda") else self._torch.float32
+
+    def messages(self, conversation: Sequence[Turn]) -> list[dict[str, Any]]:
+        """The chat as the template expects it, each image an ``{"type": "image"}`` item in its place."""
+        messages: list[dict[str, Any]] = []
+        for turn in conversation:
+            content = [
+                {"type": "text", "text": part} if isinstance(part, str) else {"type": "image"} for part in turn.parts
+            ]
+            messages.append({"role": "user", "content": content})
+            if turn.reply is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.reply}]})
+        return messages
+
+    def _images(self, conversation: Sequence[Turn]) -> list[_Image]:
+        """Every image in prompt order, each with its budget; a turn's leading image is its photo."""
+        images = []
+        for turn in conversation:
+            keys = turn.image_keys if len(turn.image_keys) == len(turn.images) else [None] * len(turn.images)
+            has_photo = bool(turn.parts) and isinstance(turn.parts[0], Image.Image)
+            for n, (image, key) in enumerate(zip(turn.images, keys)):
+                if n == 0 and has_photo:
+                    images.append(_Image(image, self._query_max_pixels, None))
+                else:
+                    images.append(_Image(image, self.options.concept_max_pixels, key))
+        return images
+
+    def _vision(self, images: Sequence[_Image]) -> tuple[list[Any], list[Any]]:
+        """Each image's patch grid and features: concept images from the cache where kept, the rest encoded now."""
+        torch = self._torch
+        grids: list[Any] = [None] * len(images)
+        features: list[Any] = [None] * len(images)
+        missing = []
+        for n, image in enumerate(images):
+            kept = self._features.get(image.key) if image.key is not None else None
+            if kept is None:
+                missing.append(n)
+            else:
+                grids[n], features[n] = kept
+        if not missing:
+            return grids, features
+        pixels = []
+        for n in missing:
+            size = {"shortest_edge": self._image_processor.size["shortest_edge"], "longest_edge": images[n].max_pixels}
+            try:
+                batch = self._image_processor(images=[images[n].image], size=size, return_tensors="pt")
+            except ValueError as exc:  # e.g. a side more than 200 times the other
+                raise InvalidInput(f"{self.id} cannot take this image: {exc}") from None
+            pixels.append(batch["pixel_values"])
+            grids[n] = batch["image_grid_thw"][0]
+        device = self._model.device
+        with torch.inference_mode():
+            encoded = self._model.get_image_features(
+                torch.cat(pixels).to(device, self._model.dtype),
+                torch.stack([grids[n] for n in missing]).to(device),
+            ).pooler_output
+        for n, feature in zip(missing, encoded):
+            features[n] = feature
+            if images[n].key is not None:
+                self._features.put(images[n].key, (grids[n], feature))
+        return grids, features
+
+    def _inputs(self, conversation: Sequence[Turn]) -> dict[str, Any]:
+        """``generate``'s arguments: token ids with each image slot widened to its visual tokens, and the features."""
+        torch = self._torch
+        for turn in conversation:
+            if any(isinstance(part, str) and self._image_token in part for part in turn.parts):
+                raise InvalidInput(f"the message contains {self._image_token}, which the model reserves for images")
+        text = self._tokenizer.apply_chat_template(
+            self.messages(conversation), chat_template=self._template, tokenize=False, add_generation_prompt=True
+        )
+        images = self._images(conversation)
+        pieces = text.split(self._image_token)
+        if len(pieces) != len(images) + 1:
+            raise ConfigError(
+                f"the chat template of {self.id} wrote {len(pieces) - 1} image slots for {len(images)} images"
+            )
+        grids, features = self._vision(images)
+        widened = [pieces[0]]
+        for grid, piece in zip(grids, pieces[1:]):
+            widened += [self._image_token * (int(grid.prod()) // self._merge**2), piece]
+        encoded = self._tokenizer("".join(widened), add_special_tokens=False, return_tensors="pt")
+        device = self._model.device
+        inputs: dict[str, Any] = {
+            "input_ids": encoded["input_ids"].to(device),
+            "attention_mask": encoded["attention_mask"].to(device),
+        }
+        if images:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            inputs["mm_token_type_ids"] = (inputs["input_ids"] == self._image_token_id).int()
+            inputs["image_grid_thw"] = torch.stack(grids).to(device)
+            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(features))}
+        return inputs
+
+    def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
+        # Qwen's generation_config sets top_k=1, which would make any sampling greedy.
+        extra = {"top_k": 0} if options.temperature > 0 else {}
+        yield from stream_generate(self._model, self._tokenizer, self._inputs(conversation), options, **extra)

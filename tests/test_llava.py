@@ -1,0 +1,386 @@
+"""The llava backend and the LLaVA checkpoint converter, on tiny random models built here.
+
+No weights are downloaded: a tiny Llama + CLIP LLaVA is made from configs,
+saved as transformers would save it, and loaded back through the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E402
+
+from rap.errors import ConfigError, InvalidInput  # noqa: E402
+from rap.generation import GenerationOptions, PromptConcept, Turn, create_generator, user_turn  # noqa: E402
+from rap.generation.llava_convert import LLAVA_V1_CHAT_TEMPLATE, V1_SYSTEM, convert_llava_checkpoint  # noqa: E402
+from rap.generation.vision_cache import FeatureCache  # noqa: E402
+
+PHOTOS = Path(__file__).parent / "photos"
+BASE_VOCAB = 259  # <unk> <s> </s> and 256 bytes
+IMAGE_TOKENS = 25  # (30 / 6) ** 2 patches per image
+OPTIONS = GenerationOptions(max_new_tokens=6)
+
+
+def tiny_tokenizer(image_token: bool) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level tokenizer that adds <s> like Llama's: every text encodes, one token per byte."""
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {token: n for n, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    backend.add_special_tokens(specials)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    if image_token:
+        tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+def text_config(vocab_size: int) -> transformers.LlamaConfig:
+    return transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+
+
+def vision_config() -> transformers.CLIPVisionConfig:
+    return transformers.CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=30, patch_size=6
+    )
+
+
+def clip_processor() -> transformers.CLIPImageProcessorPil:
+    return transformers.CLIPImageProcessorPil(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LLaVA in the llava-hf format, with processor and LLaVA's v1 chat template."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    config = transformers.LlavaConfig(
+        vision_config=vision_config(), text_config=text_config(BASE_VOCAB + 1),
+        image_token_index=BASE_VOCAB, image_seq_length=IMAGE_TOKENS,
+    )  # fmt: skip
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+    transformers.LlavaProcessor(
+        image_processor=clip_processor(), tokenizer=tiny_tokenizer(image_token=True), patch_size=6,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_V1_CHAT_TEMPLATE,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_llava: Path):
+    return create_generator(f"llava:{tiny_llava}", device="cpu")
+
+
+def concepts() -> list[PromptConcept]:
+    return [
+        PromptConcept("<bo>", "a dog", image=Image.open(PHOTOS / "dog_01.jpg"), image_key="key-bo"),
+        PromptConcept("<kit>", "a cat", image=Image.open(PHOTOS / "cat_00.jpg"), image_key="key-kit"),
+    ]
+
+
+def question() -> Turn:
+    return user_turn("What is <bo> doing?", Image.open(PHOTOS / "dog_00.jpg"), concepts())
+
+
+FIRST_PROMPT = (
+    f"{V1_SYSTEM} USER: <image>\n[1.<image>\n Name: <bo>, Info: a dog\n2.<image>\n Name: <kit>, Info: a cat\n]"
+    "What is <bo> doing? ASSISTANT:"
+)
+
+
+# -- the prompt ------------------------------------------------------------------------
+
+
+def test_prompt_puts_query_image_first_then_concepts_in_order(generator) -> None:
+    conversation = [question()]
+    assert generator.render(conversation) == FIRST_PROMPT
+
+    batch, keys = generator._inputs(conversation)
+    assert keys == [None, "key-bo", "key-kit"]
+    image_processor = generator._processor.image_processor
+    for n, name in enumerate(["dog_00", "dog_01", "cat_00"]):
+        alone = image_processor(Image.open(PHOTOS / f"{name}.jpg"), return_tensors="pt")["pixel_values"][0]
+        assert torch.equal(batch["pixel_values"][n], alone)
+    ids = batch["input_ids"][0].tolist()
+    assert ids[0] == 1  # <s>, once
+    assert ids.count(1) == 1
+    assert ids.count(BASE_VOCAB) == 3 * IMAGE_TOKENS
+    runs = "".join("I" if token == BASE_VOCAB else "t" for token in ids).split("t")
+    assert [len(run) for run in runs if run] == [IMAGE_TOKENS] * 3
+
+
+def test_history_renders_as_a_multi_turn_chat(generator) -> None:
+    first = question()
+    first.reply = "It sleeps."
+    conversation = [first, Turn(["And now?"])]
+    assert generator.render(conversation) == FIRST_PROMPT + " It sleeps.</s>USER: And now? ASSISTANT:"
+    assert isinstance(generator.generate(conversation, OPTIONS), str)
+
+
+def test_text_only_question(generator) -> None:
+    conversation = [user_turn("Who is <bo>?", None, [PromptConcept("<bo>", "a dog")])]
+    expected = f"{V1_SYSTEM} USER: [1.\n Name: <bo>, Info: a dog\n]Who is <bo>? ASSISTANT:"
+    assert generator.render(conversation) == expected
+    assert isinstance(generator.generate(conversation, OPTIONS), str)
+
+
+# -- generation ------------------------------------------------------------------------
+
+
+def test_stream_pieces_join_to_the_generated_reply(generator) -> None:
+    pieces = list(generator.stream([question()], OPTIONS))
+    assert pieces and all(pieces)
+    assert "".join(pieces) == generator.generate([question()], OPTIONS)
+
+
+def test_sampling_is_seeded(generator) -> None:
+    sampled = GenerationOptions(max_new_tokens=6, temperature=1.0, seed=3)
+    assert generator.generate([question()], sampled) == generator.generate([question()], sampled)
+
+
+def test_cached_features_give_what_pixel_values_give(tiny_llava: Path) -> None:
+    generator = create_generator(f"llava:{tiny_llava}", device="cpu")
+    model = generator._model
+    conversation = [question()]
+    batch, keys = generator._inputs(conversation)
+    with torch.inference_mode():
+        plain_logits = model(**batch).logits
+        plain_tokens = model.generate(**batch, max_new_tokens=6, do_sample=False)[0, batch["input_ids"].shape[1] :]
+
+    assert generator.prepare_concepts({c.image_key: c.image for c in concepts()}) == 2
+    assert generator.prepare_concepts({c.image_key: c.image for c in concepts()}) == 0
+    encoded: list[int] = []
+    encode = generator._encode
+    generator._encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    embeds = generator._embeddings(batch, keys)
+    assert encoded == [1]  # only the query image went through the vision tower
+    with torch.inference_mode():
+        cached_logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+        cached_tokens = model.generate(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"], max_new_tokens=6, do_sample=False
+        )[0]
+    assert torch.allclose(cached_logits, plain_logits, atol=1e-5)
+    assert cached_tokens.tolist() == plain_tokens.tolist()
+    reply = generator.generate(conversation, OPTIONS)
+    assert reply == generator._processor.tokenizer.decode(plain_tokens, skip_special_tokens=True)
+
+
+def test_feature_cache_forgets_the_least_recently_used() -> None:
+    cache: FeatureCache[int] = FeatureCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # now b is the oldest
+    cache.put("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+    off: FeatureCache[int] = FeatureCache(0)
+    off.put("a", 1)
+    assert len(off) == 0
+
+
+# -- refusals --------------------------------------------------------------------------
+
+
+def test_empty_question_is_invalid(generator) -> None:
+    with pytest.raises(InvalidInput):
+        generator.generate([user_turn("", None, [])])
+
+
+def test_an_image_token_typed_in_the_question_is_invalid(generator) -> None:
+    with pytest.raises(InvalidInput, match="stands for an image"):
+        generator.generate([user_turn("What is in <image>?", None, [])])
+
+
+def test_an_image_the_model_cannot_take_is_invalid(generator) -> None:
+    with pytest.raises(InvalidInput, match="cannot take"):
+        generator.generate([user_turn("What is this?", Image.new("RGB", (0, 0)), [])])
+    with pytest.raises(InvalidInput, match="cannot take"):
+        generator.prepare_concepts({"empty": Image.new("RGB", (0, 0))})
+
+
+def test_unknown_option_is_invalid(tiny_llava: Path) -> None:
+    with pytest.raises(InvalidInput, match="llava option"):
+        create_generator(f"llava:{tiny_llava}", temperature=0.5)
+
+
+def test_unloadable_folders_are_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read once, at import
+    with pytest.raises(ConfigError, match="no config.json"):
+        create_generator(f"llava:{tmp_path}")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError):
+        create_generator(f"llava:{tmp_path}")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_vision_tower": "x"}))
+    with pytest.raises(ConfigError, match="convert it first"):
+        create_generator(f"llava:{tmp_path}")
+    with pytest.raises(ConfigError):
+        create_generator("llava:nobody/no-such-model")
+
+
+def test_a_folder_without_chat_template_is_a_config_error(tmp_path: Path, tiny_llava: Path) -> None:
+    for file in tiny_llava.iterdir():
+        if file.name != "chat_template.jinja":
+            (tmp_path / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(ConfigError, match="no chat template"):
+        create_generator(f"llava:{tmp_path}", device="cpu")
+
+
+# -- conversion from the original LLaVA format ------------------------------------------
+
+
+def expand_to_square(image: Image.Image, mean: tuple[float, ...]) -> Image.Image:
+    """LLaVA's ``pad``: the image centred on a square of the processor's mean colour."""
+    side = max(image.size)
+    square = Image.new("RGB", (side, side), tuple(int(x * 255) for x in mean))
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return square
+
+
+@pytest.fixture(scope="module")
+def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CLIP vision tower that ``mm_vision_tower`` names, as a local folder."""
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tower")
+    transformers.CLIPVisionModel(vision_config()).save_pretrained(folder)
+    clip_processor().save_pretrained(folder)
+    return folder
+
+
+def original_checkpoint(folder: Path, tower: Path, vision_inside: bool, weights_format: str) -> dict[str, torch.Tensor]:
+    """A LLaVA-1.5 checkpoint as the LLaVA repository saves it; returns its tensors."""
+    torch.manual_seed(2)
+    llama = transformers.LlamaForCausalLM(text_config(BASE_VOCAB))
+    state = {key: value.clone() for key, value in llama.state_dict().items()}
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # as old checkpoints carry
+    for n, shape in (("0", (32, 16)), ("2", (32, 32))):
+        state[f"model.mm_projector.{n}.weight"] = torch.randn(shape)
+        state[f"model.mm_projector.{n}.bias"] = torch.randn(shape[0])
+    if vision_inside:  # a tower of its own, unlike the one in the tower folder
+        clip = transformers.CLIPVisionModel(vision_config())
+        for key, value in clip.state_dict().items():
+            state[f"model.vision_tower.vision_tower.vision_model.{key}"] = value.clone()
+    folder.mkdir()
+    if weights_format == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(folder / "model.safetensors"))
+    else:
+        torch.save(state, folder / "pytorch_model.bin")
+    settings = text_config(BASE_VOCAB).to_dict() | {
+        "model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"], "mm_vision_tower": str(tower),
+        "mm_projector_type": "mlp2x_gelu", "mm_hidden_size": 16, "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(settings))
+    tiny_tokenizer(image_token=False).save_pretrained(folder)
+    return state
+
+
+def vision_state(state: dict[str, torch.Tensor], tower: Path) -> dict[str, torch.Tensor]:
+    """The CLIP weights the converted model should hold, under CLIPVisionModel's own names."""
+    prefix = "model.vision_tower.vision_tower.vision_model."
+    inside = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    return inside or transformers.CLIPVisionModel.from_pretrained(tower).state_dict()
+
+
+@pytest.mark.parametrize(("vision_inside", "weights_format"), [(False, "safetensors"), (True, "bin")])
+def test_converted_checkpoint_computes_what_the_original_does(
+    tmp_path: Path, tower: Path, vision_inside: bool, weights_format: str
+) -> None:
+    source = tmp_path / "original"
+    state = original_checkpoint(source, tower, vision_inside, weights_format)
+    target = convert_llava_checkpoint(source, tmp_path / "converted")
+    generator = create_generator(f"llava:{target}", device="cpu")
+    model = generator._model
+    assert model.config.image_token_id == BASE_VOCAB
+    assert generator._processor.tokenizer.convert_tokens_to_ids("<image>") == BASE_VOCAB
+
+    # (a) every tensor where it belongs
+    llama_state = {
+        key: value
+        for key, value in state.items()
+        if not key.startswith(("model.mm_projector", "model.vision_tower")) and not key.endswith("inv_freq")
+    }
+    language = model.model.language_model.state_dict()
+    for key, value in llama_state.items():
+        if key != "lm_head.weight":
+            assert torch.equal(language[key.removeprefix("model.")][: value.shape[0]], value), key
+    assert torch.equal(model.lm_head.weight[:BASE_VOCAB], state["lm_head.weight"])
+    for rows in (language["embed_tokens.weight"], model.lm_head.weight):
+        assert torch.allclose(rows[BASE_VOCAB], rows[:BASE_VOCAB].mean(dim=0))
+    projector = model.model.multi_modal_projector
+    assert torch.equal(projector.linear_1.weight, state["model.mm_projector.0.weight"])
+    assert torch.equal(projector.linear_2.bias, state["model.mm_projector.2.bias"])
+    expected_vision = vision_state(state, tower)
+    converted_vision = model.model.vision_tower.state_dict()
+    assert converted_vision.keys() == expected_vision.keys()
+    assert all(torch.equal(converted_vision[key], value) for key, value in expected_vision.items())
+
+    # pad to a square with the mean colour, as LLaVA's expand2square did
+    wide = Image.open(PHOTOS / "dog_00.jpg").crop((0, 0, 256, 120))
+    conversation = [user_turn("What is <bo> doing?", wide, concepts()[:1])]
+    batch, _ = generator._inputs(conversation)
+    clip = transformers.AutoImageProcessor.from_pretrained(tower)
+    padded = clip(expand_to_square(wide, clip.image_mean), return_tensors="pt")["pixel_values"][0]
+    assert torch.allclose(batch["pixel_values"][0], padded, atol=1e-6)
+
+    # (b) logits equal a reference built from the original tensors without LLaVA's classes
+    llama = transformers.LlamaForCausalLM(text_config(BASE_VOCAB)).eval()
+    llama.load_state_dict(llama_state)
+    clip_model = transformers.CLIPVisionModel(vision_config()).eval()
+    clip_model.load_state_dict(expected_vision)
+    with torch.inference_mode():
+        hidden = clip_model(batch["pixel_values"], output_hidden_states=True).hidden_states[-2][:, 1:]
+        linear, gelu = torch.nn.functional.linear, torch.nn.functional.gelu
+        projected = linear(hidden, state["model.mm_projector.0.weight"], state["model.mm_projector.0.bias"])
+        projected = linear(gelu(projected), state["model.mm_projector.2.weight"], state["model.mm_projector.2.bias"])
+        ids = batch["input_ids"]
+        images = ids == BASE_VOCAB
+        embeds = llama.model.embed_tokens(ids.masked_fill(images, 0))
+        embeds[images] = projected.reshape(-1, projected.shape[-1])
+        reference = llama(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+        converted = model(**batch).logits[..., :BASE_VOCAB]
+    assert torch.allclose(converted, reference, atol=1e-5)
+
+    # (c) the v1 chat template, exactly
+    first = conversation[0]
+    first.reply = "A dog."
+    assert generator.render([first, Turn(["Where?"])]) == (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. USER: <image>\n[1.<image>\n Name: <bo>, Info: a dog\n]"
+        "What is <bo> doing? ASSISTANT: A dog.</s>USER: Where? ASSISTANT:"
+    )
+    assert isinstance(generator.generate([user_turn("Hi?", wide, [])], OPTIONS), str)
+
+
+def test_conversion_refuses_what_it_cannot_express(tmp_path: Path, tower: Path) -> None:
+    source = tmp_path / "original"
+    original_checkpoint(source, tower, vision_inside=False, weights_format="safetensors")
+    settings = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps(settings | {"model_type": "llava_phi3"}))
+    with pytest.raises(ConfigError, match="Llama-based"):
+        convert_llava_checkpoint(source, tmp_path / "out")
+    (source / "config.json").write_text(json.dumps(settings | {"mm_projector_type": "linear"}))
+    with pytest.raises(ConfigError, match="mlp2x_gelu"):
+        convert_llava_checkpoint(source, tmp_path / "out")
+    (source / "config.json").write_text(json.dumps(settings))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(InvalidInput, match="not empty"):
+        convert_llava_checkpoint(source, tmp_path / "busy")
+    with pytest.raises(ConfigError, match="original LLaVA format"):
+        create_generator(f"llava:{source}")
+    assert not (tmp_path / "out").exists()
