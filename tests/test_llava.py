@@ -15,34 +15,17 @@ from PIL import Image
 pytest.importorskip("transformers")
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E402
 
 from rap.errors import ConfigError, InvalidInput  # noqa: E402
 from rap.generation import GenerationOptions, PromptConcept, Turn, create_generator, user_turn  # noqa: E402
 from rap.generation.llava_convert import LLAVA_V1_CHAT_TEMPLATE, V1_SYSTEM, convert_llava_checkpoint  # noqa: E402
 from rap.generation.vision_cache import FeatureCache  # noqa: E402
+from rap.testing import BYTE_VOCAB, byte_tokenizer  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
-BASE_VOCAB = 259  # <unk> <s> </s> and 256 bytes
+BASE_VOCAB = BYTE_VOCAB
 IMAGE_TOKENS = 25  # (30 / 6) ** 2 patches per image
 OPTIONS = GenerationOptions(max_new_tokens=6)
-
-
-def tiny_tokenizer(image_token: bool) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level tokenizer that adds <s> like Llama's: every text encodes, one token per byte."""
-    specials = ["<unk>", "<s>", "</s>"]
-    vocab = {token: n for n, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    backend.add_special_tokens(specials)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-    if image_token:
-        tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
-    return tokenizer
 
 
 def text_config(vocab_size: int) -> transformers.LlamaConfig:
@@ -74,7 +57,7 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
     transformers.LlavaProcessor(
-        image_processor=clip_processor(), tokenizer=tiny_tokenizer(image_token=True), patch_size=6,
+        image_processor=clip_processor(), tokenizer=byte_tokenizer(image_token=True), patch_size=6,
         vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_V1_CHAT_TEMPLATE,
     ).save_pretrained(folder)  # fmt: skip
     return folder
@@ -285,7 +268,7 @@ def original_checkpoint(folder: Path, tower: Path, vision_inside: bool, weights_
         "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(settings))
-    tiny_tokenizer(image_token=False).save_pretrained(folder)
+    byte_tokenizer(image_token=False).save_pretrained(folder)
     return state
 
 

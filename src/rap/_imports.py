@@ -16,3 +16,10 @@ def require(module: str, extra: str) -> ModuleType:
         raise MissingDependency(
             f"{module} is not installed ({exc}); run: pip install 'rap-mllm[{extra}]'"
         ) from None
+
+
+
+def missing_extra(exc: ImportError, extra: str) -> MissingDependency:
+    """A one-line error for a library a model's code needs at load time (scipy for OWLv2, say)."""
+    detail = " ".join(str(exc).split())
+    return MissingDependency(f"{detail} Run: pip install 'rap-mllm[{extra}]'")

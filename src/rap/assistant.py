@@ -131,6 +131,21 @@ class Assistant:
         options = GenerationOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
         return cls(store, retriever, settings.generator_spec, options, settings.generator_options)
 
+    def warm(self) -> int:
+        """Prepare every concept's reference image in the backend (e.g. cache its vision features).
+
+        Call it once a service starts, and after concepts are added or their
+        images edited, so that questions never re-encode concept images.
+        """
+        if not self.generator.sees_images:
+            return 0
+        images = {}
+        for concept in self.store.list():
+            if concept.images:
+                avatar = concept.images[0]
+                images[avatar.sha256] = load_image(self.store.image_path(avatar.file)).image
+        return self.generator.prepare_concepts(images)
+
     # -- the four things it does ----------------------------------------------
     def chat(self, image: Query | None = None) -> Conversation:
         return Conversation(self, _as_image(image) if image is not None else None)

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, demo, generate, retrieve, store, transfer
+from rap.cli import concepts, config, convert, demo, generate, retrieve, store, transfer
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.callback()(global_options)
 app.add_typer(concepts.app, name="concept")
 app.add_typer(config.app, name="config")
+app.add_typer(convert.app, name="convert")
 app.command("import")(transfer.import_command)
 app.command("export")(transfer.export_command)
 app.command("retrieve")(retrieve.retrieve_command)

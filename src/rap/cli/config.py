@@ -8,11 +8,12 @@ from rich.table import Table
 from rap.cli.context import print_json, state, stdout
 from rap.detectors import DETECTORS
 from rap.encoders import ENCODERS, FACE_ANALYZERS
+from rap.generation import GENERATORS
 from rap.settings import Settings
 
 app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 
-REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTORS}
+REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTORS, "generator": GENERATORS}
 
 
 @app.command("show")
@@ -39,7 +40,7 @@ def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
 
 def backends_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The encoders, face analyzers and detectors rap knows, by name."""
+    """The encoders, face analyzers, detectors and generators rap knows, by name."""
     listing = {
         kind: [{"name": e.scheme, "default": e.default_argument, "help": e.help} for e in registry.entries()]
         for kind, registry in REGISTRIES.items()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from rap._imports import require
+from rap._imports import missing_extra, require
 from rap.detectors import DETECTORS
 from rap.detectors.base import Region, RegionDetector
 from rap.detectors.proposals import pixel_box, select_distinct
@@ -160,6 +160,8 @@ class OpenVocabularyDetector(RegionDetector):
                 )
             self.processor = transformers.AutoProcessor.from_pretrained(self.model_name)
             self.model = transformers.AutoModelForZeroShotObjectDetection.from_pretrained(self.model_name)
+        except ImportError as exc:
+            raise missing_extra(exc, "paper") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"{self.id}: cannot load the model ({exc}); name a downloaded hub model or a local folder"

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from rap._imports import require
+from rap._imports import missing_extra, require
 from rap.encoders import ENCODERS
 from rap.encoders.base import ImageEncoder, l2_normalize
 from rap.errors import ConfigError
@@ -50,6 +50,8 @@ class ClipEncoder(ImageEncoder):
         try:
             self._processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
             model = transformers.CLIPVisionModelWithProjection.from_pretrained(name_or_path)
+        except ImportError as exc:
+            raise missing_extra(exc, "paper") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load CLIP model {name_or_path!r} ({exc}); give a hub name that is "

@@ -15,8 +15,9 @@ does not have to:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from rap.errors import InvalidInput
@@ -52,6 +53,15 @@ class Generator(ABC):
         images = sum(len(turn.images) for turn in conversation)
         if self.sees_images and self.max_images is not None and images > self.max_images:
             raise InvalidInput(f"{self.id} takes at most {self.max_images} images per request, not {images}")
+
+    def prepare_concepts(self, images: Mapping[str, Image.Image]) -> int:
+        """Pre-compute what the backend can keep of concept images (image key -> image).
+
+        Backends that cache vision features (LLaVA) encode them here, so a
+        question never re-encodes a concept's image; the others do nothing.
+        Returns how many images were prepared.
+        """
+        return 0
 
     def generate(self, conversation: Sequence[Turn], options: GenerationOptions | None = None) -> str:
         """The whole reply."""

@@ -13,7 +13,9 @@ def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
     """transformers ``generate`` arguments for rap's options: greedy at temperature 0."""
     kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens}
     if options.temperature > 0:
-        kwargs |= {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p}
+        # top_k=0 turns off any top-k a model's generation_config sets (Qwen ships top_k=1,
+        # which would make sampling greedy without a word).
+        kwargs |= {"do_sample": True, "temperature": options.temperature, "top_p": options.top_p, "top_k": 0}
     else:
         kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     return kwargs

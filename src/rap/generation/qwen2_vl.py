@@ -53,7 +53,7 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rap._imports import require
+from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator
@@ -138,6 +138,8 @@ class Qwen2VL(Generator):
             self._image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
             processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
             model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=self._dtype())
+        except ImportError as exc:
+            raise missing_extra(exc, "paper") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load Qwen2-VL model {name_or_path!r} ({exc}); give a hub name that is cached "
@@ -263,6 +265,4 @@ class Qwen2VL(Generator):
         return inputs
 
     def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
-        # Qwen's generation_config sets top_k=1, which would make any sampling greedy.
-        extra = {"top_k": 0} if options.temperature > 0 else {}
-        yield from stream_generate(self._model, self._tokenizer, self._inputs(conversation), options, **extra)
+        yield from stream_generate(self._model, self._tokenizer, self._inputs(conversation), options)

@@ -1,0 +1,76 @@
+"""Random-weight checkpoints for tests and benchmarks, saved as real ones are.
+
+Model hubs are out of reach where rap is built and tested, so tests build tiny
+models from configs, and benchmarks build real-size ones (random weights give
+honest timings). Both are saved with ``save_pretrained`` and loaded back through
+the same code path users take. Needs the ``paper`` extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+BYTE_VOCAB = 259
+"""``<unk> <s> </s>`` and the 256 bytes: every text encodes, one token per byte."""
+
+
+def byte_tokenizer(image_token: bool):
+    """A byte-level tokenizer that adds ``<s>`` as Llama's does, optionally with ``<image>``."""
+    import transformers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    specials = ["<unk>", "<s>", "</s>"]
+    vocab = {token: n for n, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    backend.add_special_tokens(specials)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    if image_token:
+        tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+def save_random_llava(folder: Path, size: Literal["tiny", "7b"] = "tiny", dtype: str = "float32") -> Path:
+    """A random LLaVA-1.5 in the llava-hf layout with processor and v1 chat template.
+
+    ``7b`` is LLaVA-1.5-7B's architecture: Vicuna-7B (32 layers, 4096 wide)
+    behind a CLIP ViT-L/14 at 336 px (576 patches per image).
+    """
+    import torch
+    import transformers
+
+    from rap.generation.llava_convert import LLAVA_V1_CHAT_TEMPLATE
+
+    if size == "tiny":
+        text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=30, patch_size=6)
+    else:
+        text = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)
+        vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14)
+    side, patch = vision["image_size"], vision["patch_size"]
+    config = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(**vision),
+        text_config=transformers.LlamaConfig(
+            vocab_size=BYTE_VOCAB + 1, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
+        ),
+        image_token_index=BYTE_VOCAB,
+        image_seq_length=(side // patch) ** 2,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlavaForConditionalGeneration(config).to(getattr(torch, dtype))
+    # No end-of-sequence: a random model then always decodes the number of tokens asked for.
+    model.generation_config.eos_token_id = None
+    model.save_pretrained(folder)
+    image_processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    transformers.LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=byte_tokenizer(image_token=True),
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_V1_CHAT_TEMPLATE,
+    ).save_pretrained(folder)
+    return folder
