@@ -367,3 +367,17 @@ def test_conversion_refuses_what_it_cannot_express(tmp_path: Path, tower: Path) 
     with pytest.raises(ConfigError, match="original LLaVA format"):
         create_generator(f"llava:{source}")
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_from_the_command_line_then_ask(tmp_path: Path, tower: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rap.cli import run
+
+    original_checkpoint(tmp_path / "original", tower, vision_inside=False, weights_format="safetensors")
+    assert run(["convert", "llava", str(tmp_path / "original"), str(tmp_path / "hf")]) == 0
+    assert "converted to" in capsys.readouterr().out
+    db = ["--db", str(tmp_path / "db"), "--encoder", "tiny", "--faces", "none", "--detector", "none"]
+    run([*db, "concept", "add", "bo", "-i", str(PHOTOS / "dog_00.jpg"), "--info", "a dog"])
+    capsys.readouterr()
+    code = run([*db, "ask", str(PHOTOS / "dog_01.jpg"), "Who?", "--backend", "llava", "--model", str(tmp_path / "hf"), "--json"])
+    assert code == 0 and "answer" in json.loads(capsys.readouterr().out)
+    assert run(["convert", "llava", str(tmp_path / "original"), str(tmp_path / "hf")]) == 2  # target not empty
