@@ -203,7 +203,7 @@ def test_missing_stale_or_corrupt_index_is_repaired_on_open(tmp_path, photos):
 
 def assert_consistent(store):
     """Every concept retrievable by its own image; no vector without a concept."""
-    index = store._indexes.get("image")
+    index = store._index.indexes.get("image")
     stored = {row[0] for row in store._db.execute("SELECT id FROM vectors WHERE space = 'image'")}
     assert set((index.ids() if index else np.empty(0)).tolist()) == stored
     for concept in store.list():  # photos may be shared, so look among the exact matches

@@ -49,7 +49,8 @@ from rap.images import LoadedImage, load_image
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
 from rap.store.schema import STORE_FORMAT, migrate
-from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE, VectorIndex
+from rap.store.index_cache import IndexCache
+from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +87,17 @@ class LocalConceptStore(ConceptStore):
     ) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.RLock()
-        self._approximate_above = approximate_above
-        self._indexes: dict[str, VectorIndex] = {}
-        self._dirty: dict[str, int] = {}
-        self._generation = -1
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False
         self._db = self._connect()
+        self._index = IndexCache(self.path / "index", self._db, (IMAGE_SPACE, FACE_SPACE), approximate_above)
         try:
             migrate(self._db)
             if self._meta("format") != STORE_FORMAT:
                 raise StoreError(f"{self.path}: not a rap concept store")
             self.files = ImageFiles(self.path)
             self.embedder = self._choose_models(encoder, faces, on_encoder_change, progress)
-            self._refresh()
+            self._index.refresh()
             self._collect_orphans()
         except BaseException:
             self._db.close()
@@ -184,67 +182,6 @@ class LocalConceptStore(ConceptStore):
                 self._db.execute("ROLLBACK")
                 raise
 
-    def _index_file(self, space: str) -> Path:
-        return self.path / "index" / f"{space}.faiss"
-
-    def _refresh(self) -> None:
-        """Bring the in-memory indexes in line with SQLite if anyone changed it."""
-        generation = int(self._meta("generation") or 0)
-        if generation == self._generation:
-            return
-        for space in (IMAGE_SPACE, FACE_SPACE):
-            self._sync(space)
-        self._generation = generation
-
-    def _sync(self, space: str) -> None:
-        dim = self._meta(f"dim:{space}")
-        if dim is None:
-            self._indexes.pop(space, None)
-            return
-        index = self._indexes.get(space)
-        if index is None:
-            index = VectorIndex.load(self._index_file(space), int(dim), self._approximate_above)
-            index = index or VectorIndex(int(dim), self._approximate_above)
-            self._indexes[space] = index
-        stored = np.fromiter(
-            (row[0] for row in self._db.execute("SELECT id FROM vectors WHERE space = ?", (space,))), np.int64
-        )
-        present = index.ids()
-        missing = np.setdiff1d(stored, present, assume_unique=True)
-        dangling = np.setdiff1d(present, stored, assume_unique=True)
-        if len(dangling):
-            index.remove(dangling)
-        if len(missing):
-            index.add(missing, self._stored_vectors(missing, int(dim)))
-        if (len(missing) or len(dangling)) and self._generation >= 0:
-            log.info("index %s: added %d vectors, removed %d", space, len(missing), len(dangling))
-        if len(missing) or len(dangling):
-            self._dirty[space] = self._dirty.get(space, 0) + len(missing) + len(dangling)
-            self._checkpoint(space)
-
-    def _stored_vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
-        out = np.empty((len(ids), dim), np.float32)
-        position = {int(i): n for n, i in enumerate(ids)}
-        for start in range(0, len(ids), 900):
-            chunk = [int(i) for i in ids[start : start + 900]]
-            marks = ",".join("?" * len(chunk))
-            for vid, blob in self._db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk):
-                out[position[vid]] = np.frombuffer(blob, np.float32)
-        return out
-
-    def _checkpoint(self, space: str, force: bool = False) -> None:
-        """Save the index when enough changed; small indexes are saved on every change."""
-        index = self._indexes.get(space)
-        if index is None:
-            return
-        dirty = self._dirty.get(space, 0)
-        if dirty and (force or dirty >= max(1, index.ntotal // 1000)):
-            try:
-                index.save(self._index_file(space))
-                self._dirty[space] = 0
-            except OSError as exc:  # a read-only store still works, from SQLite
-                log.warning("could not save the %s index: %s", space, exc)
-
     def _collect_orphans(self) -> None:
         referenced = {row[0] for row in self._db.execute("SELECT DISTINCT file FROM images")}
         removed = self.files.collect_orphans(referenced)
@@ -321,8 +258,8 @@ class LocalConceptStore(ConceptStore):
 
     def spaces(self) -> list[str]:
         with self._lock:
-            self._refresh()
-            return [space for space, index in self._indexes.items() if index.ntotal]
+            self._index.refresh()
+            return [space for space, index in self._index.indexes.items() if index.ntotal]
 
     def __len__(self) -> int:
         with self._lock:
@@ -350,16 +287,16 @@ class LocalConceptStore(ConceptStore):
     def index_info(self) -> dict[str, dict[str, object]]:
         """For each space: vector count, dimension and the FAISS factory string in use."""
         with self._lock:
-            self._refresh()
+            self._index.refresh()
             return {
                 space: {"vectors": index.ntotal, "dim": index.dim, "factory": index.factory, "search": index.search_params}
-                for space, index in self._indexes.items()
+                for space, index in self._index.indexes.items()
             }
 
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         with self._lock:
-            self._refresh()
-            index = self._indexes.get(space)
+            self._index.refresh()
+            index = self._index.indexes.get(space)
             if index is None or index.ntotal == 0:
                 return [[] for _ in range(len(queries))]
             distances, ids = index.search(queries, k)
@@ -442,9 +379,8 @@ class LocalConceptStore(ConceptStore):
 
     def _after_write(self) -> None:
         """Bring the index up to date with what was just committed and checkpoint it."""
-        self._refresh()
-        for space in list(self._indexes):
-            self._checkpoint(space)
+        self._index.refresh()
+        self._index.checkpoint_all()
 
     def add(
         self,
@@ -588,13 +524,10 @@ class LocalConceptStore(ConceptStore):
                 for image_id, vectors in keyed:
                     for entry in vectors:
                         self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
-            for space in (IMAGE_SPACE, FACE_SPACE):
-                self._indexes.pop(space, None)
-                self._index_file(space).unlink(missing_ok=True)
+            self._index.forget()
             self._after_write()
 
     def close(self) -> None:
         with self._lock:
-            for space in list(self._indexes):
-                self._checkpoint(space, force=True)
+            self._index.checkpoint_all(force=True)
             self._db.close()
