@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from rap.answers import parse_yes_no
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, load_image
@@ -108,8 +109,11 @@ class Assistant:
         generator: Generator | str = "offline:smollm2",
         options: GenerationOptions | None = None,
         generator_options: dict[str, Any] | None = None,
+        max_concepts: int | None = None,
     ) -> None:
         self.store = store
+        #: at most this many concepts per prompt, below the backend's own limit (0: no retrieval at all)
+        self.max_concepts = max_concepts
         self.retriever = retriever or Retriever(store)
         self._generator = generator
         self._generator_options = generator_options or {}
@@ -166,7 +170,7 @@ class Assistant:
         if mode == "retriever":
             return Recognition(concept.name, matched, mode, match)
         reply = self.ask(RECOGNITION_QUESTION.format(token=concept.token), image).text
-        return Recognition(concept.name, _yes_no(reply), mode, match, reply)
+        return Recognition(concept.name, parse_yes_no(reply), mode, match, reply)
 
     def locate(self, image: Query, name: str) -> Location:
         match, matched = self.retriever.locate(image, name)
@@ -182,7 +186,7 @@ class Assistant:
     def _next_turn(self, conversation: Conversation, question: str) -> tuple[Turn, list[RetrievedConcept]]:
         if not isinstance(question, str) or not question.strip():
             raise InvalidInput("the question is empty")
-        limit = self.generator.max_concepts
+        limit = self.generator.max_concepts if self.max_concepts is None else min(self.max_concepts, self.generator.max_concepts)
         if not conversation.turns:
             retrieval = self.retriever.retrieve(conversation.image, text=question)
             used = retrieval.concepts[:limit]
@@ -205,9 +209,3 @@ def _account(retrieval: Retrieval, used: Sequence[RetrievedConcept]) -> str:
         for r in seen
     ]
     return "it shows " + "; ".join(described) + "."
-
-
-def _yes_no(reply: str) -> bool | None:
-    words = reply.strip().lower().lstrip("\"'*").split()
-    first = words[0].strip(".,!:;\"'*") if words else ""
-    return True if first == "yes" else False if first == "no" else None

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, convert, demo, generate, retrieve, store, transfer
+from rap.cli import concepts, config, convert, demo, evaluate, generate, retrieve, store, transfer
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -39,6 +39,7 @@ app.command("caption")(generate.caption_command)
 app.command("chat")(generate.chat_command)
 app.command("recognize")(generate.recognize_command)
 app.command("locate")(generate.locate_command)
+app.command("eval")(evaluate.eval_command)
 
 
 def run(argv: list[str] | None = None) -> int:

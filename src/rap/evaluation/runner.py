@@ -1,0 +1,176 @@
+"""``rap eval``: run a benchmark against a store, a retriever and a backend, resumably.
+
+One run builds a fresh store per repeat from the data set's concepts (timing
+each add: the cost of personalization, Figure 6 of the paper), then evaluates
+every item under each *variant*, writing each result as it finishes:
+
+* retrieval: ``image`` (whole image only), ``regions`` (detector crops only),
+  ``both``; at each database size N when distractors are given (Figure 5);
+* recognition: ``retriever`` (calibrated distance, no generation) and, with a
+  backend, ``model`` (the model's yes/no);
+* caption and qa: ``rap`` (retrieval as configured), and the baselines
+  ``whole-image`` (no detector) and ``no-retrieval`` (no concepts injected).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rap.assistant import Assistant
+from rap.generation import GenerationOptions, Generator
+from rap.errors import InvalidInput
+from rap.evaluation.items import EvalItem, EvalSet, Task
+from rap.evaluation.journal import Journal
+from rap.retrieval import Retriever
+from rap.settings import Settings
+from rap.store.base import NewConcept
+from rap.store.local import LocalConceptStore
+
+ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+
+@dataclass
+class EvalConfig:
+    task: Task
+    out: Path
+    settings: Settings
+    repeats: int = 1
+    seed: int = 0
+    ks: tuple[int, ...] = (1, 2, 5)
+    baselines: bool = True
+    recognition_modes: tuple[str, ...] = ("retriever",)
+    distractors: list[NewConcept] = field(default_factory=list)
+    sizes: tuple[int, ...] = ()
+
+
+@dataclass
+class RepeatOutcome:
+    add_seconds: list[float]
+    concepts: list[str]
+
+
+def _variants(config: EvalConfig) -> list[str]:
+    if config.task == "retrieval":
+        modes = ["image", "regions", "both"]
+        sizes = config.sizes or (0,)
+        return [f"{mode}@{n}" if config.sizes else mode for n in sizes for mode in modes]
+    if config.task == "recognition":
+        return list(config.recognition_modes)
+    return ["rap", "whole-image", "no-retrieval"] if config.baselines else ["rap"]
+
+
+def run(
+    config: EvalConfig,
+    read: Callable[[int], EvalSet],  # repeat number -> the data, with that repeat's references
+    progress: ProgressFactory,
+) -> tuple[Journal, list[RepeatOutcome]]:
+    """Evaluate every item of every repeat under every variant; skip what the journal holds."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(config.out / "items.jsonl")
+    outcomes = []
+    try:
+        for repeat in range(config.repeats):
+            eval_set = read(repeat)
+            missing = eval_set.missing_files()
+            if missing:
+                shown = ", ".join(str(p) for p in missing[:3])
+                raise InvalidInput(f"{len(missing)} image(s) are missing, e.g. {shown}; fix the paths or pass --images-root")
+            with LocalConceptStore(config.out / "stores" / f"r{repeat}", encoder=config.settings.encoder, faces=config.settings.faces) as store:
+                outcome = _remember(store, eval_set)
+                outcomes.append(outcome)
+                variants = _variants(config)
+                todo = [(v, item) for v in variants for item in eval_set.items if not journal.done(repeat, v, item.id)]
+                with progress(f"repeat {repeat + 1}/{config.repeats}", len(todo)) as advance:
+                    for variant, item, result in _evaluate(config, store, todo):
+                        journal.record(repeat, variant, item.id, result)
+                        advance(1)
+    finally:
+        journal.close()
+    return journal, outcomes
+
+
+def _remember(store: LocalConceptStore, eval_set: EvalSet) -> RepeatOutcome:
+    """Add the concepts one by one, timing each add (the model is loaded first, untimed)."""
+    store.embedder.encoder  # noqa: B018 - loading is a one-off cost, not the cost of an add
+    seconds = []
+    for concept in eval_set.concepts.values():
+        if concept.name in store:
+            continue
+        start = time.perf_counter()
+        store.add(concept.name, list(concept.images), info=concept.info, category=concept.category)
+        seconds.append(time.perf_counter() - start)
+    return RepeatOutcome(seconds, list(eval_set.concepts))
+
+
+class _Assistants:
+    """Assistants for each variant, sharing one loaded generation backend."""
+
+    def __init__(self, settings: Settings, store: LocalConceptStore) -> None:
+        self.settings, self.store = settings, store
+        self._generator: Generator | str = settings.generator_spec
+
+    def make(self, detector: str, *, whole_image: bool = True, max_concepts: int | None = None, k: int | None = None, threshold: float | None = None) -> Assistant:
+        s = self.settings
+        retriever = Retriever(
+            self.store, detector, top_k=k or s.top_k, per_region_k=s.per_region_k,
+            threshold=threshold if threshold is not None else s.threshold, whole_image=whole_image,
+        )  # fmt: skip
+        options = GenerationOptions(max_new_tokens=s.max_new_tokens, temperature=s.temperature)
+        return Assistant(self.store, retriever, self._generator, options, s.generator_options, max_concepts)
+
+    def keep(self, assistant: Assistant) -> None:
+        """Remember the backend the assistant loaded, for the next variants."""
+        if not isinstance(self._generator, Generator) and isinstance(assistant._generator, Generator):
+            self._generator = assistant._generator
+
+
+def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str, EvalItem]]) -> Iterator[tuple[str, EvalItem, dict[str, Any]]]:
+    detector = config.settings.detector
+    assistants = _Assistants(config.settings, store)
+    for variant, item in todo:
+        base, _, size = variant.partition("@")
+        if size:
+            _grow(store, config.distractors, int(size))
+        if config.task == "retrieval":
+            bot = assistants.make("none" if base == "image" else detector, whole_image=base != "regions", k=max(config.ks), threshold=math.inf)
+            retrieval = bot.retriever.retrieve(item.image)
+            yield variant, item, {"retrieved": retrieval.names(), "truth": list(item.concepts), "n": len(store)}
+            continue
+        if config.task == "recognition":
+            bot = assistants.make(detector)
+            result = bot.recognize(item.image, item.target or "", mode=base)  # type: ignore[arg-type]
+            assistants.keep(bot)
+            yield variant, item, {
+                "target": item.target, "truth": item.answer, "present": result.present, "reply": result.reply,
+                "distance": result.match.distance, "score": result.match.score,
+            }  # fmt: skip
+            continue
+        bot = assistants.make("none" if variant == "whole-image" else detector, max_concepts=0 if variant == "no-retrieval" else None)
+        answer = bot.caption(item.image) if config.task == "caption" else bot.ask(_qa_prompt(item), item.image)
+        assistants.keep(bot)
+        yield variant, item, {
+            "reply": answer.text, "truth": list(item.concepts) if config.task == "caption" else item.answer,
+            "options": item.options, "qa_kind": "visual" if item.image else "text", "target": item.target,
+            "used": [c.to_dict() for c in answer.concepts],
+        }  # fmt: skip
+
+
+def _qa_prompt(item: EvalItem) -> str:
+    options = "\n".join(f"{letter}. {text}" for letter, text in (item.options or {}).items())
+    return f"{item.question}\n{options}\nAnswer with the option's letter from the given choices directly."
+
+
+def _grow(store: LocalConceptStore, distractors: list[NewConcept], size: int) -> None:
+    """Add distractor concepts until the store holds ``size`` concepts (or none are left)."""
+    if len(store) >= size:
+        return
+    present = {c.name for c in store.list()}
+    pending = [d for d in distractors if d.name not in present][: size - len(store)]
+    if pending:
+        store.add_many(pending)
