@@ -17,11 +17,13 @@ class Journal:
         self.path = path
         self.rows: dict[tuple[int, str, str], dict[str, Any]] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # the last line of a killed run
-                    continue
+            data = path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) < len(data):  # a line cut short by a killed run: drop it
+                with path.open("r+b") as handle:
+                    handle.truncate(len(complete))
+            for line in complete.decode("utf-8").splitlines():
+                row = json.loads(line)
                 self.rows[(row["repeat"], row["variant"], row["id"])] = row
         self._handle = path.open("a", encoding="utf-8")
 

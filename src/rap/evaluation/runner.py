@@ -114,15 +114,24 @@ class _Assistants:
     def __init__(self, settings: Settings, store: LocalConceptStore) -> None:
         self.settings, self.store = settings, store
         self._generator: Generator | str = settings.generator_spec
+        self._made: dict[tuple[Any, ...], Assistant] = {}
 
     def make(self, detector: str, *, whole_image: bool = True, max_concepts: int | None = None, k: int | None = None, threshold: float | None = None) -> Assistant:
+        """One assistant per configuration, kept: its retriever remembers the last photos' regions."""
+        key = (detector, whole_image, max_concepts, k, threshold)
+        if key in self._made:
+            made = self._made[key]
+            if isinstance(self._generator, Generator):
+                made._generator = self._generator
+            return made
         s = self.settings
         retriever = Retriever(
             self.store, detector, top_k=k or s.top_k, per_region_k=s.per_region_k,
             threshold=threshold if threshold is not None else s.threshold, whole_image=whole_image,
         )  # fmt: skip
         options = GenerationOptions(max_new_tokens=s.max_new_tokens, temperature=s.temperature)
-        return Assistant(self.store, retriever, self._generator, options, s.generator_options, max_concepts)
+        made = self._made[key] = Assistant(self.store, retriever, self._generator, options, s.generator_options, max_concepts)
+        return made
 
     def keep(self, assistant: Assistant) -> None:
         """Remember the backend the assistant loaded, for the next variants."""
@@ -136,7 +145,7 @@ def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str
     for variant, item in todo:
         base, _, size = variant.partition("@")
         if size:
-            _grow(store, config.distractors, int(size))
+            _resize(store, config.distractors, int(size))
         if config.task == "retrieval":
             bot = assistants.make("none" if base == "image" else detector, whole_image=base != "regions", k=max(config.ks), threshold=math.inf)
             retrieval = bot.retriever.retrieve(item.image)
@@ -166,11 +175,20 @@ def _qa_prompt(item: EvalItem) -> str:
     return f"{item.question}\n{options}\nAnswer with the option's letter from the given choices directly."
 
 
-def _grow(store: LocalConceptStore, distractors: list[NewConcept], size: int) -> None:
-    """Add distractor concepts until the store holds ``size`` concepts (or none are left)."""
-    if len(store) >= size:
-        return
-    present = {c.name for c in store.list()}
-    pending = [d for d in distractors if d.name not in present][: size - len(store)]
-    if pending:
-        store.add_many(pending)
+def _resize(store: LocalConceptStore, distractors: list[NewConcept], size: int) -> None:
+    """Add or remove distractors so the store holds ``size`` concepts (as far as there are distractors).
+
+    The first distractors are always the ones kept, so every size sees the same
+    database whatever order a resumed run reaches it in.
+    """
+    names = {d.name for d in distractors}
+    present = [c.name for c in store.list()]
+    base = sum(1 for name in present if name not in names)
+    wanted = distractors[: max(0, size - base)]
+    keep = {d.name for d in wanted}
+    for name in present:
+        if name in names and name not in keep:
+            store.remove(name)
+    missing = [d for d in wanted if d.name not in present]
+    if missing:
+        store.add_many(missing)

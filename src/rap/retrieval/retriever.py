@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -117,6 +118,7 @@ class Retriever:
         self.per_region_k = per_region_k
         #: image-space distance threshold; None uses the encoder's calibrated one, inf keeps all
         self.threshold = threshold
+        self._recent: dict[tuple[str, tuple[str, ...], str], tuple[Image.Image, list[Region], np.ndarray]] = {}
 
     @property
     def detector(self) -> RegionDetector:
@@ -198,6 +200,21 @@ class Retriever:
                     break
             found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
 
+    def _embedded_regions(self, image: Query) -> tuple[Image.Image, list[Region], np.ndarray]:
+        """The image, its regions and their vectors; remembered for the last few image files,
+        since "is X here?" is often asked of one photo for many X."""
+        key = (str(image), tuple(self.store.categories()), self.store.encoder_id) if isinstance(image, (str, Path)) else None
+        if key is not None and key in self._recent:
+            return self._recent[key]
+        picture = _as_image(image)
+        regions = self._regions([picture])[0]
+        embedded = (picture, regions, self.store.embedder.embed([crop(picture, r.box) for r in regions]))
+        if key is not None:
+            self._recent[key] = embedded
+            while len(self._recent) > 4:
+                self._recent.pop(next(iter(self._recent)))
+        return embedded
+
     def locate(self, image: Query, name: str) -> tuple[RetrievedConcept, bool]:
         """Where one named concept best matches in ``image``, and whether that counts as a match.
 
@@ -205,14 +222,13 @@ class Retriever:
         vectors directly, so the answer does not depend on the other concepts.
         """
         concept = self.store.get(name)
-        picture = _as_image(image)
-        regions = self._regions([picture])[0]
+        picture, regions, region_vectors = self._embedded_regions(image)
         embedder = self.store.embedder
         best: _Candidate | None = None
         queries: list[tuple[str, np.ndarray, list[Region]]] = []
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
         if len(references):
-            queries.append((IMAGE_SPACE, embedder.embed([crop(picture, r.box) for r in regions]), regions))
+            queries.append((IMAGE_SPACE, region_vectors, regions))
         faces_of_concept = self.store.concept_vectors(concept.name, FACE_SPACE)
         if len(faces_of_concept) and embedder.face_analyzer is not None:
             faces = embedder.face_analyzer.faces(picture)
