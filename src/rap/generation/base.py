@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rap.errors import InvalidInput
 from rap.generation.prompt import Turn
@@ -33,6 +34,19 @@ class GenerationOptions(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 decodes greedily")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     seed: int | None = Field(None, description="seed for sampling")
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def validated_options(model: type[OptionsT], options: Mapping[str, Any], backend: str) -> OptionsT:
+    """A backend's own options, checked by its pydantic model, or one line saying what is wrong."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise InvalidInput(f"{backend} option {where}: {first['msg']}") from None
 
 
 class Generator(ABC):

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
-from rap.generation.base import GenerationOptions, Generator
+from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.hf import stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
@@ -77,12 +77,7 @@ class LlavaOptions(BaseModel):
     default_argument=DEFAULT_MODEL,
 )
 def create(argument: str, **options: object) -> LlavaGenerator:
-    try:
-        settings = LlavaOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"llava option {where}: {first['msg']}") from None
+    settings = validated_options(LlavaOptions, options, "llava")
     return LlavaGenerator(argument, settings)
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rap._imports import require
 from rap.errors import ConfigError, MissingDependency, UnknownBackend
 from rap.generation import GENERATORS
-from rap.generation.base import GenerationOptions, Generator
+from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.hf import stream_generate
 from rap.generation.prompt import Turn
 
@@ -54,7 +54,7 @@ class OfflineOptions(BaseModel):
 def create(argument: str, **options: Any) -> OfflineTextGenerator:
     if argument != "smollm2":
         raise UnknownBackend(f"unknown generator 'offline:{argument}'; known: offline:smollm2")
-    return OfflineTextGenerator(OfflineOptions(**options))
+    return OfflineTextGenerator(validated_options(OfflineOptions, options, "offline"))
 
 
 def _gguf_folder() -> Path:

@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import httpx
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from rap.errors import BackendError, ConfigError, InvalidInput, RapError
 from rap.generation import GENERATORS
-from rap.generation.base import GenerationOptions, Generator
+from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.prompt import Turn
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -96,12 +96,7 @@ class OpenAICompatibleOptions(BaseModel):
     default_argument="gpt-4o-mini",
 )
 def create(argument: str, **options: object) -> OpenAICompatible:
-    try:
-        settings = OpenAICompatibleOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"openai option {where}: {first['msg']}") from None
+    settings = validated_options(OpenAICompatibleOptions, options, "openai")
     return OpenAICompatible(argument, settings)
 
 

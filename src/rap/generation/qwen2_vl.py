@@ -51,12 +51,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
-from rap.generation.base import GenerationOptions, Generator
+from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.hf import stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
@@ -98,12 +98,7 @@ class Qwen2VLOptions(BaseModel):
     default_argument="Qwen/Qwen2.5-VL-7B-Instruct",
 )
 def create(argument: str, **options: object) -> Qwen2VL:
-    try:
-        settings = Qwen2VLOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"qwen2-vl option {where}: {first['msg']}") from None
+    settings = validated_options(Qwen2VLOptions, options, "qwen2-vl")
     return Qwen2VL(argument, settings)
 
 
