@@ -89,6 +89,13 @@ def summarise(config: EvalConfig, journal: Journal, outcomes: list[RepeatOutcome
                 "average_precision": metrics.average_precision(scores, labels),
                 "points": [p.to_dict() for p in metrics.precision_recall_curve(scores, labels)],
             }
+    if config.task == "retrieval":
+        last = _variants(config)[-1]  # both whole image and crops, at the largest size
+        hits: dict[str, list[bool]] = {}
+        for row in journal.select(variant=last):
+            for name in row["truth"]:
+                hits.setdefault(name, []).append(row["retrieved"][:1] == [name])
+        summary["per_concept_recall_at_1"] = {name: sum(h) / len(h) for name, h in hits.items()}
     if config.task == "caption":
         rows = journal.select(variant="rap")
         per_concept = metrics.caption_scores([(r["id"], r["reply"], r["truth"]) for r in rows], names).per_concept
@@ -120,7 +127,9 @@ def write_report(config: EvalConfig, meta: dict[str, Any], journal: Journal, sum
     lines = [
         f"# rap eval {config.task}",
         "",
-        f"{summary['concepts']} concepts, {summary['items']} items, {config.repeats} repeat(s) from seed {config.seed}. "
+        f"{summary['concepts']} concepts, {summary['items']} items, {config.repeats} repeat(s); reference photos: "
+        + ("the data's own first photos" + (f", then seeds 1 to {config.repeats - 1}" if config.repeats > 1 else "") if config.seed is None else f"drawn with seeds {config.seed} to {config.seed + config.repeats - 1}")
+        + ". "
         f"Encoder `{settings['encoder']}`, detector `{settings['detector']}`"
         + (f", generator `{settings['generator']}`" + (f" (model `{settings['model']}`)" if settings["model"] else "") if config.task in ("caption", "qa") or "model" in config.recognition_modes else "")
         + f", top-K {settings['top_k']}. Machine: {meta['machine']['processor']}, {meta['machine']['cpus']} CPUs"
@@ -160,6 +169,8 @@ def _plots(config: EvalConfig, summary: dict[str, Any]) -> list[str]:
         points = summary["retriever_curve"]["points"]
         path = plots.precision_recall(out / "recognition_pr.png", [p["recall"] for p in points], [p["precision"] for p in points], "Recognition by retriever distance")
         drawn.append(path.name)
+    if summary.get("per_concept_recall_at_1"):
+        drawn.append(plots.per_concept(out / "retrieval_recall_at_1_per_concept.png", summary["per_concept_recall_at_1"], "recall@1", "Retrieval recall@1 per concept").name)
     if summary.get("per_concept_recall"):
         drawn.append(plots.per_concept(out / "caption_recall_per_concept.png", summary["per_concept_recall"], "recall", "Caption recall per concept").name)
     return drawn

@@ -14,6 +14,7 @@ every item under each *variant*, writing each result as it finishes:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ class EvalConfig:
     out: Path
     settings: Settings
     repeats: int = 1
-    seed: int = 0
+    seed: int | None = None
     ks: tuple[int, ...] = (1, 2, 5)
     baselines: bool = True
     recognition_modes: tuple[str, ...] = ("retriever",)
@@ -82,7 +83,7 @@ def run(
                 shown = ", ".join(str(p) for p in missing[:3])
                 raise InvalidInput(f"{len(missing)} image(s) are missing, e.g. {shown}; fix the paths or pass --images-root")
             with LocalConceptStore(config.out / "stores" / f"r{repeat}", encoder=config.settings.encoder, faces=config.settings.faces) as store:
-                outcome = _remember(store, eval_set)
+                outcome = _remember(store, eval_set, config.out / "stores" / f"r{repeat}-add-seconds.json")
                 outcomes.append(outcome)
                 variants = _variants(config)
                 todo = [(v, item) for v in variants for item in eval_set.items if not journal.done(repeat, v, item.id)]
@@ -95,16 +96,20 @@ def run(
     return journal, outcomes
 
 
-def _remember(store: LocalConceptStore, eval_set: EvalSet) -> RepeatOutcome:
-    """Add the concepts one by one, timing each add (the model is loaded first, untimed)."""
+def _remember(store: LocalConceptStore, eval_set: EvalSet, timings: Path) -> RepeatOutcome:
+    """Add the concepts one by one, timing each add (the model is loaded first, untimed).
+
+    The timings are kept beside the store, so a resumed run still reports them.
+    """
     store.embedder.encoder  # noqa: B018 - loading is a one-off cost, not the cost of an add
-    seconds = []
+    seconds = json.loads(timings.read_text()) if timings.exists() else []
     for concept in eval_set.concepts.values():
         if concept.name in store:
             continue
         start = time.perf_counter()
         store.add(concept.name, list(concept.images), info=concept.info, category=concept.category)
         seconds.append(time.perf_counter() - start)
+    timings.write_text(json.dumps(seconds))
     return RepeatOutcome(seconds, list(eval_set.concepts))
 
 

@@ -79,7 +79,7 @@ def evaluate(request: EvalRequest, settings: Settings, progress: ProgressFactory
         out=request.out,
         settings=settings,
         repeats=request.repeats,
-        seed=request.seed or 0,
+        seed=request.seed,
         ks=request.ks,
         baselines=request.baselines,
         recognition_modes=request.recognition_modes,
