@@ -112,7 +112,8 @@ def _table(summary: dict[str, Any]) -> str:
         for column in columns:
             value = scores.get(column, {})
             mean, std = value.get("mean"), value.get("std")
-            cells.append("-" if mean is None else f"{mean:.3f}" + (f" ± {std:.3f}" if summary["repeats"] > 1 else ""))
+            shown = f"{mean:.0f}" if column == "n" else f"{mean:.3f}"
+            cells.append("-" if mean is None else shown + (f" ± {std:.3f}" if summary["repeats"] > 1 and column != "n" else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
