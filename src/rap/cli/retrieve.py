@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rap.cli.context import print_json, state, stdout
+from rap.cli.context import print_json, progress_bar, state, stdout
 from rap.cli.render import retrieval_table
 from rap.errors import InvalidInput
 from rap.images import load_image
@@ -40,10 +40,12 @@ def retrieve_command(
     if not loaded:
         _emit(None, retriever.retrieve(text=text), as_json)
         return
-    for start in range(0, len(loaded), BATCH):
-        chunk = loaded[start : start + BATCH]
-        for path, retrieval in zip(images[start : start + BATCH], retriever.retrieve_batch(chunk, [text] * len(chunk))):
-            _emit(path, retrieval, as_json)
+    with progress_bar("retrieving", len(loaded)) as advance:
+        for start in range(0, len(loaded), BATCH):
+            chunk = loaded[start : start + BATCH]
+            for path, retrieval in zip(images[start : start + BATCH], retriever.retrieve_batch(chunk, [text] * len(chunk))):
+                _emit(path, retrieval, as_json)
+            advance(len(chunk))
 
 
 def _emit(path: Path | None, retrieval, as_json: bool) -> None:
