@@ -10,6 +10,7 @@ question about a photo, and measures:
 * both with the concept-feature cache warmed (``prepare_concepts``) and off.
 
     python benchmarks/generation_latency.py --size 7b --dtype bfloat16          # on a GPU
+    python benchmarks/generation_latency.py --size 7b --dtype bfloat16 --static-cache --compile
     python benchmarks/generation_latency.py --size tiny                         # smoke test on a CPU
 """
 
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--static-cache", action="store_true", help="decode with a static KV cache")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward (CUDA)")
     args = parser.parse_args()
     import torch
 
@@ -69,12 +72,16 @@ def main() -> None:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         machine = torch.cuda.get_device_name() if device == "cuda" else "cpu"
         for cache_size, label in ((64, "cached"), (0, "uncached")):
-            generator = create_generator(f"llava:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size)
+            generator = create_generator(
+                f"llava:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,
+                static_cache=args.static_cache, compile=args.compile,
+            )  # fmt: skip
             keys = {f"key-{n}": Image.open(PHOTOS / name) for n, name in enumerate(["dog_00.jpg", "cat_00.jpg", "teapot_00.jpg"])}
             generator.prepare_concepts(keys)
             for concepts in range(4):
                 result = measure(generator, concepts, args.new_tokens, args.repeats)
                 print(json.dumps({"model": f"llava-1.5-{args.size} (random)", "machine": machine, "dtype": args.dtype,
+                                  "static_cache": args.static_cache, "compile": args.compile,
                                   "concepts": concepts, "features": label} | result), flush=True)  # fmt: skip
             del generator
 

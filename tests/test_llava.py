@@ -381,3 +381,10 @@ def test_convert_from_the_command_line_then_ask(tmp_path: Path, tower: Path, cap
     code = run([*db, "ask", str(PHOTOS / "dog_01.jpg"), "Who?", "--backend", "llava", "--model", str(tmp_path / "hf"), "--json"])
     assert code == 0 and "answer" in json.loads(capsys.readouterr().out)
     assert run(["convert", "llava", str(tmp_path / "original"), str(tmp_path / "hf")]) == 2  # target not empty
+
+
+def test_static_cache_decodes_what_the_dynamic_cache_decodes(tiny_llava: Path) -> None:
+    dynamic = create_generator(f"llava:{tiny_llava}", device="cpu")
+    static = create_generator(f"llava:{tiny_llava}", device="cpu", static_cache=True)
+    assert static.options.generate_extra() == {"cache_implementation": "static"}
+    assert static.generate([question()], OPTIONS) == dynamic.generate([question()], OPTIONS)

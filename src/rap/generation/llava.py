@@ -42,7 +42,7 @@ from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import stream_generate
+from rap.generation.hf import DecodingSpeed, stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 
@@ -52,7 +52,7 @@ _ENCODE_BATCH = 8  # images per vision-tower pass when warming the cache
 _IMAGE_ERRORS = (ValueError, TypeError, OSError, ArithmeticError)
 
 
-class LlavaOptions(BaseModel):
+class LlavaOptions(DecodingSpeed):
     """Settings of the ``llava`` backend."""
 
     model_config = ConfigDict(extra="forbid")
@@ -111,6 +111,7 @@ class LlavaGenerator(Generator):
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         self._processor, self._model = _load(name_or_path, transformers, self.device, getattr(self._torch, dtype))
+        self.options.prepare(self._model)
         self._cache: FeatureCache[Any] = FeatureCache(self.options.concept_cache_size)
 
     def __repr__(self) -> str:
@@ -154,7 +155,7 @@ class LlavaGenerator(Generator):
         tokenizer = self._processor.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         capped = options.model_copy(update={"max_new_tokens": min(options.max_new_tokens, room)})
-        yield from stream_generate(self._model, tokenizer, inputs, capped, pad_token_id=pad)
+        yield from stream_generate(self._model, tokenizer, inputs, capped, pad_token_id=pad, **self.options.generate_extra())
 
     def _inputs(self, conversation: Sequence[Turn]) -> tuple[Any, list[str | None]]:
         """Token ids (image tokens expanded), attention mask and pixel values, with each image's cache key."""

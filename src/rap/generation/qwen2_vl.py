@@ -57,7 +57,7 @@ from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import stream_generate
+from rap.generation.hf import DecodingSpeed, stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 
@@ -66,7 +66,7 @@ PIXELS_PER_TOKEN = 28 * 28
 """One visual token: a 2x2 merge of 14-pixel patches, in both families."""
 
 
-class Qwen2VLOptions(BaseModel):
+class Qwen2VLOptions(DecodingSpeed):
     """Settings of the ``qwen2-vl`` backend."""
 
     model_config = ConfigDict(extra="forbid")
@@ -151,7 +151,7 @@ class Qwen2VL(Generator):
                 f"transformers {transformers.__version__} cannot take cached vision features; "
                 "run: pip install -U transformers"
             )
-        self._model = model.to(self.device).eval()
+        self._model = self.options.prepare(model.to(self.device).eval())
         self._image_token_id = int(config.image_token_id)
         self._image_token: str = self._tokenizer.convert_ids_to_tokens(self._image_token_id)
         self._merge = int(config.vision_config.spatial_merge_size)
@@ -260,4 +260,4 @@ class Qwen2VL(Generator):
         return inputs
 
     def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
-        yield from stream_generate(self._model, self._tokenizer, self._inputs(conversation), options)
+        yield from stream_generate(self._model, self._tokenizer, self._inputs(conversation), options, **self.options.generate_extra())
