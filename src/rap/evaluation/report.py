@@ -112,8 +112,11 @@ def _table(summary: dict[str, Any]) -> str:
         for column in columns:
             value = scores.get(column, {})
             mean, std = value.get("mean"), value.get("std")
+            if mean is None:
+                cells.append("-")
+                continue
             shown = f"{mean:.0f}" if column == "n" else f"{mean:.3f}"
-            cells.append("-" if mean is None else shown + (f" ± {std:.3f}" if summary["repeats"] > 1 and column != "n" else ""))
+            cells.append(shown + (f" ± {std:.3f}" if summary["repeats"] > 1 and column != "n" else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
