@@ -158,3 +158,18 @@ def test_generation_bad_input(filled_cli, photos, tmp_path, args, code, message)
     bad.write_text("garbage")
     got, _, err = filled_cli(*[a.format(photo=photos / "dog_00.jpg", bad=bad) for a in args])
     assert got == code and message in err and err.count("\n") == 1
+
+
+def test_data_build_and_stats(capsys, photos, tmp_path):
+    for concept, photo_names in {"bo": ["dog_00.jpg", "dog_01.jpg"], "kit": ["cat_00.jpg", "cat_01.jpg"]}.items():
+        (tmp_path / "src" / concept).mkdir(parents=True)
+        for name in photo_names:
+            (tmp_path / "src" / concept / name).write_bytes((photos / name).read_bytes())
+    assert run(["data", "build", f"folders:{tmp_path / 'src'}", "--out", str(tmp_path / "out"), "--names", "sks", "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["samples"] > 0 and (tmp_path / "out" / "data.jsonl").exists()
+    assert run(["data", "stats", str(tmp_path / "out"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["samples"] == manifest["samples"] and stats["missing_crops"] == 0
+    assert run(["data", "build", f"folders:{tmp_path / 'src'}", "--out", str(tmp_path / "out")]) == 2  # exists
+    assert "error:" in capsys.readouterr().err

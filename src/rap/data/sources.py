@@ -1,0 +1,242 @@
+"""Where training concepts come from: adapters that turn annotated datasets into scenes.
+
+Every source, whatever its layout, yields :class:`Scene` objects: one query image
+and the annotated objects in it, each with the image and box its *reference*
+crop is cut from. For a detection dataset the reference is the object itself in
+the same photo; for a video track it is the same object in another frame; for
+an identity folder it is another photo of the same person. The builder never
+needs to know which layout a scene came from.
+
+Formats read:
+
+* ``coco``: COCO detection JSON (COCO, Objects365 and LVIS share it). Boxes are
+  COCO's ``[x, y, width, height]`` in pixels.
+* ``refcoco``: referring expressions. Either the original refs in JSON (the
+  fields of ``refs(unc).p``: ``ann_id``, ``image_id``, ``sentences``) with the
+  COCO ``instances`` file, or, without ``instances``, a plain JSON list of
+  ``{"image", "box": [x0, y0, x1, y1], "category", "sentences": [...]}``. The
+  original pickle is not read: unpickling runs code, so convert it once with
+  ``json.dump(pickle.load(f), out)`` on a machine you trust.
+* ``video``: TAO-style COCO JSON whose annotations carry ``track_id`` and whose
+  images carry ``video_id`` (ImageNet-VID converts to it).
+* ``identities``: CelebA-style, one folder per identity of whole-face photos.
+* ``folders``: one folder per concept of photos; the category is the folder
+  name without trailing digits (``dog_2`` is a dog).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rap.errors import InvalidFormat, InvalidInput
+
+FloatBox = tuple[float, float, float, float]
+"""A pixel box ``(x0, y0, x1, y1)`` as annotated, before clipping."""
+
+SourceKind = Literal["coco", "refcoco", "video", "identities", "folders"]
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One annotated object in a query image."""
+
+    identity: str
+    """Unique within its source: an annotation, track or person id."""
+    category: str
+    box: FloatBox | None
+    """Where it is in the query image; None when it is the whole image (no grounding)."""
+    reference: Path
+    reference_box: FloatBox | None
+    sentences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scene:
+    source: str
+    image: Path
+    objects: tuple[SceneObject, ...]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A dataset to read, as the command line names it: ``kind:path[,key=value...]``."""
+
+    kind: SourceKind
+    path: Path
+    images: Path | None = None
+    """Folder the JSON's file names are relative to (default: the JSON's folder)."""
+    instances: Path | None = None
+    """refcoco only: the COCO instances JSON the refs point into."""
+    name: str | None = None
+    """Label in the manifest (default: the kind)."""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        """``coco:ann.json,images=train2017,name=coco`` -> a spec, or one line saying what is wrong."""
+        kind, sep, rest = text.partition(":")
+        if not sep or kind not in READERS:
+            raise InvalidInput(f"bad source {text!r}; write KIND:PATH with KIND one of {', '.join(READERS)}")
+        path, *pairs = rest.split(",")
+        options: dict[str, Any] = {}
+        for pair in pairs:
+            key, eq, value = pair.partition("=")
+            if not eq or key not in {"images", "instances", "name"}:
+                raise InvalidInput(f"bad source option {pair!r}; known: images=DIR, instances=FILE, name=LABEL")
+            options[key] = value if key == "name" else Path(value)
+        return cls(kind=kind, path=Path(path), **options)  # type: ignore[arg-type]
+
+
+def read_scenes(spec: SourceSpec, seed: int = 0) -> Iterator[Scene]:
+    """The scenes of one source; a malformed file is one :class:`InvalidFormat` line."""
+    if not spec.path.exists():
+        raise InvalidInput(f"source {spec.label}: {spec.path} does not exist")
+    return READERS[spec.kind](spec, random.Random(seed))
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidFormat(f"{path}: not readable JSON ({exc})") from None
+
+
+def _xywh(box: Any) -> FloatBox:
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)
+
+
+@dataclass(frozen=True)
+class _Annotation:
+    id: str
+    image: Path
+    box: FloatBox
+    category: str
+    track: str | None
+    video: str | None
+    frame: int
+
+
+def _coco_annotations(path: Path, images_root: Path | None) -> dict[str, _Annotation]:
+    """COCO-format annotations by id, with file names and category names resolved.
+
+    pycocotools adds nothing here but a dependency (it only indexes the same
+    three lists), so the JSON is read directly.
+    """
+    data = _load_json(path)
+    root = images_root or path.parent
+    try:
+        categories = {c["id"]: str(c.get("name") or "").strip() for c in data.get("categories", [])}
+        images = {i["id"]: i for i in data["images"]}
+        out: dict[str, _Annotation] = {}
+        for n, ann in enumerate(data["annotations"]):
+            image = images.get(ann["image_id"], {})
+            video = image.get("video_id")
+            out[str(ann.get("id", n))] = _Annotation(
+                id=str(ann.get("id", n)),
+                image=root / str(image.get("file_name", f"missing-image-{ann['image_id']}")),
+                box=_xywh(ann["bbox"]),
+                category=categories.get(ann.get("category_id"), ""),
+                track=None if ann.get("track_id") is None else str(ann["track_id"]),
+                video=None if video is None else str(video),
+                frame=int(image.get("frame_index", image.get("id", 0)) or 0),
+            )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidFormat(f"{path}: not COCO-format detection JSON ({type(exc).__name__}: {exc})") from None
+    return out
+
+
+def _coco(spec: SourceSpec, rng: random.Random) -> Iterator[Scene]:
+    by_image: dict[Path, list[_Annotation]] = defaultdict(list)
+    for ann in _coco_annotations(spec.path, spec.images).values():
+        by_image[ann.image].append(ann)
+    for image, anns in by_image.items():
+        objects = tuple(SceneObject(a.id, a.category, a.box, a.image, a.box) for a in anns)
+        yield Scene(spec.label, image, objects)
+
+
+def _refcoco(spec: SourceSpec, rng: random.Random) -> Iterator[Scene]:
+    refs = _load_json(spec.path)
+    if not isinstance(refs, list):
+        raise InvalidFormat(f"{spec.path}: expected a JSON list of referring expressions")
+    annotations = _coco_annotations(spec.instances, spec.images) if spec.instances else None
+    root = spec.images or spec.path.parent
+    by_image: dict[Path, list[SceneObject]] = defaultdict(list)
+    try:
+        for n, ref in enumerate(refs):
+            sentences = tuple(
+                (s.get("sent") or s.get("raw") or "") if isinstance(s, dict) else str(s) for s in ref.get("sentences", [])
+            )
+            if annotations is not None:
+                ann = annotations.get(str(ref["ann_id"]))
+                if ann is None:
+                    continue
+                image, box, category = ann.image, ann.box, ann.category
+            else:
+                image, box, category = root / ref["image"], tuple(float(v) for v in ref["box"]), str(ref.get("category", ""))
+            ident = str(ref.get("ref_id", n))
+            by_image[image].append(SceneObject(ident, category.strip(), box, image, box, tuple(s for s in sentences if s)))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidFormat(f"{spec.path}: not a referring-expression list ({type(exc).__name__}: {exc})") from None
+    for image, objects in by_image.items():
+        yield Scene(spec.label, image, tuple(objects))
+
+
+def _video(spec: SourceSpec, rng: random.Random) -> Iterator[Scene]:
+    """One scene per video: the frame with most tracks is the query, each track's reference another frame."""
+    tracks: dict[tuple[str, str], list[_Annotation]] = defaultdict(list)
+    for ann in _coco_annotations(spec.path, spec.images).values():
+        if ann.track is not None:
+            tracks[(ann.video or "", ann.track)].append(ann)
+    by_video: dict[str, dict[str, list[_Annotation]]] = defaultdict(dict)
+    for (video, track), anns in tracks.items():
+        by_video[video][track] = sorted(anns, key=lambda a: a.frame)
+    for video, video_tracks in by_video.items():
+        frames: dict[Path, int] = defaultdict(int)
+        for anns in video_tracks.values():
+            for ann in anns:
+                frames[ann.image] += 1
+        query = max(sorted(frames), key=lambda p: frames[p])
+        objects = []
+        for track, anns in video_tracks.items():
+            here = next((a for a in anns if a.image == query), None)
+            if here is None:
+                continue
+            elsewhere = [a for a in anns if a.image != query] or [here]
+            ref = rng.choice(elsewhere)
+            objects.append(SceneObject(f"{video}/{track}", here.category, here.box, ref.image, ref.box))
+        yield Scene(spec.label, query, tuple(objects))
+
+
+def _photo_folders(spec: SourceSpec, category: str | None) -> Iterator[Scene]:
+    """Folder per identity: the first photo is the reference, every other photo a query."""
+    folders = sorted(p for p in spec.path.iterdir() if p.is_dir())
+    if not folders:
+        raise InvalidFormat(f"{spec.path}: expected one sub-folder per {'identity' if category else 'concept'}")
+    for folder in folders:
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        name = category or re.sub(r"[\d_\-\s]+$", "", folder.name).replace("_", " ")
+        for query in photos[1:]:
+            yield Scene(spec.label, query, (SceneObject(folder.name, name, None, photos[0], None),))
+
+
+def _identities(spec: SourceSpec, rng: random.Random) -> Iterator[Scene]:
+    return _photo_folders(spec, "person")
+
+
+def _folders(spec: SourceSpec, rng: random.Random) -> Iterator[Scene]:
+    return _photo_folders(spec, None)
+
+
+READERS = {"coco": _coco, "refcoco": _refcoco, "video": _video, "identities": _identities, "folders": _folders}
