@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, convert, data, demo, evaluate, generate, retrieve, store, transfer
+from rap.cli import concepts, config, convert, data, demo, evaluate, generate, retrieve, store, train, transfer
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -28,6 +28,7 @@ app.add_typer(concepts.app, name="concept")
 app.add_typer(config.app, name="config")
 app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
 app.command("import")(transfer.import_command)
 app.command("export")(transfer.export_command)
 app.command("retrieve")(retrieve.retrieve_command)

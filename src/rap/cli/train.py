@@ -1,0 +1,76 @@
+"""``rap train`` (LoRA fine-tuning) and ``rap train merge``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import typer
+
+from rap.cli.context import print_json, stdout
+
+app = typer.Typer(
+    help="Fine-tune a backend with LoRA on personalization data, and merge the adapter.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def train(
+    ctx: typer.Context,
+    base: str | None = typer.Option(None, "--base", help="The model to fine-tune: an llava-hf folder or hub name."),
+    data: Path | None = typer.Option(None, "--data", help="data.jsonl from rap data build (LLaVA format, RAP-260K 'extra')."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for checkpoints, TensorBoard logs and the adapter."),
+    rank: int = typer.Option(128, "--rank", help="LoRA rank (the paper: 128)."),
+    alpha: int = typer.Option(256, "--alpha", help="LoRA alpha (the paper: 256)."),
+    learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate (the paper: 1e-4)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (the paper: 1)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Conversations per device per step."),
+    accumulation: int = typer.Option(1, "--gradient-accumulation", help="Steps per optimizer update."),
+    max_concepts: int = typer.Option(2, "--max-concepts", help="Concepts kept per sample (the paper: 2 for LLaVA, 3 for Phi3-V)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), bf16 or fp32."),
+    checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train a LoRA adapter; for several GPUs run it under `accelerate launch` or torchrun."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if base is None or data is None or out is None:
+        stdout.print(ctx.get_help())
+        raise typer.Exit(2)
+    from rap.generation.base import validated_options
+    from rap.training import TrainOptions, train as run_training
+
+    options = validated_options(
+        TrainOptions,
+        dict(rank=rank, alpha=alpha, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+             batch_size=batch_size, gradient_accumulation=accumulation, max_concepts=max_concepts,
+             precision=precision, activation_checkpointing=checkpointing),
+        "train",
+    )  # fmt: skip
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with --json output
+        result = run_training(base, data, out, options, resume=resume)
+    summary = {"adapter": str(result.adapter_dir), "steps": result.steps, "records": result.records,
+               "skipped": dict(result.skipped), "first_loss": result.losses[0] if result.losses else None,
+               "last_loss": result.losses[-1] if result.losses else None}  # fmt: skip
+    if as_json:
+        print_json(summary)
+    else:
+        stdout.print(f"trained {result.steps} steps on {result.records} conversations; adapter in {result.adapter_dir}")
+        stdout.print(f"merge it with: rap train merge {base} {result.adapter_dir} MERGED")
+
+
+@app.command("merge")
+def merge(
+    base: str = typer.Argument(..., help="The base model the adapter was trained on."),
+    adapter: Path = typer.Argument(..., help="The adapter folder (rap train's --out)."),
+    out: Path = typer.Argument(..., help="A new folder for the merged model."),
+) -> None:
+    """Merge a LoRA adapter into its base; the result loads with --backend llava --model OUT."""
+    from rap.training import merge_adapter
+
+    written = merge_adapter(base, adapter, out)
+    stdout.print(f"merged into {written}; use it with: rap ask --backend llava --model {written} ...")

@@ -1,0 +1,183 @@
+"""``rap train``: LoRA fine-tuning of a LLaVA checkpoint on personalization conversations.
+
+The loop is transformers' ``Trainer``, which runs on accelerate: the same call
+trains on one device, or on several under ``accelerate launch`` or
+``torchrun`` with the DeepSpeed or FSDP configuration given there. It also
+brings gradient accumulation, mixed precision, activation checkpointing,
+checkpoints that resume with the step count, optimizer and schedule intact, and
+logging to the console and TensorBoard. What rap adds is the data (records read
+as rap prompts, :mod:`rap.training.data` and :mod:`rap.training.encode`) and
+which weights LoRA adapts (:mod:`rap.training.lora`).
+
+Defaults are the paper's: LoRA rank 128, alpha 256, learning rate 1e-4, one
+epoch, at most 2 concepts per sample for LLaVA; dropout 0.05, a 3% warmup and a
+cosine schedule are LLaVA's fine-tuning recipe, which RAP follows.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rap._imports import require
+from rap.errors import ConfigError
+from rap.training.data import Record, read_jsonl
+from rap.training.encode import ChatEncoder, collate
+from rap.training.lora import with_lora
+
+log = logging.getLogger(__name__)
+
+
+class TrainOptions(BaseModel):
+    """Settings of ``rap train``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(128, ge=1, description="LoRA rank (the paper: 128)")
+    alpha: int = Field(256, ge=1, description="LoRA alpha (the paper: 256)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (the paper: 1e-4)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data (the paper: 1)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(1, ge=1, description="conversations per device per step")
+    gradient_accumulation: int = Field(1, ge=1, description="steps whose gradients add up before each update")
+    warmup: float = Field(0.03, ge=0, lt=1, description="share of the steps spent warming the learning rate up")
+    max_concepts: int = Field(2, ge=0, le=16, description="concepts kept per sample (the paper: 2 for LLaVA)")
+    max_length: int = Field(2048, ge=16, description="longest conversation in tokens, image tokens included")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto is bf16 where CUDA supports it, fp32 elsewhere"
+    )
+    activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, slower")
+    save_steps: int = Field(500, ge=1, description="steps between checkpoints")
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (None: all)")
+    logging_steps: int = Field(10, ge=1, description="steps between log lines")
+    seed: int = Field(0, description="seed of the LoRA initialisation and the data order")
+    image_root: str | None = Field(None, description="folder the records' image paths are relative to (default: the JSONL's)")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: where the adapter is, how far it got, and what it skipped."""
+
+    adapter_dir: Path
+    steps: int
+    losses: list[float]
+    records: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def train(
+    base: str | Path,
+    data: str | Path,
+    output_dir: str | Path,
+    options: TrainOptions | None = None,
+    resume: bool | str | Path = False,
+) -> TrainResult:
+    """Fine-tune ``base`` (a llava-hf folder or hub name) with LoRA on the JSONL ``data``.
+
+    Checkpoints go to ``output_dir/checkpoint-<step>``, TensorBoard logs to
+    ``output_dir/runs`` and the final adapter (``save_pretrained``) to
+    ``output_dir`` itself. ``resume`` is a checkpoint folder, or True for the
+    latest one in ``output_dir``.
+    """
+    options = options or TrainOptions()
+    torch = require("torch", "train")
+    transformers = require("transformers", "train")
+    dataset = read_jsonl(data, options.max_concepts, options.image_root)
+    if dataset.skipped:
+        log.warning("skipped %d of %d records: %s", dataset.skipped_count,
+                    dataset.skipped_count + len(dataset.records), dataset.describe_skipped())
+    bf16 = options.precision == "bf16" or (
+        options.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    processor, model = load_base(str(base), torch.bfloat16 if bf16 else torch.float32)
+    encoder = ChatEncoder(processor, options.max_length)
+    model = with_lora(model, options.rank, options.alpha, options.dropout)
+    if options.activation_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a graph
+    trainer = transformers.Trainer(
+        model=model,
+        args=_arguments(transformers, options, Path(output_dir), bf16),
+        train_dataset=_Examples(dataset.records, encoder),
+        data_collator=functools.partial(collate, pad_token_id=_pad_id(processor.tokenizer)),
+    )
+    trainer.train(resume_from_checkpoint=_checkpoint(resume, Path(output_dir)))
+    trainer.save_model(str(output_dir))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainResult(Path(output_dir), trainer.state.global_step, losses, len(dataset.records), dataset.skipped)
+
+
+class _Examples:
+    """The records as a map-style dataset, each encoded (images decoded) when asked for."""
+
+    def __init__(self, records: list[Record], encoder: ChatEncoder) -> None:
+        self.records = records
+        self.encoder = encoder
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.encoder.encode(self.records[index].turns())
+
+
+def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16: bool) -> Any:
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    if not tensorboard:
+        log.warning("tensorboard is not installed: logging to the console only (pip install 'rap-mllm[train]')")
+    return transformers.TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation,
+        learning_rate=options.learning_rate,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps or -1,
+        warmup_steps=options.warmup,
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        bf16=bf16,
+        activation_checkpointing=options.activation_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if options.activation_checkpointing else None,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=options.save_total_limit,
+        logging_steps=options.logging_steps,
+        logging_first_step=True,
+        report_to=["tensorboard"] if tensorboard else "none",
+        remove_unused_columns=False,  # the collator's keys are the model's; nothing to drop
+        seed=options.seed,
+        disable_tqdm=True,  # one printed line per log step, readable in a job's log file
+    )
+
+
+def load_base(base: str, dtype: Any) -> tuple[Any, Any]:
+    """The processor and model as the llava backend loads them, in training mode."""
+    transformers = require("transformers", "train")
+    from rap.generation.llava import _load as load_llava
+
+    processor, model = load_llava(base, transformers, "cpu", dtype)
+    return processor, model.train()
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _checkpoint(resume: bool | str | Path, output_dir: Path) -> str | None:
+    """The checkpoint to resume from, or None to start afresh."""
+    if resume is False:
+        return None
+    if resume is True:
+        found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        if not found:
+            raise ConfigError(f"no checkpoint to resume from in {output_dir}; train without resume first")
+        return str(found[-1])
+    if not Path(resume).is_dir():
+        raise ConfigError(f"checkpoint {resume} does not exist; give a checkpoint-<step> folder of an earlier run")
+    return str(resume)

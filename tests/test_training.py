@@ -1,0 +1,208 @@
+"""rap train: records become inference prompts, the loss sees only replies, LoRA learns, merging is exact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+torch = pytest.importorskip("torch")
+
+from PIL import Image
+
+from rap.errors import ConfigError, InvalidInput
+from rap.generation import GenerationOptions, Turn, create_generator
+from rap.testing import save_random_llava
+from rap.training import TrainOptions, merge_adapter, train
+from rap.training.data import parse_record, read_jsonl
+from rap.training.encode import IGNORE, ChatEncoder
+
+PHOTOS = Path(__file__).parent / "photos"
+
+TWO_CONCEPTS = {
+    "id": "bo-kit",
+    "image": ["dog_00.jpg", "dog_01.jpg", "cat_00.jpg"],
+    "conversations": [
+        {"from": "human", "value": "<image>\n[1.<image>\n Name: <bo>, Info: <bo> is a Shiba Inu.\n"
+                                   "2.<image>\n Name: <kit>, Info: <kit> is a ginger cat.\n]What is <bo> doing?"},
+        {"from": "gpt", "value": "<bo> is lying on the grass."},
+        {"from": "human", "value": "Is <bo> happy?"},
+        {"from": "gpt", "value": "Yes."},
+    ],
+    "extra": {"dog_01.jpg": {"name": "<bo>", "info": "<bo> is a Shiba Inu.", "category": "dog"},
+              "cat_00.jpg": {"name": "<kit>", "info": "<kit> is a ginger cat.", "category": "cat"}},
+}
+TEXT_ONLY = {
+    "id": "text",
+    "conversations": [
+        {"from": "human", "value": "[1. Name: <tea>, Info: <tea> is a blue teapot.\n]What colour is <tea>?"},
+        {"from": "gpt", "value": "<tea> is blue."},
+    ],
+}
+
+
+def options(**changes: object) -> TrainOptions:
+    fast = {"rank": 8, "alpha": 16, "dropout": 0.0, "learning_rate": 1e-2, "warmup": 0.0, "logging_steps": 1,
+                "image_root": str(PHOTOS), "precision": "fp32"}
+    return TrainOptions(**{**fast, **changes})
+
+
+def write_jsonl(path: Path, records: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random LLaVA, its output layer scaled up as a trained model's is.
+
+    At initialisation (std 0.02 over 32 normalised dimensions) no logit can
+    exceed about 0.6, so no adaptation of the layers below could lower the
+    loss much and the test would measure nothing.
+    """
+    import transformers
+
+    folder = save_random_llava(tmp_path_factory.mktemp("llava") / "base", "tiny")
+    model = transformers.LlavaForConditionalGeneration.from_pretrained(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(base: Path, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("run")
+    data = write_jsonl(folder / "train.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
+    result = train(base, data, folder / "adapter", options(max_steps=30, batch_size=2, save_steps=1000))
+    return result
+
+
+def encoder(base: Path) -> ChatEncoder:
+    import transformers
+
+    return ChatEncoder(transformers.AutoProcessor.from_pretrained(base), max_length=4096)
+
+
+def test_records_become_rap_prompts_with_concepts_capped() -> None:
+    record = parse_record(TWO_CONCEPTS, PHOTOS, max_concepts=1)
+    assert [p.name for p in record.images] == ["dog_00.jpg", "dog_01.jpg"]  # the second crop dropped with its text
+    first = record.turns()[0]
+    assert first.text() == "<image>\n[1.<image>\n Name: <bo>, Info: <bo> is a Shiba Inu.\n]What is <bo> doing?"
+    assert first.reply == "<bo> is lying on the grass."
+    kept = parse_record(TWO_CONCEPTS, PHOTOS, max_concepts=2).turns()[0]
+    assert kept.text() == TWO_CONCEPTS["conversations"][0]["value"] and len(kept.images) == 3
+    assert parse_record(TEXT_ONLY, PHOTOS, 2).turns()[0].text() == TEXT_ONLY["conversations"][0]["value"]
+
+
+def test_only_reply_tokens_carry_labels_and_prompts_match_inference(base: Path) -> None:
+    turns = parse_record(TWO_CONCEPTS, PHOTOS, max_concepts=2).turns()
+    coder = encoder(base)
+    example = coder.encode(turns)
+    ids, labels = example["input_ids"], example["labels"]
+    kept = labels != IGNORE
+    assert torch.equal(ids[kept], labels[kept])
+    assert coder.tokenizer.decode(ids[kept]) == " <bo> is lying on the grass.</s> Yes.</s>"
+    assert not kept[ids == coder.image_token_id].any()
+    assert example["pixel_values"].shape[0] == 3
+    # the prompt before each reply is, token for token, what the llava backend sends
+    generator = create_generator(f"llava:{base}", device="cpu")
+    for n in range(len(turns)):
+        asked = turns[: n] + [Turn(turns[n].parts)]
+        assert coder.prompt(asked) == generator.render(asked)
+        prompt_ids = generator._inputs(asked)[0]["input_ids"][0]
+        assert torch.equal(ids[: len(prompt_ids)], prompt_ids)
+        assert labels[len(prompt_ids) - 1] == IGNORE and labels[len(prompt_ids)] != IGNORE
+
+
+def test_bad_records_are_skipped_and_counted(tmp_path: Path) -> None:
+    missing = {**TWO_CONCEPTS, "image": ["dog_00.jpg", "nowhere.jpg", "cat_00.jpg"]}
+    unanswered = {**TEXT_ONLY, "conversations": TEXT_ONLY["conversations"][:1]}
+    data = write_jsonl(tmp_path / "d.jsonl", [TWO_CONCEPTS, missing, unanswered, "junk"])
+    dataset = read_jsonl(data, max_concepts=2, image_root=PHOTOS)
+    assert len(dataset.records) == 1 and dataset.skipped_count == 3
+    assert "image missing" in dataset.describe_skipped()
+    # a missing crop beyond max_concepts does not matter: it is dropped anyway
+    assert len(read_jsonl(write_jsonl(tmp_path / "e.jsonl", [{**TWO_CONCEPTS, "image": ["dog_00.jpg", "dog_01.jpg", "x.jpg"]}]), 1, PHOTOS).records) == 1
+    with pytest.raises(InvalidInput, match="no trainable record"):
+        read_jsonl(write_jsonl(tmp_path / "f.jsonl", [missing, unanswered]), 2, PHOTOS)
+
+
+def test_training_lowers_the_loss(trained) -> None:
+    assert trained.steps == 30 and trained.records == 4
+    first, last = trained.losses[0], sum(trained.losses[-3:]) / 3
+    assert last < 0.5 * first, trained.losses
+    assert (trained.adapter_dir / "adapter_config.json").is_file()
+
+
+def logits(model, example) -> torch.Tensor:
+    with torch.no_grad():
+        batch = {k: v.unsqueeze(0) if k != "pixel_values" else v for k, v in example.items() if k != "labels"}
+        return model(**batch).logits
+
+
+def test_adapter_changes_the_model_and_merging_keeps_its_logits(base: Path, trained, tmp_path: Path) -> None:
+    import peft
+    import transformers
+
+    example = encoder(base).encode(parse_record(TWO_CONCEPTS, PHOTOS, 2).turns())
+    plain = transformers.LlavaForConditionalGeneration.from_pretrained(base).eval()
+    before = logits(plain, example)
+    adapted = peft.PeftModel.from_pretrained(plain, trained.adapter_dir).eval()
+    after = logits(adapted, example)
+    assert (after - before).abs().max() > 1e-2
+
+    merged_dir = merge_adapter(base, trained.adapter_dir, tmp_path / "merged")
+    merged = transformers.LlavaForConditionalGeneration.from_pretrained(merged_dir).eval()
+    torch.testing.assert_close(logits(merged, example), after, atol=1e-4, rtol=1e-4)
+
+    generator = create_generator(f"llava:{merged_dir}", device="cpu")
+    photo = Image.open(PHOTOS / "dog_00.jpg")
+    answer = generator.generate([Turn([photo, "\nWhat is this?"])], GenerationOptions(max_new_tokens=4))
+    assert isinstance(answer, str) and answer
+
+
+def test_merge_refuses_a_folder_without_adapter(base: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="adapter_config.json"):
+        merge_adapter(base, tmp_path, tmp_path / "out")
+
+
+def test_resume_continues_where_the_checkpoint_left_off(base: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
+    whole = train(base, data, tmp_path / "run", options(max_steps=4, save_steps=2, save_total_limit=None))
+    assert whole.steps == 4 and (tmp_path / "run" / "checkpoint-2").is_dir()
+    shutil.rmtree(tmp_path / "run" / "checkpoint-4")  # as if the run had died after step 3
+    resumed = train(base, data, tmp_path / "run", options(max_steps=4, save_steps=2), resume=True)
+    assert resumed.steps == 4
+    # same steps, same data order, same optimizer state: the same losses
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(base, data, tmp_path / "empty", options(max_steps=1), resume=True)
+
+
+def test_build_train_merge_ask_from_the_command_line(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole pipeline of issue 5 on real photos: rap data build, rap train, rap train merge, rap ask."""
+    from rap.cli import run
+
+    for concept, names in {"bo": ["dog_00.jpg", "dog_01.jpg"], "kit": ["cat_00.jpg", "cat_01.jpg"]}.items():
+        (tmp_path / "src" / concept).mkdir(parents=True)
+        for name in names:
+            (tmp_path / "src" / concept / name).write_bytes((PHOTOS / name).read_bytes())
+    assert run(["data", "build", f"folders:{tmp_path / 'src'}", "--out", str(tmp_path / "data")]) == 0
+    train_args = ["train", "--base", str(base), "--data", str(tmp_path / "data" / "data.jsonl"), "--out", str(tmp_path / "run"),
+                  "--rank", "4", "--alpha", "8", "--max-steps", "3", "--precision", "fp32", "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert run(train_args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 3 and result["records"] > 0
+    assert run(["train", "merge", str(base), str(tmp_path / "run"), str(tmp_path / "merged")]) == 0
+    db = ["--db", str(tmp_path / "db"), "--encoder", "tiny", "--faces", "none", "--detector", "none"]
+    assert run([*db, "concept", "add", "bo", "-i", str(PHOTOS / "dog_00.jpg"), "--info", "a dog"]) == 0
+    capsys.readouterr()
+    assert run([*db, "ask", str(PHOTOS / "dog_01.jpg"), "Who is this?", "--backend", "llava", "--model", str(tmp_path / "merged"), "--json"]) == 0
+    assert "answer" in json.loads(capsys.readouterr().out)
+    assert run(["train", "--base", str(base), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r2")]) != 0
+    assert "error:" in capsys.readouterr().err
