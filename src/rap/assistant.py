@@ -21,9 +21,9 @@ from PIL import Image
 from rap.answers import parse_yes_no
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
-from rap.images import Box, load_image
+from rap.images import Box, as_rgb, load_image
 from rap.retrieval import Retrieval, RetrievedConcept, Retriever
-from rap.retrieval.retriever import Query, _as_image
+from rap.retrieval.retriever import Query
 from rap.settings import Settings
 from rap.store.base import ConceptStore
 
@@ -152,7 +152,7 @@ class Assistant:
 
     # -- the four things it does ----------------------------------------------
     def chat(self, image: Query | None = None) -> Conversation:
-        return Conversation(self, _as_image(image) if image is not None else None)
+        return Conversation(self, as_rgb(image) if image is not None else None)
 
     def ask(self, question: str, image: Query | None = None, history: Conversation | None = None) -> Answer:
         """A personalized answer; pass the previous answer's conversation as ``history`` to go on."""

@@ -15,6 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -104,6 +105,19 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
     except OSError as exc:
         raise InvalidImage(f"{path}: cannot read ({exc.strerror})") from None
     return decode_image(data, label=str(path))
+
+
+ImageInput = Union[str, "os.PathLike[str]", LoadedImage, Image.Image]
+"""Anything rap takes as an image: a path, a decoded file, or a PIL image."""
+
+
+def as_rgb(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from any :data:`ImageInput`; paths go through :func:`load_image`'s checks."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, LoadedImage):
+        return image.image
+    return load_image(image).image
 
 
 def crop(image: Image.Image, box: Box, margin: float = 0.0) -> Image.Image:

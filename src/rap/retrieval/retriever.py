@@ -33,11 +33,11 @@ from PIL import Image
 from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
-from rap.images import Box, LoadedImage, crop, load_image
+from rap.images import Box, ImageInput, as_rgb, crop
 from rap.retrieval.text import candidate_names
-from rap.store.base import ConceptStore, ImageSource
+from rap.store.base import ConceptStore
 
-Query = ImageSource | Image.Image
+Query = ImageInput
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class Retriever:
         if len(texts) != len(images):
             raise ValueError("give one text per image, or none")
         k = k or self.top_k
-        decoded = [_as_image(image) for image in images]
+        decoded = [as_rgb(image) for image in images]
         regions = self._regions(decoded)
         candidates = self._visual_candidates(decoded, regions)
         return [
@@ -206,7 +206,7 @@ class Retriever:
         key = (str(image), tuple(self.store.categories()), self.store.encoder_id) if isinstance(image, (str, Path)) else None
         if key is not None and key in self._recent:
             return self._recent[key]
-        picture = _as_image(image)
+        picture = as_rgb(image)
         regions = self._regions([picture])[0]
         embedded = (picture, regions, self.store.embedder.embed([crop(picture, r.box) for r in regions]))
         if key is not None:
@@ -265,11 +265,3 @@ def _retrieved(concept: Concept, via: Literal["text", "image"], match: _Candidat
     if match is None:
         return RetrievedConcept(concept, via)
     return RetrievedConcept(concept, via, match.distance, match.score, match.box, match.region)
-
-
-def _as_image(image: Query) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, LoadedImage):
-        return image.image
-    return load_image(image).image
