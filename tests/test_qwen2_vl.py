@@ -1,4 +1,4 @@
-"""The ``qwen2-vl`` backend on tiny random Qwen2-VL and Qwen2.5-VL checkpoints built here.
+"""The ``qwen2-vl`` backend on tiny random Qwen2-VL and Qwen2.5-VL checkpoints (rap.testing).
 
 No Qwen weights can be downloaded where rap is built, so each family is built
 from a small config with random weights, next to a byte-level tokenizer that
@@ -21,81 +21,16 @@ torch = pytest.importorskip("torch")
 
 from rap.errors import ConfigError, InvalidInput  # noqa: E402
 from rap.generation import GenerationOptions, PromptConcept, Turn, create_generator, user_turn  # noqa: E402
+from rap.testing import save_random_qwen2_vl  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
-SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
-]  # fmt: skip
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 QUERY_PIXELS = 16 * 28 * 28  # the processor's own budget: a 256x256 photo becomes 8x8 patches, 16 tokens
 CONCEPT_PIXELS = 4 * 28 * 28  # the smallest concept budget: 4 tokens at most
 
 
-def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(SPECIAL)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-
-
-def _config(family: str, ids: dict[str, int]):
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
-
-    text = dict(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )  # fmt: skip
-    tokens = dict(
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
-    if family == "qwen2_vl":
-        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
-        return Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
-    # windows of 2x2 merged patches, then one block of full attention: both of Qwen2.5-VL's kinds
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2, window_size=56,
-                  fullatt_block_indexes=[1])  # fmt: skip
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
-
-
-def build_checkpoint(folder: Path, family: str) -> Path:
-    """A random Qwen2-VL / Qwen2.5-VL checkpoint laid out as the hub ones are."""
-    from transformers import AutoModelForImageTextToText
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    tokenizer = _tokenizer()
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL}
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(_config(family, ids))
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    # decoding as Qwen ships it, which rap's options must override: greedy, or sampling without top_k=1
-    model.generation_config.update(do_sample=True, top_k=1, top_p=0.001, temperature=0.1)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=QUERY_PIXELS).save_pretrained(folder)
-    (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHATML}))
-    return folder
-
-
 @pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_checkpoint(tmp_path_factory.mktemp(request.param), request.param)
+    return save_random_qwen2_vl(tmp_path_factory.mktemp(request.param), request.param, QUERY_PIXELS)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ from PIL import Image
 
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GenerationOptions, Turn, create_generator
-from rap.testing import save_random_llava
+from rap.testing import save_random_llava, save_random_qwen2_vl
 from rap.training import TrainOptions, merge_adapter, train
 from rap.training.data import parse_record, read_jsonl
 from rap.training.encode import IGNORE, ChatEncoder
+from rap.training.family import load_family
 
 PHOTOS = Path(__file__).parent / "photos"
 
@@ -82,9 +83,7 @@ def trained(base: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def encoder(base: Path) -> ChatEncoder:
-    import transformers
-
-    return ChatEncoder(transformers.AutoProcessor.from_pretrained(base), max_length=4096)
+    return ChatEncoder(load_family(str(base), torch.float32), max_length=4096)
 
 
 def test_records_become_rap_prompts_with_concepts_capped() -> None:
@@ -140,7 +139,7 @@ def test_training_lowers_the_loss(trained) -> None:
 
 def logits(model, example) -> torch.Tensor:
     with torch.no_grad():
-        batch = {k: v.unsqueeze(0) if k != "pixel_values" else v for k, v in example.items() if k != "labels"}
+        batch = {k: v.unsqueeze(0) if k not in ("pixel_values", "image_grid_thw") else v for k, v in example.items() if k != "labels"}
         return model(**batch).logits
 
 
@@ -206,3 +205,59 @@ def test_build_train_merge_ask_from_the_command_line(base: Path, tmp_path: Path,
     assert "answer" in json.loads(capsys.readouterr().out)
     assert run(["train", "--base", str(base), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r2")]) != 0
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def qwen_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2-VL, its output layer scaled up as the LLaVA fixture's is, for the same reason."""
+    import transformers
+
+    folder = save_random_qwen2_vl(tmp_path_factory.mktemp("qwen") / "base")
+    model = transformers.AutoModelForImageTextToText.from_pretrained(folder)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_qwen_prompts_match_inference_and_only_replies_carry_labels(qwen_base: Path) -> None:
+    turns = parse_record(TWO_CONCEPTS, PHOTOS, max_concepts=2).turns()
+    coder = encoder(qwen_base)
+    example = coder.encode(turns)
+    ids, labels = example["input_ids"], example["labels"]
+    kept = labels != IGNORE
+    assert torch.equal(ids[kept], labels[kept])
+    assert coder.tokenizer.decode(ids[kept]) == "<bo> is lying on the grass.<|im_end|>\nYes.<|im_end|>\n"  # ChatML closes a turn with "<|im_end|>\n"
+    assert example["image_grid_thw"].shape == (3, 3)
+    assert torch.equal(example["mm_token_type_ids"].bool(), ids == coder.image_token_id)
+    generator = create_generator(f"qwen2-vl:{qwen_base}", device="cpu")
+    for n in range(len(turns)):
+        asked = turns[:n] + [Turn(turns[n].parts)]
+        assert coder.prompt(asked) == generator.render(asked)
+        inputs = generator._inputs(asked)
+        prompt_ids = inputs["input_ids"][0]
+        assert torch.equal(ids[: len(prompt_ids)], prompt_ids)  # the backend's widening, token for token
+        assert labels[len(prompt_ids) - 1] == IGNORE and labels[len(prompt_ids)] != IGNORE
+    assert torch.equal(inputs["image_grid_thw"], example["image_grid_thw"])
+
+
+def test_qwen_training_lowers_the_loss_and_merging_keeps_its_logits(qwen_base: Path, tmp_path: Path) -> None:
+    import peft
+    import transformers
+
+    data = write_jsonl(tmp_path / "train.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
+    trained = train(qwen_base, data, tmp_path / "adapter", options(max_steps=30, batch_size=2, save_steps=1000))
+    first, last = trained.losses[0], sum(trained.losses[-3:]) / 3
+    assert last < 0.5 * first, trained.losses
+
+    example = encoder(qwen_base).encode(parse_record(TWO_CONCEPTS, PHOTOS, 2).turns())
+    plain = transformers.AutoModelForImageTextToText.from_pretrained(qwen_base).eval()
+    adapted = peft.PeftModel.from_pretrained(plain, trained.adapter_dir).eval()
+    after = logits(adapted, example)
+    merged_dir = merge_adapter(qwen_base, trained.adapter_dir, tmp_path / "merged")
+    merged = transformers.AutoModelForImageTextToText.from_pretrained(merged_dir).eval()
+    torch.testing.assert_close(logits(merged, example), after, atol=1e-4, rtol=1e-4)
+
+    generator = create_generator(f"qwen2-vl:{merged_dir}", device="cpu")
+    answer = generator.generate([Turn([Image.open(PHOTOS / "dog_00.jpg"), "\nWhat is this?"])], GenerationOptions(max_new_tokens=4))
+    assert isinstance(answer, str) and answer

@@ -8,6 +8,7 @@ the same code path users take. Needs the ``paper`` extra.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -73,4 +74,74 @@ def save_random_llava(folder: Path, size: Literal["tiny", "7b"] = "tiny", dtype:
         num_additional_image_tokens=1,
         chat_template=LLAVA_V1_CHAT_TEMPLATE,
     ).save_pretrained(folder)
+    return folder
+
+
+QWEN_SPECIAL = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
+)  # fmt: skip
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""Qwen's ChatML layout of images and text, without the system prompt the published templates add."""
+
+
+def save_random_qwen2_vl(
+    folder: Path, family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl", max_pixels: int = 16 * 28 * 28
+) -> Path:
+    """A tiny random Qwen2-VL or Qwen2.5-VL laid out as the hub checkpoints are.
+
+    A byte-level tokenizer holding Qwen's special tokens, Qwen's image
+    processor with ``max_pixels`` as its budget (the default: 16 visual
+    tokens), and a ChatML template saved as the processor's
+    ``chat_template.json``, as the published checkpoints ship it.
+    """
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(QWEN_SPECIAL))
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL}
+    text = dict(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+    tokens = dict(
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    if family == "qwen2_vl":
+        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
+        config = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
+    else:
+        # windows of 2x2 merged patches, then one block of full attention: both of Qwen2.5-VL's kinds
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2, window_size=56,
+                      fullatt_block_indexes=[1])  # fmt: skip
+        config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForImageTextToText.from_config(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    # decoding as Qwen ships it, which rap's options must override: greedy, or sampling without top_k=1
+    model.generation_config.update(do_sample=True, top_k=1, top_p=0.001, temperature=0.1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    Qwen2VLImageProcessorPil(min_pixels=4 * 28 * 28, max_pixels=max_pixels).save_pretrained(folder)
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHATML}))
     return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ app = typer.Typer(
 @app.callback()
 def train(
     ctx: typer.Context,
-    base: str | None = typer.Option(None, "--base", help="The model to fine-tune: an llava-hf folder or hub name."),
+    base: str | None = typer.Option(None, "--base", help="The model to fine-tune: a LLaVA (llava-hf) or Qwen2-VL / Qwen2.5-VL folder or hub name."),
     data: Path | None = typer.Option(None, "--data", help="data.jsonl from rap data build (LLaVA format, RAP-260K 'extra')."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for checkpoints, TensorBoard logs and the adapter."),
     rank: int = typer.Option(128, "--rank", help="LoRA rank (the paper: 128)."),
@@ -69,8 +70,10 @@ def merge(
     adapter: Path = typer.Argument(..., help="The adapter folder (rap train's --out)."),
     out: Path = typer.Argument(..., help="A new folder for the merged model."),
 ) -> None:
-    """Merge a LoRA adapter into its base; the result loads with --backend llava --model OUT."""
+    """Merge a LoRA adapter into its base; the result loads with --backend llava (or qwen2-vl) --model OUT."""
     from rap.training import merge_adapter
 
     written = merge_adapter(base, adapter, out)
-    stdout.print(f"merged into {written}; use it with: rap ask --backend llava --model {written} ...")
+    model_type = json.loads((written / "config.json").read_text()).get("model_type", "")
+    backend = "qwen2-vl" if model_type.startswith("qwen2") else "llava"
+    stdout.print(f"merged into {written}; use it with: rap ask --backend {backend} --model {written} ...")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
@@ -94,6 +94,17 @@ def chat_messages(conversation: Sequence[Turn]) -> list[dict[str, Any]]:
     return messages
 
 
+def render(processor: Any, conversation: Sequence[Turn], generation_prompt: bool = True) -> str:
+    """The conversation laid out by the checkpoint's chat template, one image token per image.
+
+    With ``generation_prompt`` it ends ready for the reply, as inference sends
+    it; without, it ends after the last turn's reply, as training reads it.
+    """
+    return processor.apply_chat_template(
+        chat_messages(conversation), add_generation_prompt=generation_prompt, tokenize=False
+    )
+
+
 class LlavaGenerator(Generator):
     """A LLaVA model answering from embeddings in which concept images' features are reused."""
 
@@ -101,7 +112,6 @@ class LlavaGenerator(Generator):
 
     def __init__(self, name_or_path: str, options: LlavaOptions | None = None) -> None:
         self._torch = require("torch", "paper")
-        transformers = require("transformers", "paper")
         self.options = options or LlavaOptions()
         self.id = f"llava:{name_or_path}"
         self.max_concepts = self.options.max_concepts
@@ -110,7 +120,7 @@ class LlavaGenerator(Generator):
         dtype = self.options.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self._processor, self._model = _load(name_or_path, transformers, self.device, getattr(self._torch, dtype))
+        self._processor, self._model = load(name_or_path, self.device, getattr(self._torch, dtype))
         self.options.prepare(self._model)
         self._cache: FeatureCache[Any] = FeatureCache(self.options.concept_cache_size)
 
@@ -119,9 +129,7 @@ class LlavaGenerator(Generator):
 
     def render(self, conversation: Sequence[Turn]) -> str:
         """The prompt text the model reads, one image token per image, ready for the reply."""
-        return self._processor.apply_chat_template(
-            chat_messages(conversation), add_generation_prompt=True, tokenize=False
-        )
+        return render(self._processor, conversation)
 
     def prepare_concepts(self, images: Mapping[str, Image.Image]) -> int:
         """Compute and keep the vision features of concept images (image key -> image) not yet kept.
@@ -223,8 +231,9 @@ def _image_keys(turn: Turn) -> list[str | None]:
     return list(turn.image_keys) if len(turn.image_keys) == len(turn.images) else [None] * len(turn.images)
 
 
-def _load(name_or_path: str, transformers: Any, device: str, dtype: Any) -> tuple[Any, Any]:
-    """Processor and model, or a ConfigError that says what is wrong with the folder or name."""
+def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
+    """Processor and model (in eval mode), or a ConfigError that says what is wrong with the folder or name."""
+    transformers = require("transformers", "paper")
     folder = Path(name_or_path)
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise ConfigError(f"{name_or_path} has no config.json; give a folder written by save_pretrained")

@@ -51,13 +51,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.hf import DecodingSpeed, stream_generate
+from rap.generation.llava import chat_messages
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 
@@ -103,13 +104,100 @@ def create(argument: str, **options: object) -> Qwen2VL:
 
 
 @dataclass(frozen=True)
-class _Image:
+class PromptImage:
     """An image of the conversation as the vision tower will take it."""
 
     image: Image.Image
     max_pixels: int
     key: str | None
     """Cache key: a concept image's SHA-256; None for the photo, which is never cached."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a Qwen2-VL checkpoint is made of, as the backend (and ``rap train``) uses it."""
+
+    tokenizer: Any
+    image_processor: Any
+    template: str
+    """The processor's chat template (the tokenizer's when the processor has none)."""
+    model: Any
+
+
+def load(name_or_path: str, dtype: Any) -> Checkpoint:
+    """The checkpoint on the CPU, or a ConfigError that says what is wrong with the folder or name."""
+    transformers = require("transformers", "paper")
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path)
+        if config.model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"{name_or_path!r} is a {config.model_type} model, not Qwen2-VL or Qwen2.5-VL; "
+                "use the backend made for it (e.g. llava:...)"
+            )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
+        processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
+    except ImportError as exc:
+        raise missing_extra(exc, "paper") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load Qwen2-VL model {name_or_path!r} ({exc}); give a hub name that is cached "
+            "or downloadable, or a folder written by save_pretrained"
+        ) from None
+    template = processor_dict.get("chat_template") or tokenizer.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        raise ConfigError(f"{name_or_path!r} has no chat template (chat_template.jinja or chat_template.json)")
+    return Checkpoint(tokenizer, image_processor, template, model)
+
+
+def render(tokenizer: Any, template: str, conversation: Sequence[Turn], generation_prompt: bool = True) -> str:
+    """The conversation laid out by the chat template, one image slot per image.
+
+    With ``generation_prompt`` it ends ready for the reply, as inference sends
+    it; without, it ends after the last turn's reply, as training reads it.
+    """
+    return tokenizer.apply_chat_template(
+        chat_messages(conversation), chat_template=template, tokenize=False,
+        add_generation_prompt=generation_prompt,
+    )  # fmt: skip
+
+
+def prompt_images(conversation: Sequence[Turn], query_max_pixels: int, concept_max_pixels: int) -> list[PromptImage]:
+    """Every image in prompt order, each with its budget; a turn's leading image is its photo."""
+    images = []
+    for turn in conversation:
+        keys = turn.image_keys if len(turn.image_keys) == len(turn.images) else [None] * len(turn.images)
+        has_photo = bool(turn.parts) and isinstance(turn.parts[0], Image.Image)
+        for n, (image, key) in enumerate(zip(turn.images, keys)):
+            if n == 0 and has_photo:
+                images.append(PromptImage(image, query_max_pixels, None))
+            else:
+                images.append(PromptImage(image, concept_max_pixels, key))
+    return images
+
+
+def image_inputs(image_processor: Any, image: PromptImage) -> Any:
+    """The image's ``pixel_values`` and ``image_grid_thw`` at its own pixel budget.
+
+    Raises ValueError for an image the processor cannot take (e.g. a side more
+    than 200 times the other).
+    """
+    size = {"shortest_edge": image_processor.size["shortest_edge"], "longest_edge": image.max_pixels}
+    return image_processor(images=[image.image], size=size, return_tensors="pt")
+
+
+def widen(text: str, image_token: str, grids: Sequence[Any], merge: int) -> str:
+    """``text`` with its n-th image slot repeated once per visual token of the n-th image (patch grid ``grids[n]``)."""
+    pieces = text.split(image_token)
+    if len(pieces) != len(grids) + 1:
+        raise ConfigError(f"the chat template wrote {len(pieces) - 1} image slots for {len(grids)} images")
+    widened = [pieces[0]]
+    for grid, piece in zip(grids, pieces[1:]):
+        widened += [image_token * (int(grid.prod()) // merge**2), piece]
+    return "".join(widened)
 
 
 class Qwen2VL(Generator):
@@ -122,30 +210,11 @@ class Qwen2VL(Generator):
         self._torch = require("torch", "paper")
         transformers = require("transformers", "paper")
         self.device = self.options.device or ("cuda" if self._torch.cuda.is_available() else "cpu")
-        try:
-            config = transformers.AutoConfig.from_pretrained(name_or_path)
-            if config.model_type not in MODEL_TYPES:
-                raise ConfigError(
-                    f"{name_or_path!r} is a {config.model_type} model, not Qwen2-VL or Qwen2.5-VL; "
-                    "use the backend made for it (e.g. llava:...)"
-                )
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
-            self._image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
-            processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
-            model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=self._dtype())
-        except ImportError as exc:
-            raise missing_extra(exc, "paper") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load Qwen2-VL model {name_or_path!r} ({exc}); give a hub name that is cached "
-                "or downloadable, or a folder written by save_pretrained"
-            ) from None
-        template = processor_dict.get("chat_template") or self._tokenizer.chat_template
-        if isinstance(template, dict):
-            template = template.get("default")
-        if not template:
-            raise ConfigError(f"{name_or_path!r} has no chat template (chat_template.jinja or chat_template.json)")
-        self._template: str = template
+        checkpoint = load(name_or_path, self._dtype())
+        self._tokenizer, self._image_processor, self._template = (
+            checkpoint.tokenizer, checkpoint.image_processor, checkpoint.template
+        )
+        model, config = checkpoint.model, checkpoint.model.config
         if "mm_encoder_outputs" not in inspect.signature(model.forward).parameters:
             raise ConfigError(
                 f"transformers {transformers.__version__} cannot take cached vision features; "
@@ -161,37 +230,16 @@ class Qwen2VL(Generator):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id!r}, device={self.device!r})"
 
+    def render(self, conversation: Sequence[Turn]) -> str:
+        """The prompt text the model reads, one image slot per image, ready for the reply."""
+        return render(self._tokenizer, self._template, conversation)
+
     def _dtype(self) -> Any:
         if self.options.dtype != "auto":
             return getattr(self._torch, self.options.dtype)
         return self._torch.bfloat16 if self.device.startswith("cuda") else self._torch.float32
 
-    def messages(self, conversation: Sequence[Turn]) -> list[dict[str, Any]]:
-        """The chat as the template expects it, each image an ``{"type": "image"}`` item in its place."""
-        messages: list[dict[str, Any]] = []
-        for turn in conversation:
-            content = [
-                {"type": "text", "text": part} if isinstance(part, str) else {"type": "image"} for part in turn.parts
-            ]
-            messages.append({"role": "user", "content": content})
-            if turn.reply is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.reply}]})
-        return messages
-
-    def _images(self, conversation: Sequence[Turn]) -> list[_Image]:
-        """Every image in prompt order, each with its budget; a turn's leading image is its photo."""
-        images = []
-        for turn in conversation:
-            keys = turn.image_keys if len(turn.image_keys) == len(turn.images) else [None] * len(turn.images)
-            has_photo = bool(turn.parts) and isinstance(turn.parts[0], Image.Image)
-            for n, (image, key) in enumerate(zip(turn.images, keys)):
-                if n == 0 and has_photo:
-                    images.append(_Image(image, self._query_max_pixels, None))
-                else:
-                    images.append(_Image(image, self.options.concept_max_pixels, key))
-        return images
-
-    def _vision(self, images: Sequence[_Image]) -> tuple[list[Any], list[Any]]:
+    def _vision(self, images: Sequence[PromptImage]) -> tuple[list[Any], list[Any]]:
         """Each image's patch grid and features: concept images from the cache where kept, the rest encoded now."""
         torch = self._torch
         grids: list[Any] = [None] * len(images)
@@ -207,9 +255,8 @@ class Qwen2VL(Generator):
             return grids, features
         pixels = []
         for n in missing:
-            size = {"shortest_edge": self._image_processor.size["shortest_edge"], "longest_edge": images[n].max_pixels}
             try:
-                batch = self._image_processor(images=[images[n].image], size=size, return_tensors="pt")
+                batch = image_inputs(self._image_processor, images[n])
             except ValueError as exc:  # e.g. a side more than 200 times the other
                 raise InvalidInput(f"{self.id} cannot take this image: {exc}") from None
             pixels.append(batch["pixel_values"])
@@ -232,20 +279,12 @@ class Qwen2VL(Generator):
         for turn in conversation:
             if any(isinstance(part, str) and self._image_token in part for part in turn.parts):
                 raise InvalidInput(f"the message contains {self._image_token}, which the model reserves for images")
-        text = self._tokenizer.apply_chat_template(
-            self.messages(conversation), chat_template=self._template, tokenize=False, add_generation_prompt=True
-        )
-        images = self._images(conversation)
-        pieces = text.split(self._image_token)
-        if len(pieces) != len(images) + 1:
-            raise ConfigError(
-                f"the chat template of {self.id} wrote {len(pieces) - 1} image slots for {len(images)} images"
-            )
+        text = self.render(conversation)
+        images = prompt_images(conversation, self._query_max_pixels, self.options.concept_max_pixels)
         grids, features = self._vision(images)
-        widened = [pieces[0]]
-        for grid, piece in zip(grids, pieces[1:]):
-            widened += [self._image_token * (int(grid.prod()) // self._merge**2), piece]
-        encoded = self._tokenizer("".join(widened), add_special_tokens=False, return_tensors="pt")
+        encoded = self._tokenizer(
+            widen(text, self._image_token, grids, self._merge), add_special_tokens=False, return_tensors="pt"
+        )
         device = self._model.device
         inputs: dict[str, Any] = {
             "input_ids": encoded["input_ids"].to(device),

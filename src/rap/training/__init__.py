@@ -1,8 +1,9 @@
 """Fine-tuning rap's transformers backends on personalization conversations (``rap train``).
 
-:func:`train` adapts a LLaVA checkpoint with LoRA on RAP-style JSONL data,
-building every prompt with the code inference uses; :func:`merge_adapter`
-folds the adapter back into a checkpoint the ``llava`` backend loads. Needs the
+:func:`train` adapts a LLaVA, Qwen2-VL or Qwen2.5-VL checkpoint with LoRA on
+RAP-style JSONL data, building every prompt with the code inference uses;
+:func:`merge_adapter` folds the adapter back into a checkpoint the family's
+backend (``llava`` or ``qwen2-vl``) loads. Needs the
 ``train`` extra (peft; tensorboard for logs).
 """
 

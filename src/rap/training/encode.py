@@ -1,9 +1,9 @@
 """A conversation as training tensors: the inference prompt, with the loss on the replies only.
 
-The text is laid out by :func:`rap.generation.llava.chat_messages` and the
-checkpoint's own chat template, the two things
-:meth:`LlavaGenerator.render <rap.generation.llava.LlavaGenerator.render>`
-uses, so the model is trained on the prompt it is later asked with.
+The text is laid out by the family's inference backend (its ``render``: the
+checkpoint's own chat template over :func:`rap.generation.llava.chat_messages`),
+through :class:`~rap.training.family.Family`, so the model is trained on the
+prompt it is later asked with.
 
 Which tokens are the answer is found without knowing the template: for each
 reply, the conversation up to its question is rendered with the generation
@@ -15,9 +15,10 @@ in LLaVA's v1 template), keep their labels; everything else, system prompt,
 roles, questions, image tokens, is -100.
 
 Character spans become token spans through the tokenizer's offsets on the
-unexpanded text. The processor then widens each image token into one per
-visual feature; every other token is the same, so the labels follow the
-non-image tokens in order, and the widened image tokens are -100.
+unexpanded text. The family then widens each image token into one per
+visual feature, as its backend does; every other token is the same, so the
+labels follow the non-image tokens in order, and the widened image tokens are
+-100. Nothing here depends on the family beyond those calls.
 """
 
 from __future__ import annotations
@@ -26,21 +27,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from rap.errors import ConfigError, InvalidInput
-from rap.generation.llava import chat_messages
 from rap.generation.prompt import Turn
+from rap.training.family import Family
 
 IGNORE = -100
 """The label that PyTorch's cross-entropy skips."""
 
 
 class ChatEncoder:
-    """Turns conversations into ``input_ids``, ``attention_mask``, ``labels`` and ``pixel_values``."""
+    """Turns conversations into ``labels`` beside the family's model inputs (``input_ids``, pixels...)."""
 
-    def __init__(self, processor: Any, max_length: int) -> None:
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
+    def __init__(self, family: Family, max_length: int) -> None:
+        self.family = family
+        self.tokenizer = family.tokenizer
         self.max_length = max_length
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.image_token_id = family.image_token_id
 
     def prompt(self, conversation: Sequence[Turn]) -> str:
         """What inference sends for the last turn's question (its reply ignored)."""
@@ -62,35 +63,23 @@ class ChatEncoder:
     def encode(self, conversation: Sequence[Turn]) -> dict[str, Any]:
         """One example's tensors (no batch dimension), every turn answered."""
         text, spans = self.answer_spans(conversation)
-        bos = self.tokenizer.bos_token
-        special = not (bos and text.startswith(bos))  # as inference: a template may write BOS itself
-        plain = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        plain = self.tokenizer(text, add_special_tokens=self.family.add_special_tokens(text), return_offsets_mapping=True)
         plain_labels = [
             token if any(start < reply_end and reply_start < end for reply_start, reply_end in spans) else IGNORE
             for token, (start, end) in zip(plain["input_ids"], plain["offset_mapping"])
         ]
-        images = [image.convert("RGB") for turn in conversation for image in turn.images]
-        batch = self.processor(text=text, images=images or None, return_tensors="pt", add_special_tokens=special)
-        input_ids = batch["input_ids"][0]
+        example = self.family.inputs(text, conversation)
+        input_ids = example["input_ids"]
         labels = _widen(plain["input_ids"], plain_labels, input_ids.tolist(), self.image_token_id)
         if len(labels) > self.max_length:
             raise InvalidInput(
                 f"a conversation is {len(labels)} tokens, over max_length {self.max_length}; "
                 "raise max_length or train with fewer concepts"
             )
-        example = {
-            "input_ids": input_ids,
-            "attention_mask": batch["attention_mask"][0],
-            "labels": input_ids.new_tensor(labels),
-        }
-        if images:
-            example["pixel_values"] = batch["pixel_values"]
-        return example
+        return {**example, "labels": input_ids.new_tensor(labels)}
 
     def _template(self, conversation: Sequence[Turn], generation_prompt: bool) -> str:
-        return self.processor.apply_chat_template(
-            chat_messages(conversation), add_generation_prompt=generation_prompt, tokenize=False
-        )
+        return self.family.render(conversation, generation_prompt)
 
 
 def _widen(plain: list[int], plain_labels: list[int], widened: list[int], image_token: int) -> list[int]:
@@ -111,21 +100,26 @@ def _widen(plain: list[int], plain_labels: list[int], widened: list[int], image_
 
 
 def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
-    """A right-padded batch; the images of all examples in order, as the model consumes them."""
+    """A right-padded batch; the images of all examples (pixels, grids) concatenated in order, as the model takes them.
+
+    Per-token tensors are padded with the value that makes the padding inert;
+    one an example lacks (Qwen's ``mm_token_type_ids`` in a text-only example)
+    is that value throughout, the example having no image tokens.
+    """
     import torch
 
+    padding = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE, "mm_token_type_ids": 0}
     width = max(len(example["input_ids"]) for example in examples)
 
-    def padded(key: str, value: int) -> Any:
-        rows = [torch.nn.functional.pad(e[key], (0, width - len(e[key])), value=value) for e in examples]
-        return torch.stack(rows)
+    def row(example: dict[str, Any], key: str) -> Any:
+        ids = example["input_ids"]
+        tensor = example.get(key, ids.new_full(ids.shape, padding[key]))
+        return torch.nn.functional.pad(tensor, (0, width - len(tensor)), value=padding[key])
 
-    batch = {
-        "input_ids": padded("input_ids", pad_token_id),
-        "attention_mask": padded("attention_mask", 0),
-        "labels": padded("labels", IGNORE),
+    keys = list(dict.fromkeys(key for example in examples for key in example))
+    return {
+        key: torch.stack([row(e, key) for e in examples])
+        if key in padding
+        else torch.cat([e[key] for e in examples if key in e])
+        for key in keys
     }
-    pixels = [example["pixel_values"] for example in examples if "pixel_values" in example]
-    if pixels:
-        batch["pixel_values"] = torch.cat(pixels)
-    return batch

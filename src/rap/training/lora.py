@@ -14,7 +14,11 @@ from rap._imports import require
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TARGET_MODULES = rf".*language_model.*\.({'|'.join(PROJECTIONS)})"
-"""A PEFT regex: the projections inside the language model only (not ``vision_tower`` or ``multi_modal_projector``)."""
+"""A PEFT regex: the projections inside the language model only, in every family rap trains.
+
+LLaVA's ``vision_tower`` and ``multi_modal_projector`` and Qwen's ``visual``
+(whose Qwen2.5-VL blocks have ``*_proj`` layers too) lie outside it.
+"""
 
 
 def with_lora(model: Any, rank: int, alpha: int, dropout: float) -> Any:

@@ -1,7 +1,8 @@
 """``rap train merge``: a LoRA adapter folded into its base, saved as a full checkpoint.
 
-The merged folder is an ordinary llava-hf checkpoint with the base's processor
-and chat template, so ``llava:<folder>`` loads it with no PEFT installed and
+The merged folder is an ordinary checkpoint of the base's family with the
+base's tokenizer, image processor and chat template, so the family's backend
+(``llava:<folder>``, ``qwen2-vl:<folder>``) loads it with no PEFT installed and
 without the adapter's extra matrix products at every step. Merging is exact
 arithmetic (W + B·A·alpha/r), done here in float32 whatever the base's
 precision, and saved in the base's own precision; the tests check that the
@@ -21,7 +22,7 @@ def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Pat
     torch = require("torch", "train")
     peft = require("peft", "train")
     transformers = require("transformers", "train")
-    from rap.training.trainer import load_base
+    from rap.training.family import load_family
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"{adapter} has no adapter_config.json; give the output folder of rap train")
@@ -32,14 +33,14 @@ def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path) -> Pat
         saved_dtype = _saved_dtype(transformers.AutoConfig.from_pretrained(str(base)), torch)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the config of {base} ({exc}); give the base the adapter was trained on") from None
-    processor, model = load_base(str(base), torch.float32)
+    family = load_family(str(base), torch.float32)
     try:
-        model = peft.PeftModel.from_pretrained(model, str(adapter))
+        model = peft.PeftModel.from_pretrained(family.model, str(adapter))
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ConfigError(f"adapter {adapter} does not fit {base} ({' '.join(str(exc).split())[:200]})") from None
     merged = model.merge_and_unload().to(saved_dtype)
     merged.save_pretrained(out)
-    processor.save_pretrained(out)
+    family.save_processor(out)
     return out
 
 

@@ -1,4 +1,4 @@
-"""``rap train``: LoRA fine-tuning of a LLaVA checkpoint on personalization conversations.
+"""``rap train``: LoRA fine-tuning of a LLaVA or Qwen2-VL checkpoint on personalization conversations.
 
 The loop is transformers' ``Trainer``, which runs on accelerate: the same call
 trains on one device, or on several under ``accelerate launch`` or
@@ -6,8 +6,9 @@ trains on one device, or on several under ``accelerate launch`` or
 brings gradient accumulation, mixed precision, activation checkpointing,
 checkpoints that resume with the step count, optimizer and schedule intact, and
 logging to the console and TensorBoard. What rap adds is the data (records read
-as rap prompts, :mod:`rap.training.data` and :mod:`rap.training.encode`) and
-which weights LoRA adapts (:mod:`rap.training.lora`).
+as rap prompts, :mod:`rap.training.data` and :mod:`rap.training.encode`, laid
+out by the model family's backend, :mod:`rap.training.family`) and which
+weights LoRA adapts (:mod:`rap.training.lora`).
 
 Defaults are the paper's: LoRA rank 128, alpha 256, learning rate 1e-4, one
 epoch, at most 2 concepts per sample for LLaVA; dropout 0.05, a 3% warmup and a
@@ -29,6 +30,7 @@ from rap._imports import require
 from rap.errors import ConfigError
 from rap.training.data import Record, read_jsonl
 from rap.training.encode import ChatEncoder, collate
+from rap.training.family import load_family
 from rap.training.lora import with_lora
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def train(
     options: TrainOptions | None = None,
     resume: bool | str | Path = False,
 ) -> TrainResult:
-    """Fine-tune ``base`` (a llava-hf folder or hub name) with LoRA on the JSONL ``data``.
+    """Fine-tune ``base`` (a LLaVA or Qwen2-VL folder or hub name) with LoRA on the JSONL ``data``.
 
     Checkpoints go to ``output_dir/checkpoint-<step>``, TensorBoard logs to
     ``output_dir/runs`` and the final adapter (``save_pretrained``) to
@@ -96,16 +98,16 @@ def train(
     bf16 = options.precision == "bf16" or (
         options.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
-    processor, model = load_base(str(base), torch.bfloat16 if bf16 else torch.float32)
-    encoder = ChatEncoder(processor, options.max_length)
-    model = with_lora(model, options.rank, options.alpha, options.dropout)
+    family = load_family(str(base), torch.bfloat16 if bf16 else torch.float32)
+    encoder = ChatEncoder(family, options.max_length)
+    model = with_lora(family.model, options.rank, options.alpha, options.dropout)
     if options.activation_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a graph
     trainer = transformers.Trainer(
         model=model,
         args=_arguments(transformers, options, Path(output_dir), bf16),
         train_dataset=_Examples(dataset.records, encoder),
-        data_collator=functools.partial(collate, pad_token_id=_pad_id(processor.tokenizer)),
+        data_collator=functools.partial(collate, pad_token_id=_pad_id(family.tokenizer)),
     )
     trainer.train(resume_from_checkpoint=_checkpoint(resume, Path(output_dir)))
     trainer.save_model(str(output_dir))
@@ -154,15 +156,6 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         seed=options.seed,
         disable_tqdm=True,  # one printed line per log step, readable in a job's log file
     )
-
-
-def load_base(base: str, dtype: Any) -> tuple[Any, Any]:
-    """The processor and model as the llava backend loads them, in training mode."""
-    transformers = require("transformers", "train")
-    from rap.generation.llava import _load as load_llava
-
-    processor, model = load_llava(base, transformers, "cpu", dtype)
-    return processor, model.train()
 
 
 def _pad_id(tokenizer: Any) -> int:
