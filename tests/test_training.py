@@ -261,3 +261,12 @@ def test_qwen_training_lowers_the_loss_and_merging_keeps_its_logits(qwen_base: P
     generator = create_generator(f"qwen2-vl:{merged_dir}", device="cpu")
     answer = generator.generate([Turn([Image.open(PHOTOS / "dog_00.jpg"), "\nWhat is this?"])], GenerationOptions(max_new_tokens=4))
     assert isinstance(answer, str) and answer
+
+
+def test_an_original_llava_checkpoint_is_sent_to_rap_convert(tmp_path: Path) -> None:
+    from rap.errors import ConfigError
+    from rap.training.family import load_family
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_vision_tower": "openai/clip"}))
+    with pytest.raises(ConfigError, match="rap convert llava"):
+        load_family(str(tmp_path), torch.float32)

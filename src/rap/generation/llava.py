@@ -234,14 +234,7 @@ def _image_keys(turn: Turn) -> list[str | None]:
 def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
     """Processor and model (in eval mode), or a ConfigError that says what is wrong with the folder or name."""
     transformers = require("transformers", "paper")
-    folder = Path(name_or_path)
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise ConfigError(f"{name_or_path} has no config.json; give a folder written by save_pretrained")
-    if _original_format(folder):
-        raise ConfigError(
-            f"{name_or_path} is in the original LLaVA format; convert it first: "
-            f"rap convert llava {name_or_path} <new folder>"
-        )
+    refuse_original_format(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         if config.model_type != "llava":
@@ -264,9 +257,17 @@ def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
     return processor, model.eval()
 
 
-def _original_format(folder: Path) -> bool:
-    """Whether a local folder holds an original-LLaVA checkpoint (its config names ``mm_vision_tower``)."""
+def refuse_original_format(name_or_path: str) -> None:
+    """Say how to fix a folder transformers cannot load: no config, or an original-LLaVA checkpoint."""
+    folder = Path(name_or_path)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ConfigError(f"{name_or_path} has no config.json; give a folder written by save_pretrained")
     try:
-        return "mm_vision_tower" in json.loads((folder / "config.json").read_text())
+        original = "mm_vision_tower" in json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return False
+        original = False
+    if original:
+        raise ConfigError(
+            f"{name_or_path} is in the original LLaVA format; convert it first: "
+            f"rap convert llava {name_or_path} <new folder>"
+        )

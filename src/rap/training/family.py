@@ -129,6 +129,7 @@ FAMILIES: dict[str, type[Family]] = {"llava": LlavaFamily, **dict.fromkeys(qwen2
 def load_family(base: str, dtype: Any) -> Family:
     """The checkpoint ``base`` loaded as its backend loads it, the model in training mode."""
     transformers = require("transformers", "train")
+    llava.refuse_original_format(base)
     try:
         model_type = transformers.AutoConfig.from_pretrained(base).model_type
     except (OSError, ValueError) as exc:
