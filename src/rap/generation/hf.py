@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rap.generation.base import GenerationOptions
 
 
-class DecodingSpeed(BaseModel):
-    """Options every transformers backend offers to decode faster at batch 1.
+class TransformersOptions(BaseModel):
+    """Options every transformers backend takes: where the model runs, and how to decode fast.
 
     A static KV cache lets the decoding step keep one shape, which is what
     ``torch.compile`` needs to turn it into one fused graph (CUDA graphs with
@@ -23,6 +23,10 @@ class DecodingSpeed(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    device: str | None = Field(None, description="torch device, e.g. cuda:1; default cuda when available, else cpu")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights' precision; auto is bfloat16 on cuda, float32 elsewhere"
+    )
     static_cache: bool = Field(False, description="decode with a static KV cache (fixed shapes)")
     compile: bool = Field(False, description="torch.compile the model's forward (on CUDA; needs static_cache)")
 

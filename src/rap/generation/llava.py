@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 from pydantic import ConfigDict, Field
@@ -42,7 +42,7 @@ from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import DecodingSpeed, stream_generate
+from rap.generation.hf import TransformersOptions, stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 
@@ -52,17 +52,13 @@ _ENCODE_BATCH = 8  # images per vision-tower pass when warming the cache
 _IMAGE_ERRORS = (ValueError, TypeError, OSError, ArithmeticError)
 
 
-class LlavaOptions(DecodingSpeed):
+class LlavaOptions(TransformersOptions):
     """Settings of the ``llava`` backend."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_concepts: int = Field(
         2, ge=0, le=16, description="retrieved concepts put in the prompt (the paper: 2 for LLaVA)"
-    )
-    device: str | None = Field(None, description="torch device, e.g. cuda:1; default cuda when available, else cpu")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="weights' precision; auto is bfloat16 on cuda, float32 elsewhere"
     )
     concept_cache_size: int = Field(
         64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "

@@ -48,7 +48,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 from pydantic import ConfigDict, Field
@@ -57,7 +57,7 @@ from rap._imports import missing_extra, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import DecodingSpeed, stream_generate
+from rap.generation.hf import TransformersOptions, stream_generate
 from rap.generation.llava import chat_messages
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
@@ -67,16 +67,12 @@ PIXELS_PER_TOKEN = 28 * 28
 """One visual token: a 2x2 merge of 14-pixel patches, in both families."""
 
 
-class Qwen2VLOptions(DecodingSpeed):
+class Qwen2VLOptions(TransformersOptions):
     """Settings of the ``qwen2-vl`` backend."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_concepts: int = Field(3, ge=0, le=16, description="retrieved concepts put in the prompt")
-    device: str | None = Field(None, description="torch device, e.g. cuda:1; default cuda when available, else cpu")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="weights' precision; auto is bfloat16 on cuda, float32 elsewhere"
-    )
     concept_max_pixels: int = Field(
         256 * PIXELS_PER_TOKEN,
         ge=4 * PIXELS_PER_TOKEN,
