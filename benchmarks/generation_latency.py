@@ -1,8 +1,8 @@
 """Time to first token and decode speed with 0 to 3 injected concepts, cached and uncached.
 
-Builds a random-weight LLaVA-1.5 (``--size 7b`` is the real architecture; random
-weights give honest timings), saves it, and loads it through rap's ``llava``
-backend, the path users take. For each number of concepts it asks the same
+Builds a random-weight LLaVA-1.5 or Qwen2.5-VL (``--size 7b`` is the real
+architecture; random weights give honest timings), saves it, and loads it
+through rap's ``llava`` or ``qwen2-vl`` backend, the path users take. For each number of concepts it asks the same
 question about a photo, and measures:
 
 * time to first token (prefill, vision encoding included);
@@ -10,6 +10,7 @@ question about a photo, and measures:
 * both with the concept-feature cache warmed (``prepare_concepts``) and off.
 
     python benchmarks/generation_latency.py --size 7b --dtype bfloat16          # on a GPU
+    python benchmarks/generation_latency.py --arch qwen2.5-vl --size 7b --dtype bfloat16
     python benchmarks/generation_latency.py --size 7b --dtype bfloat16 --static-cache --compile
     python benchmarks/generation_latency.py --size tiny                         # smoke test on a CPU
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from rap.generation import GenerationOptions, PromptConcept, create_generator, user_turn
-from rap.testing import save_random_llava
+from rap.testing import save_random_llava, save_random_qwen2_vl
 
 PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
 
@@ -57,6 +58,7 @@ def measure(generator, concepts: int, new_tokens: int, repeats: int) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=["llava", "qwen2.5-vl"], default="llava")
     parser.add_argument("--size", choices=["tiny", "7b"], default="tiny")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default=None)
@@ -66,21 +68,30 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward (CUDA)")
     args = parser.parse_args()
     import torch
+    from transformers import GenerationConfig
 
     with tempfile.TemporaryDirectory() as scratch:
-        folder = save_random_llava(Path(scratch) / "llava", args.size, args.dtype)
+        if args.arch == "llava":
+            folder, backend = save_random_llava(Path(scratch) / "model", args.size, args.dtype), "llava"
+        else:
+            folder = save_random_qwen2_vl(Path(scratch) / "model", "qwen2_5_vl", 1280 * 28 * 28, args.size, args.dtype)
+            backend = "qwen2-vl"
+        # No end-of-sequence: a random model then always decodes the number of tokens asked for.
+        config = GenerationConfig.from_pretrained(folder)
+        config.eos_token_id = None
+        config.save_pretrained(folder)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         machine = torch.cuda.get_device_name() if device == "cuda" else "cpu"
         for cache_size, label in ((64, "cached"), (0, "uncached")):
             generator = create_generator(
-                f"llava:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,
+                f"{backend}:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,
                 static_cache=args.static_cache, compile=args.compile,
             )  # fmt: skip
             keys = {f"key-{n}": Image.open(PHOTOS / name) for n, name in enumerate(["dog_00.jpg", "cat_00.jpg", "teapot_00.jpg"])}
             generator.prepare_concepts(keys)
             for concepts in range(4):
                 result = measure(generator, concepts, args.new_tokens, args.repeats)
-                print(json.dumps({"model": f"llava-1.5-{args.size} (random)", "machine": machine, "dtype": args.dtype,
+                print(json.dumps({"model": f"{args.arch}-{args.size} (random)", "machine": machine, "dtype": args.dtype,
                                   "static_cache": args.static_cache, "compile": args.compile,
                                   "concepts": concepts, "features": label} | result), flush=True)  # fmt: skip
             del generator

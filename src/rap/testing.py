@@ -93,9 +93,14 @@ CHATML = (
 
 
 def save_random_qwen2_vl(
-    folder: Path, family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl", max_pixels: int = 16 * 28 * 28
+    folder: Path,
+    family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl",
+    max_pixels: int = 16 * 28 * 28,
+    size: Literal["tiny", "7b"] = "tiny",
+    dtype: str = "float32",
 ) -> Path:
-    """A tiny random Qwen2-VL or Qwen2.5-VL laid out as the hub checkpoints are.
+    """A random Qwen2-VL or Qwen2.5-VL laid out as the hub checkpoints are; tiny, or
+    ``7b``: Qwen2.5-VL-7B's architecture (for benchmarks; ``family`` must be qwen2_5_vl).
 
     A byte-level tokenizer holding Qwen's special tokens, Qwen's image
     processor with ``max_pixels`` as its budget (the default: 16 visual
@@ -116,11 +121,15 @@ def save_random_qwen2_vl(
     backend.add_special_tokens(list(QWEN_SPECIAL))
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL}
+    if size == "7b":
+        shape = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6})
+    else:
+        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
     text = dict(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        vocab_size=300, max_position_embeddings=32768 if size == "7b" else 4096,
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **shape,
     )  # fmt: skip
     tokens = dict(
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -129,13 +138,17 @@ def save_random_qwen2_vl(
     if family == "qwen2_vl":
         vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2)
         config = transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
+    elif size == "7b":
+        vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, out_hidden_size=3584, num_heads=16,
+                      window_size=112, fullatt_block_indexes=[7, 15, 23, 31])  # fmt: skip
+        config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
     else:
         # windows of 2x2 merged patches, then one block of full attention: both of Qwen2.5-VL's kinds
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2, window_size=56,
                       fullatt_block_indexes=[1])  # fmt: skip
         config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
     torch.manual_seed(0)
-    model = transformers.AutoModelForImageTextToText.from_config(config)
+    model = transformers.AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     # decoding as Qwen ships it, which rap's options must override: greedy, or sampling without top_k=1
