@@ -270,3 +270,22 @@ def test_an_original_llava_checkpoint_is_sent_to_rap_convert(tmp_path: Path) -> 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_vision_tower": "openai/clip"}))
     with pytest.raises(ConfigError, match="rap convert llava"):
         load_family(str(tmp_path), torch.float32)
+
+
+def test_two_processes_share_the_data_under_torchrun(base: Path, tmp_path: Path) -> None:
+    """The engine's data parallelism, for real: torchrun, two processes, gloo on the CPU."""
+    import subprocess
+    import sys
+
+    data = write_jsonl(tmp_path / "train.jsonl", [TEXT_ONLY] * 8)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rap", "train",
+        "--base", str(base), "--data", str(data), "--out", str(tmp_path / "run"),
+        "--rank", "4", "--alpha", "8", "--max-steps", "2", "--precision", "fp32", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [summary] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"adapter"')]
+    assert summary["steps"] == 2
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(0.5)  # 2 steps x 2 processes x 1 conversation = half of 8

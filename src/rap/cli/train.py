@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def train(
     summary = {"adapter": str(result.adapter_dir), "steps": result.steps, "records": result.records,
                "skipped": dict(result.skipped), "first_loss": result.losses[0] if result.losses else None,
                "last_loss": result.losses[-1] if result.losses else None}  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, the main process reports
+        return
     if as_json:
         print_json(summary)
     else:

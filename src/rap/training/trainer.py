@@ -152,10 +152,18 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         logging_steps=options.logging_steps,
         logging_first_step=True,
         report_to=["tensorboard"] if tensorboard else "none",
+        # under torchrun / accelerate launch without GPUs, processes talk over gloo (NCCL needs CUDA)
+        ddp_backend=None if bf16 or _has_cuda() else "gloo",
         remove_unused_columns=False,  # the collator's keys are the model's; nothing to drop
         seed=options.seed,
         disable_tqdm=True,  # one printed line per log step, readable in a job's log file
     )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _pad_id(tokenizer: Any) -> int:
