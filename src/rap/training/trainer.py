@@ -153,17 +153,20 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         logging_first_step=True,
         report_to=["tensorboard"] if tensorboard else "none",
         # under torchrun / accelerate launch without GPUs, processes talk over gloo (NCCL needs CUDA)
-        ddp_backend=None if bf16 or _has_cuda() else "gloo",
+        ddp_backend="gloo" if _launched_without_gpus() else None,
         remove_unused_columns=False,  # the collator's keys are the model's; nothing to drop
         seed=options.seed,
         disable_tqdm=True,  # one printed line per log step, readable in a job's log file
     )
 
 
-def _has_cuda() -> bool:
+def _launched_without_gpus() -> bool:
+    """Whether torchrun / accelerate launch started several processes on a machine without CUDA."""
+    import os
+
     import torch
 
-    return torch.cuda.is_available()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def _pad_id(tokenizer: Any) -> int:
