@@ -65,23 +65,28 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--static-cache", action="store_true", help="decode with a static KV cache")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the forward (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the decoding step (CUDA)")
+    parser.add_argument("--model-dir", type=Path, help="keep the random model here, and reuse one already there")
     args = parser.parse_args()
     import torch
     from transformers import GenerationConfig
 
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    machine = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    backend = "llava" if args.arch == "llava" else "qwen2-vl"
     with tempfile.TemporaryDirectory() as scratch:
-        if args.arch == "llava":
-            folder, backend = save_random_llava(Path(scratch) / "model", args.size, args.dtype), "llava"
-        else:
-            folder = save_random_qwen2_vl(Path(scratch) / "model", "qwen2_5_vl", 1280 * 28 * 28, args.size, args.dtype)
-            backend = "qwen2-vl"
-        # No end-of-sequence: a random model then always decodes the number of tokens asked for.
-        config = GenerationConfig.from_pretrained(folder)
-        config.eos_token_id = None
-        config.save_pretrained(folder)
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        machine = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        folder = args.model_dir or Path(scratch) / "model"
+        if not (folder / "config.json").exists():
+            if args.arch == "llava":
+                save_random_llava(folder, args.size, args.dtype, device)
+            else:
+                save_random_qwen2_vl(folder, "qwen2_5_vl", 1280 * 28 * 28, args.size, args.dtype, device)
+            # No end-of-sequence: a random model then always decodes the number of tokens asked for.
+            config = GenerationConfig.from_pretrained(folder)
+            config.eos_token_id = None
+            config.save_pretrained(folder)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
         for cache_size, label in ((64, "cached"), (0, "uncached")):
             generator = create_generator(
                 f"{backend}:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,

@@ -49,21 +49,21 @@ def main() -> None:
     from rap.testing import save_random_llava
     from rap.training.data import read_jsonl
     from rap.training.encode import ChatEncoder, collate
+    from rap.training.family import load_family
     from rap.training.lora import with_lora
-    from rap.training.trainer import load_base
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     with tempfile.TemporaryDirectory() as scratch:
-        folder = save_random_llava(Path(scratch) / "llava", args.size, "bfloat16" if cuda else "float32")
+        folder = save_random_llava(Path(scratch) / "llava", args.size, "bfloat16" if cuda else "float32", "cuda" if cuda else "cpu")
         data = Path(scratch) / "data.jsonl"
         data.write_text(json.dumps(RECORD) + "\n")
-        processor, model = load_base(str(folder), dtype)
-        model = with_lora(model.to("cuda" if cuda else "cpu"), args.rank, 2 * args.rank, 0.05)
+        family = load_family(str(folder), dtype)
+        model = with_lora(family.model.to("cuda" if cuda else "cpu"), args.rank, 2 * args.rank, 0.05)
         if args.checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        encoded = ChatEncoder(processor, max_length=4096).encode(read_jsonl(data, max_concepts=2).records[0].turns())
+        encoded = ChatEncoder(family, max_length=4096).encode(read_jsonl(data, max_concepts=2).records[0].turns())
         batch = collate([encoded] * args.batch_size, pad_token_id=0)
         batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -124,24 +124,10 @@ def test_offline_threshold_separates_subjects(
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer CLIP vision tower and its processor, saved like a hub checkpoint."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    config = transformers.CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    transformers.CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(folder)
-    return folder
+    pytest.importorskip("transformers")
+    from rap.testing import save_random_clip
+
+    return save_random_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 def test_clip_loads_a_local_folder(tiny_clip: Path, images: list[Image.Image]) -> None:

@@ -34,11 +34,38 @@ def byte_tokenizer(image_token: bool):
     return tokenizer
 
 
-def save_random_llava(folder: Path, size: Literal["tiny", "7b"] = "tiny", dtype: str = "float32") -> Path:
+def save_random_clip(folder: Path, size: Literal["tiny", "vit-l-14-336"] = "tiny", device: str = "cpu") -> Path:
+    """A random CLIP vision tower with projection and its image processor, as the ``clip:`` encoder loads it.
+
+    ``vit-l-14-336`` is the paper's encoder's architecture (24 layers, 1024
+    wide, 336 px, 768-d embeddings): for timing the encoder on real photos.
+    """
+    import torch
+    import transformers
+
+    if size == "tiny":
+        shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                     patch_size=8, projection_dim=16)  # fmt: skip
+    else:
+        shape = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+                     patch_size=14, projection_dim=768)  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**shape)).save_pretrained(folder)
+    side = shape["image_size"]
+    transformers.CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(folder)
+    return folder
+
+
+def save_random_llava(
+    folder: Path, size: Literal["tiny", "7b"] = "tiny", dtype: str = "float32", device: str = "cpu"
+) -> Path:
     """A random LLaVA-1.5 in the llava-hf layout with processor and v1 chat template.
 
-    ``7b`` is LLaVA-1.5-7B's architecture: Vicuna-7B (32 layers, 4096 wide)
-    behind a CLIP ViT-L/14 at 336 px (576 patches per image).
+    ``7b`` is LLaVA-1.5-7B's architecture: Vicuna-7B (32 layers, 4096 wide,
+    its 32,064-token embedding and head) behind a CLIP ViT-L/14 at 336 px (576
+    patches per image). ``device`` is where the weights are drawn: ``cuda``
+    builds a 7B model in seconds where the CPU takes minutes.
     """
     import torch
     import transformers
@@ -55,13 +82,14 @@ def save_random_llava(folder: Path, size: Literal["tiny", "7b"] = "tiny", dtype:
     config = transformers.LlavaConfig(
         vision_config=transformers.CLIPVisionConfig(**vision),
         text_config=transformers.LlamaConfig(
-            vocab_size=BYTE_VOCAB + 1, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
+            vocab_size=BYTE_VOCAB + 1 if size == "tiny" else 32064, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
         ),
         image_token_index=BYTE_VOCAB,
         image_seq_length=(side // patch) ** 2,
     )
     torch.manual_seed(0)
-    model = transformers.LlavaForConditionalGeneration(config).to(getattr(torch, dtype))
+    with torch.device(device):
+        model = transformers.LlavaForConditionalGeneration(config).to(getattr(torch, dtype))
     # No end-of-sequence: a random model then always decodes the number of tokens asked for.
     model.generation_config.eos_token_id = None
     model.save_pretrained(folder)
@@ -98,9 +126,12 @@ def save_random_qwen2_vl(
     max_pixels: int = 16 * 28 * 28,
     size: Literal["tiny", "7b"] = "tiny",
     dtype: str = "float32",
+    device: str = "cpu",
 ) -> Path:
     """A random Qwen2-VL or Qwen2.5-VL laid out as the hub checkpoints are; tiny, or
-    ``7b``: Qwen2.5-VL-7B's architecture (for benchmarks; ``family`` must be qwen2_5_vl).
+    ``7b``: Qwen2.5-VL-7B's architecture with its 152,064-token embedding and head
+    (for benchmarks; ``family`` must be qwen2_5_vl). ``device`` is where the
+    weights are drawn.
 
     A byte-level tokenizer holding Qwen's special tokens, Qwen's image
     processor with ``max_pixels`` as its budget (the default: 16 visual
@@ -128,7 +159,7 @@ def save_random_qwen2_vl(
         shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                      rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
     text = dict(
-        vocab_size=300, max_position_embeddings=32768 if size == "7b" else 4096,
+        vocab_size=300 if size == "tiny" else 152064, max_position_embeddings=32768 if size == "7b" else 4096,
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **shape,
     )  # fmt: skip
     tokens = dict(
@@ -148,7 +179,8 @@ def save_random_qwen2_vl(
                       fullatt_block_indexes=[1])  # fmt: skip
         config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
     torch.manual_seed(0)
-    model = transformers.AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
+    with torch.device(device):
+        model = transformers.AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     # decoding as Qwen ships it, which rap's options must override: greedy, or sampling without top_k=1

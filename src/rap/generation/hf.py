@@ -14,11 +14,14 @@ from rap.generation.base import GenerationOptions
 class TransformersOptions(BaseModel):
     """Options every transformers backend takes: where the model runs, and how to decode fast.
 
-    A static KV cache lets the decoding step keep one shape, which is what
-    ``torch.compile`` needs to turn it into one fused graph (CUDA graphs with
-    ``reduce-overhead``); together they lift small-batch decoding well above
-    plain ``generate``. Both are off by default: compiling takes minutes on the
-    first request, which a one-off command should not pay.
+    A static KV cache gives the decoding step one shape whatever the prompt,
+    which is what ``torch.compile`` needs to turn the step into one CUDA graph;
+    transformers then compiles the decoding step (not the prefill, whose shape
+    changes with every prompt) on first use. The cache is sized once, for
+    ``cache_length`` tokens, so that later questions with longer prompts reuse
+    the compiled step instead of compiling again. Both are off by default:
+    compiling takes a minute on the first request, which a one-off command
+    should not pay; a server or an evaluation run should turn them on.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,18 +31,16 @@ class TransformersOptions(BaseModel):
         "auto", description="weights' precision; auto is bfloat16 on cuda, float32 elsewhere"
     )
     static_cache: bool = Field(False, description="decode with a static KV cache (fixed shapes)")
-    compile: bool = Field(False, description="torch.compile the model's forward (on CUDA; needs static_cache)")
+    compile: bool = Field(False, description="torch.compile the decoding step (CUDA only); implies static_cache")
+    cache_length: int = Field(
+        4096, ge=64, description="tokens the static cache holds (prompt plus answer); longer prompts grow it"
+    )
 
     def generate_extra(self) -> dict[str, Any]:
-        return {"cache_implementation": "static"} if self.static_cache or self.compile else {}
-
-    def prepare(self, model: Any) -> Any:
-        """Compile ``model``'s forward when asked and worth it (CUDA), and return the model."""
-        import torch
-
-        if self.compile and torch.cuda.is_available():
-            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
-        return model
+        """``generate`` arguments for the cache and compilation chosen."""
+        if not (self.static_cache or self.compile):
+            return {}
+        return {"cache_implementation": "static", "max_cache_len": self.cache_length, "disable_compile": not self.compile}
 
 
 def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:

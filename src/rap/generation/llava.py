@@ -117,7 +117,6 @@ class LlavaGenerator(Generator):
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         self._processor, self._model = load(name_or_path, self.device, getattr(self._torch, dtype))
-        self.options.prepare(self._model)
         self._cache: FeatureCache[Any] = FeatureCache(self.options.concept_cache_size)
 
     def __repr__(self) -> str:

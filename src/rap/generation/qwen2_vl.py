@@ -216,7 +216,7 @@ class Qwen2VL(Generator):
                 f"transformers {transformers.__version__} cannot take cached vision features; "
                 "run: pip install -U transformers"
             )
-        self._model = self.options.prepare(model.to(self.device).eval())
+        self._model = model.to(self.device).eval()
         self._image_token_id = int(config.image_token_id)
         self._image_token: str = self._tokenizer.convert_ids_to_tokens(self._image_token_id)
         self._merge = int(config.vision_config.spatial_merge_size)
