@@ -242,11 +242,53 @@ def tower(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def original_checkpoint(folder: Path, tower: Path, vision_inside: bool, weights_format: str) -> dict[str, torch.Tensor]:
-    """A LLaVA-1.5 checkpoint as the LLaVA repository saves it; returns its tensors."""
+def phi3_config(vocab_size: int) -> transformers.Phi3Config:
+    return transformers.Phi3Config(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, original_max_position_embeddings=1024,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, rope_theta=10000.0,
+    )  # fmt: skip
+
+
+PHI3_SPECIALS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+class Original:
+    """What differs between the language models an original-format checkpoint is built on."""
+
+    def __init__(self, model_type: str, text_model: type, config: object, specials: list[str], rendered: str) -> None:
+        self.model_type, self.text_model, self.config, self.specials, self.rendered = (
+            model_type, text_model, config, specials, rendered
+        )  # fmt: skip
+        self.vocab = BASE_VOCAB + len(specials)
+
+    def tokenizer(self) -> transformers.PreTrainedTokenizerFast:
+        tokenizer = byte_tokenizer(image_token=False)
+        tokenizer.add_tokens([transformers.AddedToken(t, special=True, normalized=False) for t in self.specials], special_tokens=True)
+        return tokenizer
+
+
+ORIGINALS = {
+    "llama": Original("llava_llama", transformers.LlamaForCausalLM, text_config, [], (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. USER: <image>\n[1.<image>\n Name: <bo>, Info: a dog\n]"
+        "What is <bo> doing? ASSISTANT: A dog.</s>USER: Where? ASSISTANT:"
+    )),
+    # LLaVA++'s phi3_instruct conversation, which RAP-Phi3-V trained with
+    "phi3": Original("llava_phi", transformers.Phi3ForCausalLM, phi3_config, PHI3_SPECIALS, (
+        "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n[1.<image>\n Name: <bo>, Info: a dog\n]"
+        "What is <bo> doing?<|end|>\n<|assistant|>\nA dog.<|end|>\n<|user|>\nWhere?<|end|>\n<|assistant|>\n"
+    )),
+}  # fmt: skip
+
+
+def original_checkpoint(
+    folder: Path, tower: Path, vision_inside: bool, weights_format: str, original: Original = ORIGINALS["llama"]
+) -> dict[str, torch.Tensor]:
+    """A LLaVA-1.5 checkpoint as the LLaVA repository (or LLaVA++ for Phi-3) saves it; returns its tensors."""
     torch.manual_seed(2)
-    llama = transformers.LlamaForCausalLM(text_config(BASE_VOCAB))
-    state = {key: value.clone() for key, value in llama.state_dict().items()}
+    language_model = original.text_model(original.config(original.vocab))
+    state = {key: value.clone() for key, value in language_model.state_dict().items()}
     state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)  # as old checkpoints carry
     for n, shape in (("0", (32, 16)), ("2", (32, 32))):
         state[f"model.mm_projector.{n}.weight"] = torch.randn(shape)
@@ -262,13 +304,13 @@ def original_checkpoint(folder: Path, tower: Path, vision_inside: bool, weights_
         save_file(state, str(folder / "model.safetensors"))
     else:
         torch.save(state, folder / "pytorch_model.bin")
-    settings = text_config(BASE_VOCAB).to_dict() | {
-        "model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"], "mm_vision_tower": str(tower),
+    settings = original.config(original.vocab).to_dict() | {
+        "model_type": original.model_type, "mm_vision_tower": str(tower),
         "mm_projector_type": "mlp2x_gelu", "mm_hidden_size": 16, "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(settings))
-    byte_tokenizer(image_token=False).save_pretrained(folder)
+    original.tokenizer().save_pretrained(folder)
     return state
 
 
@@ -279,31 +321,36 @@ def vision_state(state: dict[str, torch.Tensor], tower: Path) -> dict[str, torch
     return inside or transformers.CLIPVisionModel.from_pretrained(tower).state_dict()
 
 
-@pytest.mark.parametrize(("vision_inside", "weights_format"), [(False, "safetensors"), (True, "bin")])
+@pytest.mark.parametrize(
+    ("family", "vision_inside", "weights_format"), [("llama", False, "safetensors"), ("llama", True, "bin"), ("phi3", False, "safetensors")]
+)
 def test_converted_checkpoint_computes_what_the_original_does(
-    tmp_path: Path, tower: Path, vision_inside: bool, weights_format: str
+    tmp_path: Path, tower: Path, family: str, vision_inside: bool, weights_format: str
 ) -> None:
+    original = ORIGINALS[family]
+    vocab = original.vocab
     source = tmp_path / "original"
-    state = original_checkpoint(source, tower, vision_inside, weights_format)
+    state = original_checkpoint(source, tower, vision_inside, weights_format, original)
     target = convert_llava_checkpoint(source, tmp_path / "converted")
     generator = create_generator(f"llava:{target}", device="cpu")
     model = generator._model
-    assert model.config.image_token_id == BASE_VOCAB
-    assert generator._processor.tokenizer.convert_tokens_to_ids("<image>") == BASE_VOCAB
+    assert model.config.image_token_id == vocab
+    assert generator._processor.tokenizer.convert_tokens_to_ids("<image>") == vocab
+    assert generator.max_concepts == (3 if family == "phi3" else 2)  # the paper's: 3 for RAP-Phi3-V
 
     # (a) every tensor where it belongs
-    llama_state = {
+    text_state = {
         key: value
         for key, value in state.items()
         if not key.startswith(("model.mm_projector", "model.vision_tower")) and not key.endswith("inv_freq")
     }
     language = model.model.language_model.state_dict()
-    for key, value in llama_state.items():
+    for key, value in text_state.items():
         if key != "lm_head.weight":
             assert torch.equal(language[key.removeprefix("model.")][: value.shape[0]], value), key
-    assert torch.equal(model.lm_head.weight[:BASE_VOCAB], state["lm_head.weight"])
+    assert torch.equal(model.lm_head.weight[:vocab], state["lm_head.weight"])
     for rows in (language["embed_tokens.weight"], model.lm_head.weight):
-        assert torch.allclose(rows[BASE_VOCAB], rows[:BASE_VOCAB].mean(dim=0))
+        assert torch.allclose(rows[vocab], rows[:vocab].mean(dim=0))
     projector = model.model.multi_modal_projector
     assert torch.equal(projector.linear_1.weight, state["model.mm_projector.0.weight"])
     assert torch.equal(projector.linear_2.bias, state["model.mm_projector.2.bias"])
@@ -321,8 +368,8 @@ def test_converted_checkpoint_computes_what_the_original_does(
     assert torch.allclose(batch["pixel_values"][0], padded, atol=1e-6)
 
     # (b) logits equal a reference built from the original tensors without LLaVA's classes
-    llama = transformers.LlamaForCausalLM(text_config(BASE_VOCAB)).eval()
-    llama.load_state_dict(llama_state)
+    language_model = original.text_model(original.config(vocab)).eval()
+    language_model.load_state_dict(text_state)
     clip_model = transformers.CLIPVisionModel(vision_config()).eval()
     clip_model.load_state_dict(expected_vision)
     with torch.inference_mode():
@@ -331,21 +378,19 @@ def test_converted_checkpoint_computes_what_the_original_does(
         projected = linear(hidden, state["model.mm_projector.0.weight"], state["model.mm_projector.0.bias"])
         projected = linear(gelu(projected), state["model.mm_projector.2.weight"], state["model.mm_projector.2.bias"])
         ids = batch["input_ids"]
-        images = ids == BASE_VOCAB
-        embeds = llama.model.embed_tokens(ids.masked_fill(images, 0))
+        images = ids == vocab
+        embeds = language_model.model.embed_tokens(ids.masked_fill(images, 0))
         embeds[images] = projected.reshape(-1, projected.shape[-1])
-        reference = llama(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
-        converted = model(**batch).logits[..., :BASE_VOCAB]
+        reference = language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+        converted = model(**batch).logits[..., :vocab]
     assert torch.allclose(converted, reference, atol=1e-5)
 
-    # (c) the v1 chat template, exactly
+    # (c) the chat template training used, exactly, and the reply ends where training ended it
     first = conversation[0]
     first.reply = "A dog."
-    assert generator.render([first, Turn(["Where?"])]) == (
-        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-        "detailed, and polite answers to the user's questions. USER: <image>\n[1.<image>\n Name: <bo>, Info: a dog\n]"
-        "What is <bo> doing? ASSISTANT: A dog.</s>USER: Where? ASSISTANT:"
-    )
+    assert generator.render([first, Turn(["Where?"])]) == original.rendered
+    if family == "phi3":
+        assert original.tokenizer().convert_tokens_to_ids("<|end|>") in model.generation_config.eos_token_id
     assert isinstance(generator.generate([user_turn("Hi?", wide, [])], OPTIONS), str)
 
 
@@ -353,7 +398,7 @@ def test_conversion_refuses_what_it_cannot_express(tmp_path: Path, tower: Path) 
     source = tmp_path / "original"
     original_checkpoint(source, tower, vision_inside=False, weights_format="safetensors")
     settings = json.loads((source / "config.json").read_text())
-    (source / "config.json").write_text(json.dumps(settings | {"model_type": "llava_phi3"}))
+    (source / "config.json").write_text(json.dumps(settings | {"model_type": "llava_mistral"}))
     with pytest.raises(ConfigError, match="Llama-based"):
         convert_llava_checkpoint(source, tmp_path / "out")
     (source / "config.json").write_text(json.dumps(settings | {"mm_projector_type": "linear"}))

@@ -13,11 +13,11 @@ app = typer.Typer(help="Convert model checkpoints to formats rap's backends load
 
 @app.command("llava")
 def llava(
-    source: Path = typer.Argument(..., help="A checkpoint in the original LLaVA layout, e.g. a download of Hoar012/RAP-LLaVA-13b."),
+    source: Path = typer.Argument(..., help="A checkpoint in the original LLaVA layout (Llama or Phi-3 inside), e.g. a download of Hoar012/RAP-LLaVA-13b."),
     target: Path = typer.Argument(..., help="A new folder for the llava-hf (transformers) checkpoint."),
     vision_tower: str | None = typer.Option(None, "--vision-tower", help="CLIP vision tower folder or hub name, if not in the checkpoint (default: its mm_vision_tower)."),
 ) -> None:
-    """Convert an original-LLaVA checkpoint (RAP-LLaVA) for the `llava` backend, with the v1 chat template it was trained with."""
+    """Convert an original-LLaVA checkpoint (RAP-LLaVA, RAP-Phi3-V) for the `llava` backend, with the chat template it was trained with."""
     from rap.generation.llava_convert import convert_llava_checkpoint
 
     written = convert_llava_checkpoint(source, target, vision_tower)

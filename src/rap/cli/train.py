@@ -31,7 +31,9 @@ def train(
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
     batch_size: int = typer.Option(1, "--batch-size", help="Conversations per device per step."),
     accumulation: int = typer.Option(1, "--gradient-accumulation", help="Steps per optimizer update."),
-    max_concepts: int = typer.Option(2, "--max-concepts", help="Concepts kept per sample (the paper: 2 for LLaVA, 3 for Phi3-V)."),
+    max_concepts: int | None = typer.Option(
+        None, "--max-concepts", help="Concepts kept per sample [default: the backend's; the paper: 2 for LLaVA, 3 for Phi3-V]."
+    ),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), bf16 or fp32."),
     checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),

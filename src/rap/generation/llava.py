@@ -57,8 +57,9 @@ class LlavaOptions(TransformersOptions):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_concepts: int = Field(
-        2, ge=0, le=16, description="retrieved concepts put in the prompt (the paper: 2 for LLaVA)"
+    max_concepts: int | None = Field(
+        None, ge=0, le=16,
+        description="retrieved concepts put in the prompt; default the paper's: 3 for Phi-3 models, else 2",
     )
     concept_cache_size: int = Field(
         64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
@@ -75,6 +76,15 @@ class LlavaOptions(TransformersOptions):
 def create(argument: str, **options: object) -> LlavaGenerator:
     settings = validated_options(LlavaOptions, options, "llava")
     return LlavaGenerator(argument, settings)
+
+
+def paper_max_concepts(config: Any) -> int:
+    """Concepts per prompt as the paper injects them: 3 for RAP-Phi3-V (Phi-3), 2 for RAP-LLaVA.
+
+    Both were chosen to fit the language model's context with one 576-token
+    image per concept.
+    """
+    return 3 if config.text_config.model_type == "phi3" else 2
 
 
 def chat_messages(conversation: Sequence[Turn]) -> list[dict[str, Any]]:
@@ -110,13 +120,14 @@ class LlavaGenerator(Generator):
         self._torch = require("torch", "paper")
         self.options = options or LlavaOptions()
         self.id = f"llava:{name_or_path}"
-        self.max_concepts = self.options.max_concepts
         cuda = self._torch.cuda.is_available()
         self.device = self.options.device or ("cuda" if cuda else "cpu")
         dtype = self.options.dtype
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         self._processor, self._model = load(name_or_path, self.device, getattr(self._torch, dtype))
+        chosen = self.options.max_concepts
+        self.max_concepts = chosen if chosen is not None else paper_max_concepts(self._model.config)
         self._cache: FeatureCache[Any] = FeatureCache(self.options.concept_cache_size)
 
     def __repr__(self) -> str:

@@ -20,10 +20,15 @@ writes one that ``llava:<folder>`` (and any llava-hf user) can:
 * the tower's image processor, padding to a square with the mean colour first
   when the model was trained with ``image_aspect_ratio: pad`` (LLaVA's
   ``expand2square``), which transformers' LLaVA image processor does with ``do_pad``;
-* the chat template the model was trained with, :data:`LLAVA_V1_CHAT_TEMPLATE`.
+* the chat template the model was trained with: :data:`LLAVA_V1_CHAT_TEMPLATE`
+  for Llama (Vicuna) checkpoints, :data:`PHI3_CHAT_TEMPLATE` for Phi-3 ones.
 
-Only Llama-based LLaVA-1.5 checkpoints convert. RAP-Phi3-mini (LLaVA-Phi-3)
-is refused: its Phi-3 template could not be checked against a real checkpoint.
+Two language models are known, told apart by the config's ``model_type``:
+Llama (``llava_llama``: LLaVA-1.5, RAP-LLaVA) and Phi-3 (``llava_phi``, which
+LLaVA++'s LLaVA-Phi-3-mini and RAP-Phi3-V are built on). Phi-3's tensors
+already carry transformers' names (fused ``qkv_proj`` and ``gate_up_proj``);
+its replies end with ``<|end|>``, which the converted generation config adds
+to the end-of-sequence tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +82,56 @@ of a curious *user*; LLaVA's ``llava_v1`` has the same layout with a curious
 "v1". rap uses what training used.
 """
 
+PHI3_SYSTEM = "You are a helpful AI assistant."
+
+PHI3_CHAT_TEMPLATE = (
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- else -%}{%- for item in content -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- else -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set system = render(messages[0]['content']) -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set system = '" + PHI3_SYSTEM + "' -%}{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{{- '<|system|>\\n' + system + '<|end|>' -}}"
+    "{%- for message in loop_messages -%}"
+    "{%- if message['role'] in ('user', 'assistant') -%}"
+    "{{- '\\n<|' + message['role'] + '|>\\n' + render(message['content']) + '<|end|>' -}}"
+    "{%- else -%}{{- raise_exception('LLaVA-Phi-3 chats have user and assistant turns only') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '\\n<|assistant|>\\n' -}}{%- endif -%}"
+)
+"""LLaVA++'s ``phi3_instruct`` conversation (separator style MPT) as a chat template.
+
+``<|system|>\\nSYSTEM<|end|>\\n<|user|>\\nq1<|end|>\\n<|assistant|>\\na1<|end|>\\n<|user|>\\nq2<|end|>\\n<|assistant|>\\n``:
+the system turn, then each message after its role, each followed by ``<|end|>``.
+RAP-Phi3-V was trained with ``--version phi3_instruct``, which selects it.
+"""
+
+
+@dataclass(frozen=True)
+class TextFamily:
+    """What differs between the language models LLaVA checkpoints are built on."""
+
+    config_class: str  # the transformers config of the language model
+    chat_template: str  # the conversation training used
+    stop_tokens: tuple[str, ...] = ()  # tokens that end a reply besides the config's end-of-sequence
+
+
+LLAMA = TextFamily("LlamaConfig", LLAVA_V1_CHAT_TEMPLATE)
+PHI3 = TextFamily("Phi3Config", PHI3_CHAT_TEMPLATE, stop_tokens=("<|end|>",))
+TEXT_FAMILIES = {"llava_llama": LLAMA, "llama": LLAMA, "llava_phi": PHI3, "llava_phi3": PHI3, "phi3": PHI3}
+"""The language model family of an original-format checkpoint, by its config's ``model_type``."""
+
 IMAGE_TOKEN = "<image>"
 # buffers that transformers computes and old checkpoints still carry
 _COMPUTED_BUFFERS = ("rotary_emb.inv_freq", "embeddings.position_ids")
-_TEXT_MODEL_TYPES = ("llava_llama", "llama")
+# legacy keys the source configs use that transformers still reads (into rope_parameters)
+_LEGACY_TEXT_KEYS = {"rope_theta", "rope_scaling"}
 
 
 def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vision_tower: str | None = None) -> Path:
@@ -99,6 +151,7 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
     if target.exists() and any(target.iterdir()):
         raise InvalidInput(f"{target} is not empty; choose a new folder to convert into")
     settings = _source_settings(source)
+    family = TEXT_FAMILIES[settings["model_type"]]
     tower = vision_tower or settings["mm_vision_tower"]
     try:
         vision_config = transformers.CLIPVisionConfig.from_pretrained(tower)
@@ -118,7 +171,7 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
 
     parts = _split_weights(_source_tensors(source, torch))
     dtype = parts["language_model"]["embed_tokens.weight"].dtype
-    text_config = _text_config(settings, transformers)
+    text_config = _text_config(settings, getattr(transformers, family.config_class))
     text_config.vocab_size = max(text_config.vocab_size, len(tokenizer))
     for part, key in (("language_model", "embed_tokens.weight"), ("lm_head", "weight")):
         parts[part][key] = _grow_rows(parts[part][key], text_config.vocab_size, torch)
@@ -150,13 +203,16 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
         ("vision_tower", model.model.vision_tower),
     ):
         _place(module, parts[name], name, dtype)
+    stops = [tokenizer.convert_tokens_to_ids(token) for token in family.stop_tokens if token in tokenizer.get_vocab()]
+    if stops:
+        model.generation_config.eos_token_id = [text_config.eos_token_id, *stops]
 
     processor = transformers.LlavaProcessor(
         image_processor=_image_processor(clip_processor, settings["image_aspect_ratio"] == "pad", transformers),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy=strategy,
-        chat_template=LLAVA_V1_CHAT_TEMPLATE,
+        chat_template=family.chat_template,
         image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1,  # CLIP's class token
     )
@@ -165,7 +221,7 @@ def convert_llava_checkpoint(source_dir: str | Path, target_dir: str | Path, vis
 
 
 def _source_settings(source: Path) -> dict[str, Any]:
-    """The source config, checked to be a LLaVA-1.5-style Llama checkpoint that llava-hf can express."""
+    """The source config, checked to be a LLaVA-1.5-style checkpoint that llava-hf can express."""
     try:
         settings = json.loads((source / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -176,9 +232,10 @@ def _source_settings(source: Path) -> dict[str, Any]:
             "a folder in the transformers format needs no conversion"
         )
     model_type = settings.get("model_type")
-    if model_type not in _TEXT_MODEL_TYPES:
+    if model_type not in TEXT_FAMILIES:
         raise ConfigError(
-            f"{source} is a {model_type!r} LLaVA checkpoint; only Llama-based ones (LLaVA-1.5, RAP-LLaVA) convert"
+            f"{source} is a {model_type!r} LLaVA checkpoint; Llama-based (LLaVA-1.5, RAP-LLaVA) and "
+            "Phi-3-based (LLaVA-Phi-3, RAP-Phi3-V) ones convert"
         )
     settings.setdefault("mm_projector_type", "linear")
     settings.setdefault("mm_vision_select_layer", -2)
@@ -248,11 +305,11 @@ def _split_weights(tensors: Iterator[tuple[str, Any]]) -> dict[str, dict[str, An
     return parts
 
 
-def _text_config(settings: dict[str, Any], transformers: Any) -> Any:
-    """A LlamaConfig with the source's own Llama settings, leaving out LLaVA's additions."""
-    known = set(transformers.LlamaConfig().to_dict())
+def _text_config(settings: dict[str, Any], config_class: Any) -> Any:
+    """The language model's config with the source's own settings, leaving out LLaVA's additions."""
+    known = set(config_class().to_dict()) | _LEGACY_TEXT_KEYS
     known -= {"model_type", "architectures", "transformers_version", "_name_or_path"}
-    return transformers.LlamaConfig(**{key: value for key, value in settings.items() if key in known})
+    return config_class(**{key: value for key, value in settings.items() if key in known})
 
 
 def _grow_rows(weight: Any, rows: int, torch: Any) -> Any:

@@ -29,6 +29,8 @@ class Family(ABC):
     model: Any
     tokenizer: Any
     image_token_id: int
+    #: concepts per sample when the user sets none: what the backend injects by default
+    max_concepts: int
 
     @abstractmethod
     def render(self, conversation: Sequence[Turn], generation_prompt: bool) -> str:
@@ -56,6 +58,7 @@ class LlavaFamily(Family):
         self.processor, self.model = llava.load(base, "cpu", dtype)
         self.tokenizer = self.processor.tokenizer
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        self.max_concepts = llava.paper_max_concepts(self.model.config)
 
     def render(self, conversation: Sequence[Turn], generation_prompt: bool) -> str:
         return llava.render(self.processor, conversation, generation_prompt)
@@ -92,6 +95,7 @@ class Qwen2VLFamily(Family):
         self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
         self.merge = int(config.vision_config.spatial_merge_size)
         defaults = qwen2_vl.Qwen2VLOptions()
+        self.max_concepts = defaults.max_concepts
         self.concept_max_pixels = defaults.concept_max_pixels
         self.query_max_pixels = defaults.query_max_pixels or int(self.image_processor.size["longest_edge"])
 

@@ -50,7 +50,10 @@ class TrainOptions(BaseModel):
     batch_size: int = Field(1, ge=1, description="conversations per device per step")
     gradient_accumulation: int = Field(1, ge=1, description="steps whose gradients add up before each update")
     warmup: float = Field(0.03, ge=0, lt=1, description="share of the steps spent warming the learning rate up")
-    max_concepts: int = Field(2, ge=0, le=16, description="concepts kept per sample (the paper: 2 for LLaVA)")
+    max_concepts: int | None = Field(
+        None, ge=0, le=16,
+        description="concepts kept per sample; default what the backend injects (the paper: 2 for LLaVA, 3 for Phi-3)",
+    )
     max_length: int = Field(2048, ge=16, description="longest conversation in tokens, image tokens included")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto is bf16 where CUDA supports it, fp32 elsewhere"
@@ -91,14 +94,15 @@ def train(
     options = options or TrainOptions()
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    dataset = read_jsonl(data, options.max_concepts, options.image_root)
-    if dataset.skipped:
-        log.warning("skipped %d of %d records: %s", dataset.skipped_count,
-                    dataset.skipped_count + len(dataset.records), dataset.describe_skipped())
     bf16 = options.precision == "bf16" or (
         options.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
     family = load_family(str(base), torch.bfloat16 if bf16 else torch.float32)
+    max_concepts = options.max_concepts if options.max_concepts is not None else family.max_concepts
+    dataset = read_jsonl(data, max_concepts, options.image_root)
+    if dataset.skipped:
+        log.warning("skipped %d of %d records: %s", dataset.skipped_count,
+                    dataset.skipped_count + len(dataset.records), dataset.describe_skipped())
     encoder = ChatEncoder(family, options.max_length)
     model = with_lora(family.model, options.rank, options.alpha, options.dropout)
     if options.activation_checkpointing:
