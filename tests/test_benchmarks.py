@@ -1,0 +1,51 @@
+"""Every script in benchmarks/ runs, at toy sizes, and prints the JSON lines BENCHMARKS.md is written from.
+
+The figures mean nothing at these sizes; what is checked is that the scripts
+still work with the code they measure, so that a GPU session can run them as
+they stand.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = Path(__file__).parent / "photos"
+
+
+def dreambooth_layout(root: Path) -> Path:
+    """A two-subject folder laid out as the DreamBooth dataset is."""
+    for subject in ("dog", "cat"):
+        (root / subject).mkdir(parents=True)
+        for n in range(2):
+            shutil.copy(PHOTOS / f"{subject}_0{n}.jpg", root / subject / f"0{n}.jpg")
+    (root / "prompts_and_classes.txt").write_text("dog,dog\ncat,cat\n")
+    return root
+
+
+CASES = {
+    "generation_latency": (["--size", "tiny", "--repeats", "1", "--new-tokens", "3", "--static-cache"], "ttft_ms"),
+    "generation_latency-qwen": (["--arch", "qwen2.5-vl", "--size", "tiny", "--repeats", "1", "--new-tokens", "3"], "decode_tokens_per_s"),
+    "train_throughput": (["--size", "tiny", "--steps", "1", "--warmup", "1", "--batch-size", "2"], "samples_per_s"),
+    "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
+    "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
+    "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_benchmark_runs_and_reports(case: str, tmp_path: Path) -> None:
+    arguments, key = CASES[case]
+    if "{dreambooth}" in arguments:
+        arguments = [str(dreambooth_layout(tmp_path / "dreambooth")) if a == "{dreambooth}" else a for a in arguments]
+    script = ROOT / "benchmarks" / f"{case.split('-')[0]}.py"
+    done = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert rows and all(key in row for row in rows), done.stdout[-2000:]
