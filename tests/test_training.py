@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -169,6 +170,31 @@ def test_merge_refuses_a_folder_without_adapter(base: Path, tmp_path: Path) -> N
         merge_adapter(base, tmp_path, tmp_path / "out")
 
 
+def test_sharding_settings_that_cannot_work_are_refused_before_training(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rap.cli import run
+
+    data = write_jsonl(tmp_path / "d.jsonl", [TEXT_ONLY])
+    train_args = ["train", "--base", str(base), "--data", str(data), "--max-steps", "1"]
+    (tmp_path / "broken.json").write_text("{zero")
+    (tmp_path / "zero3.json").write_text('{"zero_optimization": {"stage": 3}}')
+    cases = {  # name: (arguments, exit code, message)
+        "fsdp": (["--fsdp", "full_shard auto_wrap"], 6, "launch several"),  # one process: nothing to shard across
+        "missing": (["--deepspeed", str(tmp_path / "nope.json")], 2, "cannot read DeepSpeed config"),
+        "broken": (["--deepspeed", str(tmp_path / "broken.json")], 2, "cannot read DeepSpeed config"),
+        "both": (["--deepspeed", str(tmp_path / "zero3.json"), "--fsdp", "full_shard"], 2, "not both"),
+    }
+    if importlib.util.find_spec("deepspeed") is None:
+        cases["not installed"] = (["--deepspeed", str(tmp_path / "zero3.json")], 6, "rap-mllm[deepspeed]")
+    for name, (extra, code, message) in cases.items():
+        capsys.readouterr()
+        assert run([*train_args, "--out", str(tmp_path / name), *extra]) == code, name
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error, (name, error)
+        assert not (tmp_path / name).exists(), name  # refused before anything was written
+
+
 def test_resume_continues_where_the_checkpoint_left_off(base: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
     whole = train(base, data, tmp_path / "run", options(max_steps=4, save_steps=2, save_total_limit=None))
@@ -272,20 +298,50 @@ def test_an_original_llava_checkpoint_is_sent_to_rap_convert(tmp_path: Path) -> 
         load_family(str(tmp_path), torch.float32)
 
 
-def test_two_processes_share_the_data_under_torchrun(base: Path, tmp_path: Path) -> None:
-    """The engine's data parallelism, for real: torchrun, two processes, gloo on the CPU."""
+# two records whose replies have the same number of tokens: the mean loss over both is then the
+# mean of each one's, however the engine splits them between processes
+TEA = {"id": "tea", "conversations": [
+    {"from": "human", "value": "[1. Name: <tea>, Info: <tea> is a blue teapot.\n]What colour is <tea>?"},
+    {"from": "gpt", "value": "<tea> is blue."}]}
+MUG = {"id": "mug", "conversations": [
+    {"from": "human", "value": "[1. Name: <mug>, Info: <mug> is a pink cup.\n]What colour is <mug>?"},
+    {"from": "gpt", "value": "<mug> is pink."}]}  # fmt: skip
+
+
+def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", [[], ["--fsdp", "full_shard auto_wrap"]], ids=["ddp", "fsdp"])
+def test_two_processes_train_as_one_with_the_whole_batch(base: Path, tmp_path: Path, sharding: list[str]) -> None:
+    """The engine's data parallelism, for real: torchrun, two processes, gloo on the CPU.
+
+    Each process takes one of the two records; with gradients averaged between
+    them (DDP), or parameters sharded and gathered (FSDP), two updates give the
+    adapter that one process gets from both records in one batch. Had the
+    processes trained apart, each would have followed its own record.
+    """
     import subprocess
     import sys
 
-    data = write_jsonl(tmp_path / "train.jsonl", [TEXT_ONLY] * 8)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rap", "train",
-        "--base", str(base), "--data", str(data), "--out", str(tmp_path / "run"),
-        "--rank", "4", "--alpha", "8", "--max-steps", "2", "--precision", "fp32", "--json",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    [summary] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"adapter"')]
-    assert summary["steps"] == 2
-    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["epoch"] == pytest.approx(0.5)  # 2 steps x 2 processes x 1 conversation = half of 8
+    data = write_jsonl(tmp_path / "train.jsonl", [TEA, MUG])
+    common = ["-m", "rap", "train", "--base", str(base), "--data", str(data), "--rank", "4", "--alpha", "8",
+              "--dropout", "0", "--lr", "1e-2", "--max-steps", "2", "--epochs", "2", "--precision", "fp32", "--json"]  # fmt: skip
+    runs = {
+        "apart": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *common,
+                  "--batch-size", "1", "--out", str(tmp_path / "apart"), *sharding],
+        "whole": [sys.executable, *common, "--batch-size", "2", "--out", str(tmp_path / "whole")],
+    }  # fmt: skip
+    for name, command in runs.items():
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        [summary] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"adapter"')]
+        assert summary["steps"] == 2, name
+    apart, whole = adapter_weights(tmp_path / "apart"), adapter_weights(tmp_path / "whole")
+    assert apart.keys() == whole.keys()
+    assert any(not torch.equal(w, torch.zeros_like(w)) for w in whole.values())
+    for key, weight in whole.items():
+        assert torch.allclose(apart[key], weight, atol=1e-5), key

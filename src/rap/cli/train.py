@@ -26,6 +26,7 @@ def train(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for checkpoints, TensorBoard logs and the adapter."),
     rank: int = typer.Option(128, "--rank", help="LoRA rank (the paper: 128)."),
     alpha: int = typer.Option(256, "--alpha", help="LoRA alpha (the paper: 256)."),
+    dropout: float = typer.Option(0.05, "--dropout", help="LoRA dropout."),
     learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate (the paper: 1e-4)."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (the paper: 1)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
@@ -37,6 +38,8 @@ def train(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), bf16 or fp32."),
     checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    fsdp: str | None = typer.Option(None, "--fsdp", help="Shard with FSDP under torchrun, e.g. 'full_shard auto_wrap'."),
+    deepspeed: Path | None = typer.Option(None, "--deepspeed", help="A DeepSpeed JSON config (e.g. ZeRO-3, as the paper trained)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train a LoRA adapter; for several GPUs run it under `accelerate launch` or torchrun."""
@@ -50,9 +53,10 @@ def train(
 
     options = validated_options(
         TrainOptions,
-        dict(rank=rank, alpha=alpha, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+        dict(rank=rank, alpha=alpha, dropout=dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
              batch_size=batch_size, gradient_accumulation=accumulation, max_concepts=max_concepts,
-             precision=precision, activation_checkpointing=checkpointing),
+             precision=precision, activation_checkpointing=checkpointing, fsdp=fsdp,
+             deepspeed=str(deepspeed) if deepspeed else None),
         "train",
     )  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with --json output

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rap._imports import require
 from rap.errors import ConfigError
@@ -64,6 +66,24 @@ class TrainOptions(BaseModel):
     logging_steps: int = Field(10, ge=1, description="steps between log lines")
     seed: int = Field(0, description="seed of the LoRA initialisation and the data order")
     image_root: str | None = Field(None, description="folder the records' image paths are relative to (default: the JSONL's)")
+    fsdp: str | None = Field(None, description="FSDP sharding, as transformers takes it, e.g. 'full_shard auto_wrap'")
+    deepspeed: str | None = Field(None, description="a DeepSpeed JSON config file, e.g. ZeRO-3 as the paper trained")
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _readable_json(cls, path: str | None) -> str | None:
+        if path is not None:
+            try:
+                json.loads(Path(path).read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read DeepSpeed config {path} ({exc})") from None
+        return path
+
+    @model_validator(mode="after")
+    def _one_sharding(self) -> TrainOptions:
+        if self.fsdp and self.deepspeed:
+            raise ValueError("choose FSDP or DeepSpeed, not both")
+        return self
 
 
 @dataclass
@@ -94,6 +114,13 @@ def train(
     options = options or TrainOptions()
     torch = require("torch", "train")
     transformers = require("transformers", "train")
+    if options.deepspeed:
+        require("deepspeed", "deepspeed")
+    if options.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ConfigError(
+            "FSDP shards the model across processes; launch several: "
+            "torchrun --nproc_per_node=N -m rap train ... (or accelerate launch)"
+        )
     bf16 = options.precision == "bf16" or (
         options.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     )
@@ -104,6 +131,7 @@ def train(
         log.warning("skipped %d of %d records: %s", dataset.skipped_count,
                     dataset.skipped_count + len(dataset.records), dataset.describe_skipped())
     encoder = ChatEncoder(family, options.max_length)
+    transformers.set_seed(options.seed)  # the same LoRA initialisation in every process and every run
     model = with_lora(family.model, options.rank, options.alpha, options.dropout)
     if options.activation_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a graph
@@ -156,18 +184,20 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         logging_steps=options.logging_steps,
         logging_first_step=True,
         report_to=["tensorboard"] if tensorboard else "none",
-        # under torchrun / accelerate launch without GPUs, processes talk over gloo (NCCL needs CUDA)
+        # under torchrun / accelerate launch without GPUs, accelerate treats the processes as one
+        # distributed job only when told to use the CPU; they then talk over gloo (NCCL needs CUDA)
+        use_cpu=_launched_without_gpus(),
         ddp_backend="gloo" if _launched_without_gpus() else None,
         remove_unused_columns=False,  # the collator's keys are the model's; nothing to drop
         seed=options.seed,
+        fsdp=options.fsdp,
+        deepspeed=options.deepspeed,
         disable_tqdm=True,  # one printed line per log step, readable in a job's log file
     )
 
 
 def _launched_without_gpus() -> bool:
     """Whether torchrun / accelerate launch started several processes on a machine without CUDA."""
-    import os
-
     import torch
 
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
