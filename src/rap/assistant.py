@@ -126,6 +126,16 @@ class Assistant:
             self._generator = create_generator(self._generator, **self._generator_options)
         return self._generator
 
+    @generator.setter
+    def generator(self, generator: Generator | str) -> None:
+        """Swap the backend (a loaded one, or a spec to load on first use); history is unaffected."""
+        self._generator = generator
+
+    @property
+    def loaded_generator(self) -> Generator | None:
+        """The backend if it has been loaded, else None: a caller can share it without loading it."""
+        return self._generator if isinstance(self._generator, Generator) else None
+
     @classmethod
     def from_settings(cls, settings: Settings, store: ConceptStore) -> Assistant:
         """The assistant the settings in force describe (backend, model, options, K, threshold)."""

@@ -127,7 +127,7 @@ class _Assistants:
         if key in self._made:
             made = self._made[key]
             if isinstance(self._generator, Generator):
-                made._generator = self._generator
+                made.generator = self._generator
             return made
         s = self.settings
         retriever = Retriever(
@@ -140,8 +140,8 @@ class _Assistants:
 
     def keep(self, assistant: Assistant) -> None:
         """Remember the backend the assistant loaded, for the next variants."""
-        if not isinstance(self._generator, Generator) and isinstance(assistant._generator, Generator):
-            self._generator = assistant._generator
+        if not isinstance(self._generator, Generator) and assistant.loaded_generator is not None:
+            self._generator = assistant.loaded_generator
 
 
 def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str, EvalItem]]) -> Iterator[tuple[str, EvalItem, dict[str, Any]]]:
