@@ -9,6 +9,10 @@ question about a photo, and measures:
 * decode speed over a fixed number of new tokens;
 * both with the concept-feature cache warmed (``prepare_concepts``) and off.
 
+The photo is 1280x960 and each concept's reference 512x512, as a phone photo
+and a crop of one would be: LLaVA sees every image at 336x336 whatever its
+size, while Qwen's token counts follow the pixels, up to each image's budget.
+
     python benchmarks/generation_latency.py --size 7b --dtype bfloat16          # on a GPU
     python benchmarks/generation_latency.py --arch qwen2.5-vl --size 7b --dtype bfloat16
     python benchmarks/generation_latency.py --size 7b --dtype bfloat16 --static-cache --compile
@@ -32,13 +36,23 @@ from rap.testing import save_random_llava, save_random_qwen2_vl
 PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
 
 
+QUERY_SIZE = (1280, 960)  # a phone photo, as Qwen's default budget (about 1,280 tokens) takes it
+CONCEPT_SIZE = (512, 512)  # a reference crop, larger than either backend's concept budget
+CONCEPT_PHOTOS = ["dog_00.jpg", "cat_00.jpg", "teapot_00.jpg"]
+
+
+def photo(name: str, size: tuple[int, int]) -> Image.Image:
+    """A bundled photo at a realistic size: token counts (Qwen's) follow the pixels, not the content."""
+    return Image.open(PHOTOS / name).convert("RGB").resize(size)
+
+
 def measure(generator, concepts: int, new_tokens: int, repeats: int) -> dict[str, float]:
-    photo = Image.open(PHOTOS / "dog_01.jpg")
+    query = photo("dog_01.jpg", QUERY_SIZE)
     injected = [
-        PromptConcept(f"<c{n}>", "a thing the user owns", Image.open(PHOTOS / name), image_key=f"key-{n}")
-        for n, name in enumerate(["dog_00.jpg", "cat_00.jpg", "teapot_00.jpg"][:concepts])
+        PromptConcept(f"<c{n}>", "a thing the user owns", photo(name, CONCEPT_SIZE), image_key=f"key-{n}")
+        for n, name in enumerate(CONCEPT_PHOTOS[:concepts])
     ]
-    turn = user_turn("What is in this photo?", photo, injected)
+    turn = user_turn("What is in this photo?", query, injected)
     def timed(tokens: int) -> float:
         """Median seconds to generate ``tokens`` new tokens (a warm-up run first)."""
         options = GenerationOptions(max_new_tokens=tokens)
@@ -92,7 +106,7 @@ def main() -> None:
                 f"{backend}:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,
                 static_cache=args.static_cache, compile=args.compile,
             )  # fmt: skip
-            keys = {f"key-{n}": Image.open(PHOTOS / name) for n, name in enumerate(["dog_00.jpg", "cat_00.jpg", "teapot_00.jpg"])}
+            keys = {f"key-{n}": photo(name, CONCEPT_SIZE) for n, name in enumerate(CONCEPT_PHOTOS)}
             generator.prepare_concepts(keys)
             for concepts in range(4):
                 result = measure(generator, concepts, args.new_tokens, args.repeats)

@@ -18,9 +18,12 @@ visual token itself, as the processor does.
 tokens, so each retrieved concept costs as much context as the photo. Qwen
 reads images at their own size, one token per 28x28 pixels, which lets a
 concept's reference image come in smaller than the query photo:
-``concept_max_pixels`` (default 256 * 28 * 28, at most 256 tokens, about
-448x448) caps the reference images, ``query_max_pixels`` (default: the
-processor's own budget) the photo. Each image goes through the processor with
+``concept_max_pixels`` caps the reference images, ``query_max_pixels``
+(default: the processor's own budget) the photo. The default concept budget is
+336 x 336 pixels, what RAP-LLaVA's CLIP tower sees of each concept: the same
+detail at 144 tokens instead of 576. Against a phone photo at Qwen's default
+budget (about 1,280 tokens), two concepts then add about a fifth to the prompt,
+which is what the 1.2x time-to-first-token target leaves room for. Each image goes through the processor with
 its own budget, so its token count follows it. Smaller avatars mean a faster
 first token and room for more concepts and longer chats; the cost is detail
 that telling two similar things apart (two grey mugs) may need. The photo keeps
@@ -74,17 +77,17 @@ class Qwen2VLOptions(TransformersOptions):
 
     max_concepts: int = Field(3, ge=0, le=16, description="retrieved concepts put in the prompt")
     concept_max_pixels: int = Field(
-        256 * PIXELS_PER_TOKEN,
+        336 * 336,
         ge=4 * PIXELS_PER_TOKEN,
         description="pixel budget of each concept's reference image, 28x28 per visual token "
-        "(the default caps it at 256 tokens)",
+        "(the default, LLaVA-1.5's 336x336, caps it at 144 tokens)",
     )
     query_max_pixels: int | None = Field(
         None, ge=4 * PIXELS_PER_TOKEN, description="pixel budget of the query photo; None: the processor's own"
     )
     concept_cache_size: int = Field(
         64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
-        "(about 1.8 MB each for 256 tokens of Qwen2.5-VL-7B in bfloat16); 0 turns the cache off"
+        "(about 1 MB each for 144 tokens of Qwen2.5-VL-7B in bfloat16); 0 turns the cache off"
     )
 
 
