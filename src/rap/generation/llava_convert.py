@@ -44,32 +44,58 @@ from typing import Any
 from rap._imports import require
 from rap.errors import ConfigError, InvalidInput
 
+def conversation_template(
+    name: str,
+    default_system: str,
+    system: tuple[str, str],
+    user: tuple[str, str],
+    assistant: tuple[str, str],
+    generation_prompt: str,
+) -> str:
+    """One of the LLaVA code base's conversation layouts as a Jinja chat template.
+
+    Each message is written as ``before + text + after`` with its role's pair,
+    the system prompt (the messages' own, or ``default_system``) likewise, and
+    images as ``<image>`` where the content lists them, which is how LLaVA's
+    ``get_prompt`` lays a conversation out for every separator style rap needs.
+    """
+
+    def literal(text: str) -> str:
+        return json.dumps(text)  # a Jinja string literal: same quoting and escapes
+
+    return (
+        "{%- macro render(content) -%}"
+        "{%- if content is string -%}{{ content }}"
+        "{%- else -%}{%- for item in content -%}"
+        "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- else -%}{{ item['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+        "{%- if messages[0]['role'] == 'system' -%}"
+        "{%- set system = render(messages[0]['content']) -%}{%- set loop_messages = messages[1:] -%}"
+        "{%- else -%}"
+        f"{{%- set system = {literal(default_system)} -%}}{{%- set loop_messages = messages -%}}"
+        "{%- endif -%}"
+        f"{{{{- {literal(system[0])} + system + {literal(system[1])} -}}}}"
+        "{%- for message in loop_messages -%}"
+        f"{{%- if message['role'] == 'user' -%}}{{{{- {literal(user[0])} + render(message['content']) + {literal(user[1])} -}}}}"
+        f"{{%- elif message['role'] == 'assistant' -%}}"
+        f"{{{{- {literal(assistant[0])} + render(message['content']) + {literal(assistant[1])} -}}}}"
+        f"{{%- else -%}}{{{{- raise_exception({literal(name + ' chats have user and assistant turns only')}) -}}}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        f"{{%- if add_generation_prompt -%}}{{{{- {literal(generation_prompt)} -}}}}{{%- endif -%}}"
+    )
+
+
 V1_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-LLAVA_V1_CHAT_TEMPLATE = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- else -%}{%- for item in content -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- else -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set system = render(messages[0]['content']) -%}{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system = '" + V1_SYSTEM.replace("'", "\\'") + "' -%}{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{{- system + ' ' -}}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] == 'user' -%}{{- 'USER: ' + render(message['content']) + ' ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' + render(message['content']) + '</s>' -}}"
-    "{%- else -%}{{- raise_exception('LLaVA v1 chats have user and assistant turns only') -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
+LLAVA_V1_CHAT_TEMPLATE = conversation_template(
+    "LLaVA v1", V1_SYSTEM, system=("", " "), user=("USER: ", " "), assistant=("ASSISTANT: ", "</s>"),
+    generation_prompt="ASSISTANT:",
+)  # fmt: skip
 """LLaVA's ``v1`` conversation (``conv_vicuna_v1``, separator style TWO) as a chat template.
 
 ``SYSTEM USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT:``: the system prompt, a
@@ -82,29 +108,10 @@ of a curious *user*; LLaVA's ``llava_v1`` has the same layout with a curious
 "v1". rap uses what training used.
 """
 
-PHI3_SYSTEM = "You are a helpful AI assistant."
-
-PHI3_CHAT_TEMPLATE = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- else -%}{%- for item in content -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- else -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set system = render(messages[0]['content']) -%}{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set system = '" + PHI3_SYSTEM + "' -%}{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{{- '<|system|>\\n' + system + '<|end|>' -}}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] in ('user', 'assistant') -%}"
-    "{{- '\\n<|' + message['role'] + '|>\\n' + render(message['content']) + '<|end|>' -}}"
-    "{%- else -%}{{- raise_exception('LLaVA-Phi-3 chats have user and assistant turns only') -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '\\n<|assistant|>\\n' -}}{%- endif -%}"
-)
+PHI3_CHAT_TEMPLATE = conversation_template(
+    "LLaVA-Phi-3", "You are a helpful AI assistant.", system=("<|system|>\n", "<|end|>"),
+    user=("\n<|user|>\n", "<|end|>"), assistant=("\n<|assistant|>\n", "<|end|>"), generation_prompt="\n<|assistant|>\n",
+)  # fmt: skip
 """LLaVA++'s ``phi3_instruct`` conversation (separator style MPT) as a chat template.
 
 ``<|system|>\\nSYSTEM<|end|>\\n<|user|>\\nq1<|end|>\\n<|assistant|>\\na1<|end|>\\n<|user|>\\nq2<|end|>\\n<|assistant|>\\n``:
