@@ -12,7 +12,7 @@ from rap.generation.base import GenerationOptions
 
 
 class TransformersOptions(BaseModel):
-    """Options every transformers backend takes: where the model runs, and how to decode fast.
+    """Options every transformers backend takes: where the model runs, the concept features it keeps, how it decodes.
 
     A static KV cache gives the decoding step one shape whatever the prompt,
     which is what ``torch.compile`` needs to turn the step into one CUDA graph;
@@ -32,6 +32,10 @@ class TransformersOptions(BaseModel):
     )
     static_cache: bool = Field(False, description="decode with a static KV cache (fixed shapes)")
     compile: bool = Field(False, description="torch.compile the decoding step (CUDA only); implies static_cache")
+    concept_cache_size: int = Field(
+        64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
+        "(bfloat16: 5 to 6 MB each for LLaVA-1.5-7B, about 1 MB for Qwen2.5-VL-7B at 144 tokens); 0 turns the cache off"
+    )
     cache_length: int = Field(
         4096, ge=64, description="tokens the static cache holds (prompt plus answer); longer prompts grow it"
     )

@@ -61,10 +61,6 @@ class LlavaOptions(TransformersOptions):
         None, ge=0, le=16,
         description="retrieved concepts put in the prompt; default the paper's: 3 for Phi-3 models, else 2",
     )
-    concept_cache_size: int = Field(
-        64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
-        "(5 to 6 MB each for LLaVA-1.5 in bfloat16); 0 turns the cache off"
-    )
 
 
 @GENERATORS.register(

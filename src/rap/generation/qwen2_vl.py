@@ -85,10 +85,6 @@ class Qwen2VLOptions(TransformersOptions):
     query_max_pixels: int | None = Field(
         None, ge=4 * PIXELS_PER_TOKEN, description="pixel budget of the query photo; None: the processor's own"
     )
-    concept_cache_size: int = Field(
-        64, ge=0, le=100_000, description="concept images whose vision features stay in device memory "
-        "(about 1 MB each for 144 tokens of Qwen2.5-VL-7B in bfloat16); 0 turns the cache off"
-    )
 
 
 @GENERATORS.register(
