@@ -435,3 +435,23 @@ def test_static_cache_decodes_what_the_dynamic_cache_decodes(tiny_llava: Path) -
     # a prompt longer than the cache was sized for grows it rather than failing
     short = create_generator(f"llava:{tiny_llava}", device="cpu", static_cache=True, cache_length=64)
     assert short.generate([question()], OPTIONS) == dynamic.generate([question()], OPTIONS)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_step_decodes_what_eager_decodes(tiny_llava: Path) -> None:
+    """``compile``: transformers compiles the decoding step once; answers do not change.
+
+    transformers compiles only on accelerators; its private switch lets this
+    run the same path on the CPU (about half a minute of compiling).
+    """
+    from transformers import CompileConfig
+
+    eager = create_generator(f"llava:{tiny_llava}", device="cpu")
+    compiled = create_generator(f"llava:{tiny_llava}", device="cpu", compile=True)
+    everywhere = CompileConfig()
+    everywhere._compile_all_devices = True
+    compiled._model.generation_config.compile_config = everywhere
+    expected = eager.generate([question()], OPTIONS)
+    assert compiled.generate([question()], OPTIONS) == expected
+    assert compiled.generate([question()], OPTIONS) == expected  # the compiled step, reused
+    assert compiled._model._compiled_call is not None
