@@ -170,6 +170,17 @@ def test_merge_refuses_a_folder_without_adapter(base: Path, tmp_path: Path) -> N
         merge_adapter(base, tmp_path, tmp_path / "out")
 
 
+def test_activation_checkpointing_and_bf16_train_the_same_model(base: Path, tmp_path: Path) -> None:
+    """Recomputing activations changes memory, not results; bf16 autocast stays close to fp32."""
+    data = write_jsonl(tmp_path / "d.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
+    plain = train(base, data, tmp_path / "plain", options(max_steps=3))
+    recomputed = train(base, data, tmp_path / "recomputed", options(max_steps=3, activation_checkpointing=True))
+    assert recomputed.losses == pytest.approx(plain.losses, rel=1e-4)
+    half = train(base, data, tmp_path / "bf16", options(max_steps=3, precision="bf16"))
+    assert half.losses == pytest.approx(plain.losses, rel=0.05)
+    assert half.losses[-1] < half.losses[0]
+
+
 def test_sharding_settings_that_cannot_work_are_refused_before_training(
     base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -116,7 +116,7 @@ def train(
     transformers = require("transformers", "train")
     if options.deepspeed:
         require("deepspeed", "deepspeed")
-    if options.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+    if options.fsdp and _processes() < 2:
         raise ConfigError(
             "FSDP shards the model across processes; launch several: "
             "torchrun --nproc_per_node=N -m rap train ... (or accelerate launch)"
@@ -184,10 +184,8 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         logging_steps=options.logging_steps,
         logging_first_step=True,
         report_to=["tensorboard"] if tensorboard else "none",
-        # under torchrun / accelerate launch without GPUs, accelerate treats the processes as one
-        # distributed job only when told to use the CPU; they then talk over gloo (NCCL needs CUDA)
-        use_cpu=_launched_without_gpus(),
-        ddp_backend="gloo" if _launched_without_gpus() else None,
+        use_cpu=_needs_cpu_flag(bf16),
+        ddp_backend="gloo" if _needs_cpu_flag(bf16) and _processes() > 1 else None,  # NCCL needs CUDA
         remove_unused_columns=False,  # the collator's keys are the model's; nothing to drop
         seed=options.seed,
         fsdp=options.fsdp,
@@ -196,11 +194,21 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
     )
 
 
-def _launched_without_gpus() -> bool:
-    """Whether torchrun / accelerate launch started several processes on a machine without CUDA."""
+def _processes() -> int:
+    """How many processes torchrun or accelerate launch started for this job (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _needs_cpu_flag(bf16: bool) -> bool:
+    """Whether accelerate must be told the job runs on the CPU: several processes, or bf16, without CUDA.
+
+    Without the flag it neither joins processes into one distributed job (each
+    would train alone) nor autocasts to bf16 on the CPU. Elsewhere it is left
+    unset, so that accelerate picks the device (CUDA, or Apple's MPS).
+    """
     import torch
 
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return not torch.cuda.is_available() and (_processes() > 1 or bf16)
 
 
 def _pad_id(tokenizer: Any) -> int:
