@@ -107,6 +107,15 @@ def test_generation_honours_max_new_tokens_and_streams_the_same_text(generator, 
     assert lengths == [6, 6]  # the random model never says <|im_end|> in 6 tokens
 
 
+def test_static_cache_decodes_what_the_dynamic_cache_decodes(checkpoint: Path, generator) -> None:
+    """Qwen's M-RoPE offsets, computed at prefill, carry over to a static cache's decoding steps."""
+    static = create_generator(f"qwen2-vl:{checkpoint}", concept_max_pixels=CONCEPT_PIXELS, static_cache=True)
+    options = GenerationOptions(max_new_tokens=8)
+    second = [Turn(question().parts, reply="A dog."), user_turn("And <kit>?", None, [])]
+    for conversation in ([question()], second):
+        assert static.generate(conversation, options) == generator.generate(conversation, options)
+
+
 def test_text_only_question_and_sampling(generator) -> None:
     turn = user_turn("Who is <bo>?", None, [PromptConcept("<bo>", "a Shiba Inu")])
     assert "image_grid_thw" not in generator._inputs([turn])
