@@ -1,11 +1,13 @@
-"""Import optional heavy dependencies where they are used, with a helpful error."""
+"""Import optional heavy dependencies where they are used, and load checkpoints with them, with helpful errors."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
-from rap.errors import MissingDependency
+from rap.errors import ConfigError, MissingDependency
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -18,8 +20,28 @@ def require(module: str, extra: str) -> ModuleType:
         ) from None
 
 
-
 def missing_extra(exc: ImportError, extra: str) -> MissingDependency:
     """A one-line error for a library a model's code needs at load time (scipy for OWLv2, say)."""
     detail = " ".join(str(exc).split())
     return MissingDependency(f"{detail} Run: pip install 'rap-mllm[{extra}]'")
+
+
+@contextmanager
+def loading_checkpoint(what: str, name_or_path: str, extra: str = "paper") -> Iterator[None]:
+    """Turn what ``from_pretrained`` raises inside the block into one line that says what to do.
+
+    A library the model's code imports at load time names the extra that
+    provides it; a checkpoint that cannot be found or read asks for a cached or
+    downloadable hub name or a folder written by ``save_pretrained``. rap's own
+    errors raised inside (a model of the wrong family, say) pass through.
+    """
+    try:
+        yield
+    except ImportError as exc:
+        raise missing_extra(exc, extra) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load {what} {name_or_path!r} ({exc}); give a hub name that is cached or "
+            "downloadable, or a folder written by save_pretrained"
+        ) from None
+

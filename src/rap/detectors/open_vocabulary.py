@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from rap._imports import missing_extra, require
+from rap._imports import loading_checkpoint, require
 from rap.detectors import DETECTORS
 from rap.detectors.base import Region, RegionDetector
 from rap.detectors.proposals import pixel_box, select_distinct
@@ -151,7 +151,7 @@ class OpenVocabularyDetector(RegionDetector):
         torch = require("torch", "paper")
         transformers = require("transformers", "paper")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
+        with loading_checkpoint(f"{family.model_type} detector", self.model_name):
             config = transformers.AutoConfig.from_pretrained(self.model_name)
             if config.model_type != family.model_type:
                 raise ConfigError(
@@ -160,12 +160,6 @@ class OpenVocabularyDetector(RegionDetector):
                 )
             self.processor = transformers.AutoProcessor.from_pretrained(self.model_name)
             self.model = transformers.AutoModelForZeroShotObjectDetection.from_pretrained(self.model_name)
-        except ImportError as exc:
-            raise missing_extra(exc, "paper") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.id}: cannot load the model ({exc}); name a downloaded hub model or a local folder"
-            ) from None
         self.model.to(self.device).eval()
 
     def detect(

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from rap._imports import missing_extra, require
+from rap._imports import loading_checkpoint, require
 from rap.encoders import ENCODERS
 from rap.encoders.base import ImageEncoder, l2_normalize
-from rap.errors import ConfigError
 
 
 @ENCODERS.register(
@@ -47,16 +46,9 @@ class ClipEncoder(ImageEncoder):
         self._torch = require("torch", "paper")
         transformers = require("transformers", "paper")
         self.id = f"clip:{name_or_path}"
-        try:
+        with loading_checkpoint("CLIP model", name_or_path):
             self._processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
             model = transformers.CLIPVisionModelWithProjection.from_pretrained(name_or_path)
-        except ImportError as exc:
-            raise missing_extra(exc, "paper") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load CLIP model {name_or_path!r} ({exc}); give a hub name that is "
-                "cached or downloadable, or a folder written by save_pretrained"
-            ) from None
         cuda = self._torch.cuda.is_available()
         self._device = "cuda" if cuda else "cpu"
         self._dtype = self._torch.float16 if cuda else self._torch.float32

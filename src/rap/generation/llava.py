@@ -38,7 +38,7 @@ from typing import Any
 from PIL import Image
 from pydantic import ConfigDict, Field
 
-from rap._imports import missing_extra, require
+from rap._imports import loading_checkpoint, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
@@ -237,20 +237,13 @@ def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
     """Processor and model (in eval mode), or a ConfigError that says what is wrong with the folder or name."""
     transformers = require("transformers", "paper")
     refuse_original_format(name_or_path)
-    try:
+    with loading_checkpoint("LLaVA model", name_or_path):
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         if config.model_type != "llava":
             raise ConfigError(f"{name_or_path} is a {config.model_type} model, not LLaVA; choose another backend")
         processor = transformers.AutoProcessor.from_pretrained(name_or_path)
         # straight onto the device: a 13B model need not pass through host memory first
         model = transformers.LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, device_map=device)
-    except ImportError as exc:
-        raise missing_extra(exc, "paper") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot load LLaVA model {name_or_path!r} ({exc}); give a hub name that is cached or "
-            "downloadable, or a folder in the transformers format"
-        ) from None
     if not getattr(processor, "chat_template", None):
         raise ConfigError(
             f"{name_or_path} has no chat template; add the one it was trained with as chat_template.jinja "

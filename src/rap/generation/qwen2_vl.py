@@ -56,7 +56,7 @@ from typing import Any
 from PIL import Image
 from pydantic import ConfigDict, Field
 
-from rap._imports import missing_extra, require
+from rap._imports import loading_checkpoint, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
@@ -122,7 +122,7 @@ class Checkpoint:
 def load(name_or_path: str, dtype: Any) -> Checkpoint:
     """The checkpoint on the CPU, or a ConfigError that says what is wrong with the folder or name."""
     transformers = require("transformers", "paper")
-    try:
+    with loading_checkpoint("Qwen2-VL model", name_or_path):
         config = transformers.AutoConfig.from_pretrained(name_or_path)
         if config.model_type not in MODEL_TYPES:
             raise ConfigError(
@@ -133,13 +133,6 @@ def load(name_or_path: str, dtype: Any) -> Checkpoint:
         image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
         processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
         model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
-    except ImportError as exc:
-        raise missing_extra(exc, "paper") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot load Qwen2-VL model {name_or_path!r} ({exc}); give a hub name that is cached "
-            "or downloadable, or a folder written by save_pretrained"
-        ) from None
     template = processor_dict.get("chat_template") or tokenizer.chat_template
     if isinstance(template, dict):
         template = template.get("default")
