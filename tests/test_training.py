@@ -219,7 +219,9 @@ def test_resume_continues_where_the_checkpoint_left_off(base: Path, tmp_path: Pa
         train(base, data, tmp_path / "empty", options(max_steps=1), resume=True)
 
 
-def test_build_train_merge_ask_from_the_command_line(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_train_merge_ask_from_the_command_line(
+    base: Path, tmp_path: Path, rap_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The whole pipeline of issue 5 on real photos: rap data build, rap train, rap train merge, rap ask."""
     from rap.cli import run
 
@@ -234,12 +236,19 @@ def test_build_train_merge_ask_from_the_command_line(base: Path, tmp_path: Path,
     assert run(train_args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 3 and result["records"] > 0
+    capsys.readouterr()
     assert run(["train", "merge", str(base), str(tmp_path / "run"), str(tmp_path / "merged")]) == 0
+    # the trained model plugs into rap ask through a profile, as the merge command suggests
+    suggested = capsys.readouterr().out
+    profile = suggested[suggested.index("[profiles.my-rap]") :]
+    rap_home.mkdir(exist_ok=True)
+    (rap_home / "config.toml").write_text(profile)
     db = ["--db", str(tmp_path / "db"), "--encoder", "tiny", "--faces", "none", "--detector", "none"]
     assert run([*db, "concept", "add", "bo", "-i", str(PHOTOS / "dog_00.jpg"), "--info", "a dog"]) == 0
     capsys.readouterr()
-    assert run([*db, "ask", str(PHOTOS / "dog_01.jpg"), "Who is this?", "--backend", "llava", "--model", str(tmp_path / "merged"), "--json"]) == 0
-    assert "answer" in json.loads(capsys.readouterr().out)
+    assert run([*db, "--profile", "my-rap", "ask", str(PHOTOS / "dog_01.jpg"), "Is <bo> here?", "--json"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["model"] == f"llava:{tmp_path / 'merged'}" and reply["concepts"][0]["name"] == "bo"
     assert run(["train", "--base", str(base), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "r2")]) != 0
     assert "error:" in capsys.readouterr().err
 

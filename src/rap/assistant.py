@@ -33,13 +33,15 @@ RECOGNITION_QUESTION = "Is {token} in the image? Answer with a single word."
 
 @dataclass(frozen=True)
 class Answer:
-    """A reply and the concepts its prompt held."""
+    """A reply, the concepts its prompt held, and the model that wrote it."""
 
     text: str
     concepts: list[RetrievedConcept]
+    model: str = ""
+    """The backend's canonical spec, e.g. ``llava:/models/rap-llava-13b``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.text, "concepts": [c.to_dict() for c in self.concepts]}
+        return {"answer": self.text, "concepts": [c.to_dict() for c in self.concepts], "model": self.model}
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Conversation:
         turn.reply = "".join(pieces).strip()
         self.turns.append(turn)
         self.concepts += used
-        self.last = Answer(turn.reply, list(self.concepts))
+        self.last = Answer(turn.reply, list(self.concepts), self.assistant.generator.id)
 
 
 class Assistant:

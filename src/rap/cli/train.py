@@ -85,4 +85,10 @@ def merge(
     written = merge_adapter(base, adapter, out)
     model_type = json.loads((written / "config.json").read_text()).get("model_type", "")
     backend = "qwen2-vl" if model_type.startswith("qwen2") else "llava"
-    stdout.print(f"merged into {written}; use it with: rap ask --backend {backend} --model {written} ...")
+    stdout.print(
+        f"merged into {written}; use it with: rap ask --backend {backend} --model {written} ...\n"
+        f"or as a profile in config.toml (then: rap --profile my-rap ask ...):\n"
+        f'[profiles.my-rap]\ngenerator = "{backend}:{written}"',
+        markup=False,
+        soft_wrap=True,
+    )
