@@ -116,6 +116,28 @@ def test_static_cache_decodes_what_the_dynamic_cache_decodes(checkpoint: Path, g
         assert static.generate(conversation, options) == generator.generate(conversation, options)
 
 
+@pytest.mark.slow
+def test_compiled_decoding_step_decodes_what_eager_decodes(checkpoint: Path, generator) -> None:
+    """``compile`` with M-RoPE: the compiled step carries the prefill's position offsets on.
+
+    transformers compiles only on accelerators; its private switch lets this
+    run the same path on the CPU. One family is enough: they share the text model.
+    """
+    from transformers import CompileConfig
+
+    if "qwen2_5_vl" not in str(checkpoint):
+        pytest.skip("Qwen2.5-VL covers the compiled text model of both families")
+    compiled = create_generator(f"qwen2-vl:{checkpoint}", concept_max_pixels=CONCEPT_PIXELS, compile=True)
+    everywhere = CompileConfig()
+    everywhere._compile_all_devices = True
+    compiled._model.generation_config.compile_config = everywhere
+    options = GenerationOptions(max_new_tokens=8)
+    expected = generator.generate([question()], options)
+    assert compiled.generate([question()], options) == expected
+    assert compiled.generate([question()], options) == expected
+    assert compiled._model._compiled_call is not None
+
+
 def test_text_only_question_and_sampling(generator) -> None:
     turn = user_turn("Who is <bo>?", None, [PromptConcept("<bo>", "a Shiba Inu")])
     assert "image_grid_thw" not in generator._inputs([turn])
