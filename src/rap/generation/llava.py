@@ -110,8 +110,6 @@ def render(processor: Any, conversation: Sequence[Turn], generation_prompt: bool
 class LlavaGenerator(Generator):
     """A LLaVA model answering from embeddings in which concept images' features are reused."""
 
-    Options = LlavaOptions
-
     def __init__(self, name_or_path: str, options: LlavaOptions | None = None) -> None:
         self._torch = require("torch", "paper")
         self.options = options or LlavaOptions()
