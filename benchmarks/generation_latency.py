@@ -46,20 +46,23 @@ def photo(name: str, size: tuple[int, int]) -> Image.Image:
     return Image.open(PHOTOS / name).convert("RGB").resize(size)
 
 
-def measure(generator, concepts: int, new_tokens: int, repeats: int) -> dict[str, float]:
+def measure(generator, concepts: int, new_tokens: int, repeats: int) -> tuple[dict[str, float], str]:
+    """Time to first token and decode speed with ``concepts`` injected, and the answer decoded."""
     query = photo("dog_01.jpg", QUERY_SIZE)
     injected = [
         PromptConcept(f"<c{n}>", "a thing the user owns", photo(name, CONCEPT_SIZE), image_key=f"key-{n}")
         for n, name in enumerate(CONCEPT_PHOTOS[:concepts])
     ]
     turn = user_turn("What is in this photo?", query, injected)
+    answers = []
+
     def timed(tokens: int) -> float:
         """Median seconds to generate ``tokens`` new tokens (a warm-up run first)."""
         options = GenerationOptions(max_new_tokens=tokens)
         runs = []
         for _ in range(repeats + 1):
             start = time.perf_counter()
-            generator.generate([turn], options)
+            answers.append(generator.generate([turn], options))
             runs.append(time.perf_counter() - start)
         return statistics.median(runs[1:])
 
@@ -67,7 +70,8 @@ def measure(generator, concepts: int, new_tokens: int, repeats: int) -> dict[str
     # (Text streamers flush on word boundaries, so the first streamed piece can come later.)
     ttft = timed(1)
     total = timed(new_tokens)
-    return {"ttft_ms": round(1000 * ttft, 1), "decode_tokens_per_s": round((new_tokens - 1) / (total - ttft), 1)}
+    timings = {"ttft_ms": round(1000 * ttft, 1), "decode_tokens_per_s": round((new_tokens - 1) / (total - ttft), 1)}
+    return timings, answers[-1]
 
 
 def main() -> None:
@@ -101,6 +105,7 @@ def main() -> None:
             config.save_pretrained(folder)
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
+        answers: dict[tuple[str, int], str] = {}
         for cache_size, label in ((64, "cached"), (0, "uncached")):
             generator = create_generator(
                 f"{backend}:{folder}", device=device, dtype=args.dtype, concept_cache_size=cache_size,
@@ -109,11 +114,16 @@ def main() -> None:
             keys = {f"key-{n}": photo(name, CONCEPT_SIZE) for n, name in enumerate(CONCEPT_PHOTOS)}
             generator.prepare_concepts(keys)
             for concepts in range(4):
-                result = measure(generator, concepts, args.new_tokens, args.repeats)
+                result, answers[label, concepts] = measure(generator, concepts, args.new_tokens, args.repeats)
                 print(json.dumps({"model": f"{args.arch}-{args.size} (random)", "machine": machine, "dtype": args.dtype,
                                   "static_cache": args.static_cache, "compile": args.compile,
                                   "concepts": concepts, "features": label} | result), flush=True)  # fmt: skip
             del generator
+        # cached features must not change the answer (issue 3): the same tokens, decoded greedily
+        for concepts in range(1, 4):
+            same = answers["cached", concepts] == answers["uncached", concepts]
+            print(json.dumps({"model": f"{args.arch}-{args.size} (random)", "check": "cached features, same answer",
+                              "concepts": concepts, "same": same}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -48,4 +48,6 @@ def test_benchmark_runs_and_reports(case: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert rows and all(key in row for row in rows), done.stdout[-2000:]
+    figures = [row for row in rows if "check" not in row]
+    assert figures and all(key in row for row in figures), done.stdout[-2000:]
+    assert all(row["same"] for row in rows if "check" in row), done.stdout[-2000:]
