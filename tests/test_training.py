@@ -335,18 +335,22 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sharding", [[], ["--fsdp", "full_shard auto_wrap"]], ids=["ddp", "fsdp"])
+@pytest.mark.parametrize(
+    "sharding", [[], ["--fsdp", "full_shard auto_wrap"], ["--deepspeed", "zero3"]], ids=["ddp", "fsdp", "zero3"]
+)
 def test_two_processes_train_as_one_with_the_whole_batch(base: Path, tmp_path: Path, sharding: list[str]) -> None:
     """The engine's data parallelism, for real: torchrun, two processes, gloo on the CPU.
 
     Each process takes one of the two records; with gradients averaged between
-    them (DDP), or parameters sharded and gathered (FSDP), two updates give the
+    them (DDP), or parameters sharded and gathered (FSDP, DeepSpeed ZeRO-3), two updates give the
     adapter that one process gets from both records in one batch. Had the
     processes trained apart, each would have followed its own record.
     """
     import subprocess
     import sys
 
+    if "--deepspeed" in sharding:
+        pytest.importorskip("deepspeed")
     data = write_jsonl(tmp_path / "train.jsonl", [TEA, MUG])
     common = ["-m", "rap", "train", "--base", str(base), "--data", str(data), "--rank", "4", "--alpha", "8",
               "--dropout", "0", "--lr", "1e-2", "--max-steps", "2", "--epochs", "2", "--precision", "fp32", "--json"]  # fmt: skip

@@ -39,7 +39,9 @@ def train(
     checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     fsdp: str | None = typer.Option(None, "--fsdp", help="Shard with FSDP under torchrun, e.g. 'full_shard auto_wrap'."),
-    deepspeed: Path | None = typer.Option(None, "--deepspeed", help="A DeepSpeed JSON config (e.g. ZeRO-3, as the paper trained)."),
+    deepspeed: str | None = typer.Option(
+        None, "--deepspeed", help="zero2, zero3 (rap's configs; the paper trained with ZeRO-3) or a DeepSpeed JSON config file."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train a LoRA adapter; for several GPUs run it under `accelerate launch` or torchrun."""
@@ -56,7 +58,7 @@ def train(
         dict(rank=rank, alpha=alpha, dropout=dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
              batch_size=batch_size, gradient_accumulation=accumulation, max_concepts=max_concepts,
              precision=precision, activation_checkpointing=checkpointing, fsdp=fsdp,
-             deepspeed=str(deepspeed) if deepspeed else None),
+             deepspeed=deepspeed),
         "train",
     )  # fmt: skip
     with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with --json output

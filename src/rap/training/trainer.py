@@ -37,6 +37,9 @@ from rap.training.lora import with_lora
 
 log = logging.getLogger(__name__)
 
+BUNDLED_DEEPSPEED = ("zero2", "zero3")
+"""DeepSpeed configs that ship with rap (``training/deepspeed/``): every size left to the Trainer ("auto")."""
+
 
 class TrainOptions(BaseModel):
     """Settings of ``rap train``."""
@@ -67,16 +70,21 @@ class TrainOptions(BaseModel):
     seed: int = Field(0, description="seed of the LoRA initialisation and the data order")
     image_root: str | None = Field(None, description="folder the records' image paths are relative to (default: the JSONL's)")
     fsdp: str | None = Field(None, description="FSDP sharding, as transformers takes it, e.g. 'full_shard auto_wrap'")
-    deepspeed: str | None = Field(None, description="a DeepSpeed JSON config file, e.g. ZeRO-3 as the paper trained")
+    deepspeed: str | None = Field(
+        None, description="a DeepSpeed JSON config file, or zero2 / zero3 for rap's own (the paper trained with ZeRO-3)"
+    )
 
     @field_validator("deepspeed")
     @classmethod
     def _readable_json(cls, path: str | None) -> str | None:
-        if path is not None:
-            try:
-                json.loads(Path(path).read_text())
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read DeepSpeed config {path} ({exc})") from None
+        if path is None:
+            return None
+        if path in BUNDLED_DEEPSPEED:
+            path = str(Path(__file__).parent / "deepspeed" / f"{path}.json")
+        try:
+            json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read DeepSpeed config {path} ({exc})") from None
         return path
 
     @model_validator(mode="after")
