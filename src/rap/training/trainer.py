@@ -2,7 +2,8 @@
 
 The loop is transformers' ``Trainer``, which runs on accelerate: the same call
 trains on one device, or on several under ``accelerate launch`` or
-``torchrun`` with the DeepSpeed or FSDP configuration given there. It also
+``torchrun``: data parallel, or sharded with FSDP (``fsdp``) or DeepSpeed ZeRO
+(``deepspeed``: a config file, or ``zero2`` / ``zero3``, which ship with rap). It also
 brings gradient accumulation, mixed precision, activation checkpointing,
 checkpoints that resume with the step count, optimizer and schedule intact, and
 logging to the console and TensorBoard. What rap adds is the data (records read
