@@ -121,12 +121,10 @@ def test_compiled_decoding_step_decodes_what_eager_decodes(checkpoint: Path, gen
     """``compile`` with M-RoPE: the compiled step carries the prefill's position offsets on.
 
     transformers compiles only on accelerators; its private switch lets this
-    run the same path on the CPU. One family is enough: they share the text model.
+    run the same path on the CPU.
     """
     from transformers import CompileConfig
 
-    if "qwen2_5_vl" not in str(checkpoint):
-        pytest.skip("Qwen2.5-VL covers the compiled text model of both families")
     compiled = create_generator(f"qwen2-vl:{checkpoint}", concept_max_pixels=CONCEPT_PIXELS, compile=True)
     everywhere = CompileConfig()
     everywhere._compile_all_devices = True
