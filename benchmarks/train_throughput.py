@@ -6,7 +6,10 @@ conversations shaped like the paper's training data: a query photo and two
 concept crops (3 x 576 image tokens at 7B) and a short question and answer,
 encoded by rap's own training encoder. The first steps are warm-up and are not
 timed. From samples per second it estimates the hours one epoch of RAP-260K
-(260k samples) takes on 8 GPUs of this kind.
+(260k samples) takes on 8 GPUs of this kind. It also times the data side: how
+many samples one data-loading worker encodes per second (photos decoded,
+prompt laid out, tokens and pixels made), which ``rap train --workers`` must
+keep above the GPU's rate.
 
     python benchmarks/train_throughput.py --size 7b          # on a GPU
     python benchmarks/train_throughput.py --size tiny        # smoke test on a CPU
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 RAP_260K = 260_000
+ENCODE_REPEATS = 20
 PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
 RECORD = {
     "id": "sample",
@@ -63,7 +67,11 @@ def main() -> None:
         if args.checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
-        encoded = ChatEncoder(family, max_length=4096).encode(read_jsonl(data, max_concepts=2).records[0].turns())
+        record, encoder = read_jsonl(data, max_concepts=2).records[0], ChatEncoder(family, max_length=4096)
+        start = time.perf_counter()
+        for _ in range(ENCODE_REPEATS):  # what one data worker keeps up with: photos decoded, prompt laid out
+            encoded = encoder.encode(record.turns())
+        encode_per_s = ENCODE_REPEATS / (time.perf_counter() - start)
         batch = collate([encoded] * args.batch_size, pad_token_id=0)
         batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -91,6 +99,7 @@ def main() -> None:
         "tokens_per_s": round(samples_per_s * tokens),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
         "hours_rap260k_1_epoch_8_gpus_of_this_kind": round(RAP_260K / (8 * samples_per_s) / 3600, 1),
+        "encoded_samples_per_s_per_worker": round(encode_per_s, 1),
     }))  # fmt: skip
 
 

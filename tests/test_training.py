@@ -48,7 +48,7 @@ TEXT_ONLY = {
 
 def options(**changes: object) -> TrainOptions:
     fast = {"rank": 8, "alpha": 16, "dropout": 0.0, "learning_rate": 1e-2, "warmup": 0.0, "logging_steps": 1,
-                "image_root": str(PHOTOS), "precision": "fp32"}
+                "image_root": str(PHOTOS), "precision": "fp32", "workers": 0}
     return TrainOptions(**{**fast, **changes})
 
 
@@ -179,6 +179,22 @@ def test_activation_checkpointing_and_bf16_train_the_same_model(base: Path, tmp_
     half = train(base, data, tmp_path / "bf16", options(max_steps=3, precision="bf16"))
     assert half.losses == pytest.approx(plain.losses, rel=0.05)
     assert half.losses[-1] < half.losses[0]
+
+
+def test_data_workers_encode_what_the_training_process_would(base: Path, tmp_path: Path) -> None:
+    """Worker processes change when conversations are encoded, not what the model learns from."""
+    import pickle
+
+    data = write_jsonl(tmp_path / "d.jsonl", [TWO_CONCEPTS, TEXT_ONLY] * 2)
+    inline = train(base, data, tmp_path / "inline", options(max_steps=3))
+    workers = train(base, data, tmp_path / "workers", options(max_steps=3, workers=2))
+    assert workers.losses == pytest.approx(inline.losses, rel=1e-5)
+    # a worker started by spawn gets the family pickled: the processor, not the weights
+    family = load_family(str(base), torch.float32)
+    copy = pickle.loads(pickle.dumps(family))
+    assert not hasattr(copy, "model") and len(pickle.dumps(family)) < 1_000_000
+    turns = parse_record(TWO_CONCEPTS, PHOTOS, max_concepts=2).turns()
+    assert torch.equal(ChatEncoder(copy, 2048).encode(turns)["labels"], ChatEncoder(family, 2048).encode(turns)["labels"])
 
 
 def test_sharding_settings_that_cannot_work_are_refused_before_training(
@@ -353,7 +369,8 @@ def test_two_processes_train_as_one_with_the_whole_batch(base: Path, tmp_path: P
         pytest.importorskip("deepspeed")
     data = write_jsonl(tmp_path / "train.jsonl", [TEA, MUG])
     common = ["-m", "rap", "train", "--base", str(base), "--data", str(data), "--rank", "4", "--alpha", "8",
-              "--dropout", "0", "--lr", "1e-2", "--max-steps", "2", "--epochs", "2", "--precision", "fp32", "--json"]  # fmt: skip
+              "--dropout", "0", "--lr", "1e-2", "--max-steps", "2", "--epochs", "2", "--precision", "fp32", "--workers", "0",
+              "--json"]  # fmt: skip
     runs = {
         "apart": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *common,
                   "--batch-size", "1", "--out", str(tmp_path / "apart"), *sharding],

@@ -37,6 +37,7 @@ def train(
     ),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), bf16 or fp32."),
     checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
+    workers: int = typer.Option(4, "--workers", help="Processes per device encoding data while training; 0: none."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     fsdp: str | None = typer.Option(None, "--fsdp", help="Shard with FSDP under torchrun, e.g. 'full_shard auto_wrap'."),
     deepspeed: str | None = typer.Option(
@@ -57,7 +58,7 @@ def train(
         TrainOptions,
         dict(rank=rank, alpha=alpha, dropout=dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
              batch_size=batch_size, gradient_accumulation=accumulation, max_concepts=max_concepts,
-             precision=precision, activation_checkpointing=checkpointing, fsdp=fsdp,
+             precision=precision, activation_checkpointing=checkpointing, workers=workers, fsdp=fsdp,
              deepspeed=deepspeed),
         "train",
     )  # fmt: skip

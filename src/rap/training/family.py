@@ -32,6 +32,16 @@ class Family(ABC):
     #: concepts per sample when the user sets none: what the backend injects by default
     max_concepts: int
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the weights: data-loading workers encode with the processor, never the model.
+
+        Workers started by spawn or forkserver receive the dataset pickled, and
+        with it this family; the model would be copied into every one of them.
+        """
+        state = self.__dict__.copy()
+        state.pop("model", None)
+        return state
+
     @abstractmethod
     def render(self, conversation: Sequence[Turn], generation_prompt: bool) -> str:
         """The conversation as the backend's chat template writes it, one image slot per image."""
