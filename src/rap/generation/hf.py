@@ -44,7 +44,12 @@ class TransformersOptions(BaseModel):
         """``generate`` arguments for the cache and compilation chosen."""
         if not (self.static_cache or self.compile):
             return {}
-        return {"cache_implementation": "static", "max_cache_len": self.cache_length, "disable_compile": not self.compile}
+        extra: dict[str, Any] = {"cache_implementation": "static", "disable_compile": not self.compile}
+        from transformers import GenerationConfig
+
+        if hasattr(GenerationConfig(), "max_cache_len"):  # older transformers size the cache per question
+            extra["max_cache_len"] = self.cache_length
+        return extra
 
 
 def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
