@@ -18,6 +18,7 @@ cosine schedule are LLaVA's fine-tuning recipe, which RAP follows.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -189,8 +190,7 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         lr_scheduler_type="cosine",
         weight_decay=0.0,
         bf16=bf16,
-        activation_checkpointing=options.activation_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if options.activation_checkpointing else None,
+        **_checkpointing(transformers, options.activation_checkpointing),
         save_strategy="steps",
         save_steps=options.save_steps,
         save_total_limit=options.save_total_limit,
@@ -206,6 +206,17 @@ def _arguments(transformers: Any, options: TrainOptions, output_dir: Path, bf16:
         deepspeed=options.deepspeed,
         disable_tqdm=True,  # one printed line per log step, readable in a job's log file
     )
+
+
+def _checkpointing(transformers: Any, enabled: bool) -> dict[str, Any]:
+    """The Trainer's activation checkpointing arguments, under the name this transformers uses.
+
+    transformers 5.23 renamed ``gradient_checkpointing`` to ``activation_checkpointing``
+    and keeps the old name as a deprecated alias.
+    """
+    names = {field.name for field in dataclasses.fields(transformers.TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {f"{prefix}_checkpointing": enabled, f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def _processes() -> int:
