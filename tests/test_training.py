@@ -251,7 +251,7 @@ def test_build_train_merge_ask_from_the_command_line(
     capsys.readouterr()
     assert run(train_args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["steps"] == 3 and result["records"] > 0
+    assert result["steps"] == 3 and result["records"] > 0 and result["seconds"] > 0 and result["samples_per_second"] > 0
     capsys.readouterr()
     assert run(["train", "merge", str(base), str(tmp_path / "run"), str(tmp_path / "merged")]) == 0
     # the trained model plugs into rap ask through a profile, as the merge command suggests

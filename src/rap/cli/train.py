@@ -66,13 +66,17 @@ def train(
         result = run_training(base, data, out, options, resume=resume)
     summary = {"adapter": str(result.adapter_dir), "steps": result.steps, "records": result.records,
                "skipped": dict(result.skipped), "first_loss": result.losses[0] if result.losses else None,
-               "last_loss": result.losses[-1] if result.losses else None}  # fmt: skip
+               "last_loss": result.losses[-1] if result.losses else None,
+               "seconds": round(result.seconds, 1), "samples_per_second": round(result.samples_per_second, 2)}  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, the main process reports
         return
     if as_json:
         print_json(summary)
     else:
-        stdout.print(f"trained {result.steps} steps on {result.records} conversations; adapter in {result.adapter_dir}")
+        stdout.print(
+            f"trained {result.steps} steps on {result.records} conversations in {result.seconds:.0f} s "
+            f"({result.samples_per_second:.2f} conversations/s); adapter in {result.adapter_dir}"
+        )
         stdout.print(f"merge it with: rap train merge {base} {result.adapter_dir} MERGED")
 
 

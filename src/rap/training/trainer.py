@@ -109,6 +109,10 @@ class TrainResult:
     losses: list[float]
     records: int
     skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    """Wall time of the training loop (model loading excluded)."""
+    samples_per_second: float = 0.0
+    """Conversations trained on per second, over all processes."""
 
 
 def train(
@@ -155,10 +159,13 @@ def train(
         train_dataset=_Examples(dataset.records, encoder),
         data_collator=functools.partial(collate, pad_token_id=_pad_id(family.tokenizer)),
     )
-    trainer.train(resume_from_checkpoint=_checkpoint(resume, Path(output_dir)))
+    metrics = trainer.train(resume_from_checkpoint=_checkpoint(resume, Path(output_dir))).metrics
     trainer.save_model(str(output_dir))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return TrainResult(Path(output_dir), trainer.state.global_step, losses, len(dataset.records), dataset.skipped)
+    return TrainResult(
+        Path(output_dir), trainer.state.global_step, losses, len(dataset.records), dataset.skipped,
+        seconds=float(metrics.get("train_runtime", 0.0)), samples_per_second=float(metrics.get("train_samples_per_second", 0.0)),
+    )  # fmt: skip
 
 
 class _Examples:
