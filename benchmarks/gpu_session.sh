@@ -17,6 +17,8 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONUNBUFFERED=1
+# this checkout's rap, installed or not (a GPU machine may have the libraries but not rap)
+export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"
 
 run() {  # run NAME SECONDS COMMAND...: the command's JSON lines to RESULTS_DIR/NAME.jsonl, its log beside them
     local name=$1 seconds=$2
