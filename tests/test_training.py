@@ -138,6 +138,17 @@ def test_training_lowers_the_loss(trained) -> None:
     assert (trained.adapter_dir / "adapter_config.json").is_file()
 
 
+def test_losses_are_logged_to_tensorboard(trained) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [log_dir] = {event.parent for event in (trained.adapter_dir / "runs").rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    logged = [scalar.value for scalar in events.Scalars("train/loss")]
+    assert logged == pytest.approx(trained.losses, rel=1e-5)
+
+
 def logits(model, example) -> torch.Tensor:
     with torch.no_grad():
         batch = {k: v.unsqueeze(0) if k not in ("pixel_values", "image_grid_thw") else v for k, v in example.items() if k != "labels"}
