@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from rap.answers import parse_choice, parse_yes_no
@@ -274,6 +275,23 @@ def test_best_threshold_maximises_balanced_accuracy_lowest_on_ties():
     best = best_threshold([0.1, 0.3, 0.6, 0.9], [True, True, False, False])
     assert best.threshold == 0.3 and best.balanced_accuracy == 1.0
     assert best_threshold(SCORES, LABELS).threshold == 0.1  # 0.1, 0.2 and 0.5 all reach 2/3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_curve_and_average_precision_agree_with_scikit_learn(seed):
+    """scikit-learn ranks by higher score, rap by lower distance: negate, and compare every point."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    labels = rng.random(60) < 0.4
+    labels[:2] = [True, False]
+    scores = np.round(rng.random(60) + 0.3 * ~labels, 1)  # rounded: ties must enter together
+
+    ours = precision_recall_curve(scores.tolist(), labels.tolist())
+    precision, recall, thresholds = sklearn_metrics.precision_recall_curve(labels, -scores)
+    theirs = sorted(zip(-thresholds, precision[:-1], recall[:-1], strict=True))  # the last point is sklearn's (1, 0)
+    assert [(p.threshold, p.precision, p.recall) for p in ours] == [pytest.approx(point) for point in theirs]
+    expected = sklearn_metrics.average_precision_score(labels, -scores)
+    assert average_precision(scores.tolist(), labels.tolist()) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -246,6 +246,18 @@ def test_resume_continues_where_the_checkpoint_left_off(base: Path, tmp_path: Pa
         train(base, data, tmp_path / "empty", options(max_steps=1), resume=True)
 
 
+def test_resume_takes_the_newest_checkpoint_by_step_not_by_name(tmp_path: Path) -> None:
+    from rap.training.trainer import _checkpoint
+
+    for name in ("checkpoint-9", "checkpoint-10", "checkpoint-notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-11").write_text("a file, not a checkpoint")
+    assert Path(_checkpoint(True, tmp_path)).name == "checkpoint-10"
+    assert _checkpoint(False, tmp_path) is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        _checkpoint(tmp_path / "checkpoint-3", tmp_path)
+
+
 def test_build_train_merge_ask_from_the_command_line(
     base: Path, tmp_path: Path, rap_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -248,14 +248,20 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _checkpoint(resume: bool | str | Path, output_dir: Path) -> str | None:
-    """The checkpoint to resume from, or None to start afresh."""
+    """The checkpoint to resume from, or None to start afresh.
+
+    ``resume=True`` takes the Trainer's own choice (``get_last_checkpoint``), so
+    rap agrees with transformers on which ``checkpoint-<step>`` folder is newest.
+    """
     if resume is False:
         return None
     if resume is True:
-        found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-        if not found:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if found is None:
             raise ConfigError(f"no checkpoint to resume from in {output_dir}; train without resume first")
-        return str(found[-1])
+        return found
     if not Path(resume).is_dir():
         raise ConfigError(f"checkpoint {resume} does not exist; give a checkpoint-<step> folder of an earlier run")
     return str(resume)
