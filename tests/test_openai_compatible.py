@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -284,7 +285,7 @@ def test_an_unreachable_endpoint_names_the_url() -> None:
     [
         (["data: {not json\n\n"], "not JSON"),
         (['data: {"object": "chat.completion.chunk"}\n\n'], "no choices list"),
-        (["<html><body>Welcome to nginx!</body></html>\n"], "not a server-sent event"),
+        (["<html><body>Welcome to nginx!</body></html>\n"], "was no event stream"),
         ([chunk("half a repl")], "ended before the reply was finished"),
     ],
 )
@@ -325,3 +326,28 @@ def test_options_are_validated_and_the_registry_knows_the_backend() -> None:
     assert generator.max_concepts == 3 and generator.sees_images
     assert generator.options.base_url == "https://api.openai.com/v1"
     assert GENERATORS.canonical("openai") == "openai:gpt-4o-mini"
+
+
+def test_the_key_never_reaches_the_logs(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # the SDK and httpx log requests and responses at debug level
+    echo = {"error": {"message": f"Incorrect API key provided: {KEY}."}}
+    server.script = lambda h: respond(h, 401, json.dumps(echo), "application/json")
+    with pytest.raises(ConfigError):
+        backend(server).generate(question())
+    server.script = sse(chunk("ok", finish="stop"), "data: [DONE]\n\n")
+    assert backend(server).generate(question()) == "ok"
+    assert caplog.records and KEY not in caplog.text
+
+
+def test_the_sdk_retries_a_failing_server_when_asked(server: FakeServer) -> None:
+    answers = iter([lambda h: respond(h, 503, '{"error": "warming up"}', "application/json"),
+                    sse(chunk("ready", finish="stop"), "data: [DONE]\n\n")])
+    server.script = lambda h: next(answers)(h)
+    assert backend(server, max_retries=1).generate(question()) == "ready"
+    assert len(server.requests) == 2
+
+
+def test_a_request_too_large_asks_for_smaller_images(server: FakeServer) -> None:
+    server.script = lambda h: respond(h, 413, "Request Entity Too Large", "text/plain")
+    with pytest.raises(InvalidInput, match="413: Request Entity Too Large.*lower max_image_side"):
+        backend(server).generate(question())

@@ -4,7 +4,9 @@ vLLM, SGLang, Ollama, LM Studio and the hosted APIs all speak the same
 protocol, so one backend serves them all: rap runs retrieval locally and sends
 the personalized prompt (query image, concept images, their names and info,
 the question) to ``{base_url}/chat/completions`` with ``stream: true``, then
-yields the reply as the server-sent events arrive.
+yields the reply as the server-sent events arrive. The official ``openai`` SDK
+speaks the protocol (requests, event stream, typed errors); this module maps its
+errors to rap's one-line errors that say what to change.
 
 Each user turn becomes one message whose content lists text and
 ``image_url`` items in the order of :attr:`Turn.parts
@@ -22,13 +24,14 @@ import base64
 import io
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import httpx
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from rap._imports import require
 from rap.errors import BackendError, ConfigError, InvalidInput, RapError
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
@@ -71,6 +74,11 @@ class OpenAICompatibleOptions(BaseModel):
     )
     max_image_side: int | None = Field(
         default=1024, ge=32, description="longer image sides are scaled down to this; None sends full size"
+    )
+    max_retries: int = Field(
+        default=0, ge=0, le=10,
+        description="the SDK's own retries, with backoff, of connection errors, 408, 409, 429 and 5xx; "
+        "rap data build's annotator retries on its own",
     )
     image_format: Literal["jpeg", "png"] = Field(default="jpeg", description="how images are encoded")
     system: str | None = Field(default=None, description="system prompt, if any")
@@ -138,6 +146,7 @@ class OpenAICompatible(Generator):
         return messages
 
     def request_body(self, conversation: Sequence[Turn], options: GenerationOptions) -> dict[str, Any]:
+        """The arguments of ``chat.completions.create``: what goes over the wire."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": self.messages(conversation),
@@ -150,82 +159,82 @@ class OpenAICompatible(Generator):
             body["seed"] = options.seed
         return body
 
+    def _client(self) -> Any:
+        """The ``openai`` SDK's client for this server."""
+        openai = require("openai", "offline")
+        return openai.OpenAI(
+            api_key=self.options.api_key.get_secret_value() or "unused",  # the SDK insists on one
+            base_url=self.options.base_url,
+            timeout=self.options.timeout,
+            max_retries=self.options.max_retries,
+        )
+
     def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
+        import openai
+
         body = self.request_body(conversation, options)
-        headers = {"Accept": "text/event-stream"}
-        key = self.options.api_key.get_secret_value()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if not self.options.api_key.get_secret_value():  # local servers get no Authorization header
+            from openai._types import Omit  # the SDK's way to drop a header; openai.Omit only from 2.x
+
+            body["extra_headers"] = {"Authorization": Omit()}
         seconds = self.options.timeout
         try:
-            with httpx.Client(timeout=seconds) as client, client.stream(
-                "POST", self.url, json=body, headers=headers
+            with self._client() as client, client.chat.completions.with_streaming_response.create(
+                **body
             ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise self._status_error(response)
-                yield from self._pieces(response)
-        except httpx.ConnectTimeout:
-            raise BackendError(f"could not connect to {_shown(self.url)} within {seconds:g} s") from None
-        except httpx.TimeoutException:
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # a server that ignored ``stream: true`` and sent the whole completion
+                    text = _whole_reply(response.json(), self._malformed)
+                    if text:
+                        yield text
+                    return
+                yield from self._pieces(response.parse())
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            if isinstance(exc.__cause__, httpx.ConnectTimeout) or isinstance(exc, httpx.ConnectTimeout):
+                raise BackendError(f"could not connect to {_shown(self.url)} within {seconds:g} s") from None
             raise BackendError(
                 f"{_shown(self.url)} sent nothing for {seconds:g} s; the model may still be loading "
                 "or be slow: raise the timeout option"
             ) from None
-        except httpx.ConnectError as exc:
+        except openai.APIConnectionError as exc:
+            cause = self._scrub(str(exc.__cause__ or "")) or "connection failed"
             raise BackendError(
-                f"cannot reach {_shown(self.url)} ({self._scrub(str(exc)) or 'connection failed'}); "
+                f"cannot reach {_shown(self.url)} ({_clip(cause)}); "
                 "is the server running? Set base_url or RAP_OPENAI_BASE_URL"
             ) from None
+        except openai.APIError as exc:  # an error event in the stream
+            raise BackendError(f"{_shown(self.url)} failed mid-reply: {self._scrub(_clip(exc.message))}") from None
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"the connection to {_shown(self.url)} failed mid-reply "
                 f"({type(exc).__name__}: {self._scrub(str(exc))})"
             ) from None
+        except ValueError as exc:  # the SDK's JSON decoding of an event
+            raise self._malformed(f"a chunk is not JSON ({exc})") from None
 
-    def _pieces(self, response: httpx.Response) -> Iterator[str]:
-        """The text in each chunk of the stream, checking the stream is what it claims."""
-        if response.headers.get("content-type", "").startswith("application/json"):
-            # a server that ignored ``stream: true`` and sent the whole completion
-            response.read()
-            text = self._field(self._json(response.text), "message")
-            if text:
-                yield text
-            return
+    def _pieces(self, chunks: Iterable[Any]) -> Iterator[str]:
+        """The text in each chunk of the stream, checking the stream is what it claims.
+
+        The SDK builds chunks without validating them, so a server that sends
+        JSON of another shape is caught here rather than as an AttributeError.
+        """
         finished = False
-        for data in _sse_data(response.iter_lines(), self._malformed):
-            if data.strip() == "[DONE]":
-                return
-            chunk = self._json(data)
-            text = self._field(chunk, "delta")
-            finished = finished or any(c.get("finish_reason") for c in chunk["choices"])
-            if text:
-                yield text
+        for chunk in chunks:
+            choices = getattr(chunk, "choices", None)
+            if not isinstance(choices, list):
+                raise self._malformed(f"a chunk has no choices list: {_clip(repr(chunk))!r}")
+            if not choices:  # usage reports carry no text
+                continue
+            finished = finished or any(getattr(choice, "finish_reason", None) for choice in choices)
+            content = getattr(getattr(choices[0], "delta", None), "content", None)
+            if content is not None and not isinstance(content, str):
+                raise self._malformed(f"content is not text: {_clip(repr(content))!r}")
+            if content:
+                yield content
         if not finished:
-            raise self._malformed("the stream ended before the reply was finished")
-
-    def _json(self, data: str) -> dict[str, Any]:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise self._malformed(f"a chunk is not JSON: {_clip(data)!r}") from None
-        if isinstance(chunk, dict) and "error" in chunk:
-            raise BackendError(f"{_shown(self.url)} failed mid-reply: {self._server_message(data)}")
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
-            raise self._malformed(f"a chunk has no choices list: {_clip(data)!r}")
-        if not all(isinstance(choice, dict) for choice in chunk["choices"]):
-            raise self._malformed(f"a chunk's choices are not objects: {_clip(data)!r}")
-        return chunk
-
-    def _field(self, chunk: dict[str, Any], key: str) -> str:
-        """``choices[0][key].content``; chunks without choices (usage reports) carry no text."""
-        if not chunk["choices"]:
-            return ""
-        holder = chunk["choices"][0].get(key) or {}
-        content = holder.get("content") if isinstance(holder, dict) else None
-        if content is not None and not isinstance(content, str):
-            raise self._malformed(f"content is not text: {_clip(json.dumps(content))!r}")
-        return content or ""
+            raise self._malformed("the stream ended before the reply was finished (or was no event stream)")
 
     def _malformed(self, what: str) -> BackendError:
         return BackendError(
@@ -233,31 +242,33 @@ class OpenAICompatible(Generator):
             "is base_url an OpenAI-compatible API (usually ending in /v1)?"
         )
 
-    def _status_error(self, response: httpx.Response) -> RapError:
-        """Turn an HTTP error status into an error that says what to change."""
-        status = response.status_code
-        said = f"{status}: {self._server_message(response.text)}"
+    def _status_error(self, exc: Any) -> RapError:
+        """Turn the SDK's typed status error into an error that says what to change."""
+        import openai
+
+        status = exc.status_code
+        said = f"{status}: {self._server_message(exc.response.text)}"
         where = _shown(self.url)
-        if status in (401, 403):
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             fix = (
                 "check RAP_OPENAI_API_KEY (or the api_key option)"
                 if self.options.api_key.get_secret_value()
                 else "no API key is set: export RAP_OPENAI_API_KEY=<key>"
             )
             return ConfigError(f"{where} refused the API key ({said}); {fix}")
-        if status == 404:
+        if isinstance(exc, openai.NotFoundError):
             return ConfigError(
                 f"{where} answered {said}; model {self.model!r} was not found on the server, "
                 "or base_url is wrong (it usually ends in /v1)"
             )
-        if status == 413:
+        if status == 413:  # the SDK has no class of its own for it
             return InvalidInput(f"{where} found the request too large ({said}); lower max_image_side")
-        if status in (400, 422):
+        if isinstance(exc, (openai.BadRequestError, openai.UnprocessableEntityError)):
             return InvalidInput(
                 f"{where} rejected the request ({said}); the model may not take images, "
                 "or not this many (see max_images)"
             )
-        if status == 429:
+        if isinstance(exc, openai.RateLimitError):
             return BackendError(f"{where} is rate-limiting or out of quota ({said}); try again later")
         return BackendError(f"{where} failed ({said})")
 
@@ -296,24 +307,16 @@ class OpenAICompatible(Generator):
         return text.replace(key, "***") if key else text
 
 
-def _sse_data(lines: Iterator[str], malformed: Callable[[str], BackendError]) -> Iterator[str]:
-    """The data of each server-sent event; its ``data:`` lines joined as the SSE spec says."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        field, colon, value = line.partition(":")
-        if not colon:
-            raise malformed(f"not a server-sent event: {_clip(line)!r}")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-        elif field not in ("", "event", "id", "retry"):
-            raise malformed(f"not a server-sent event: {_clip(line)!r}")
-    if data:
-        yield "\n".join(data)
+def _whole_reply(data: object, malformed: Callable[[str], BackendError]) -> str:
+    """``choices[0].message.content`` of a whole (unstreamed) completion."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        raise malformed(f"the reply has no choices list: {_clip(json.dumps(data))!r}")
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is not None and not isinstance(content, str):
+        raise malformed(f"content is not text: {_clip(json.dumps(content))!r}")
+    return content or ""
 
 
 def _shown(url: str) -> str:
