@@ -10,15 +10,18 @@ import pytest
 from PIL import Image
 
 from rap.data import (
+    ANNOTATORS,
     TASKS,
     BuildConfig,
     GeneratorAnnotator,
+    GeneratorAnnotatorOptions,
     SourceSpec,
     TemplateAnnotator,
     build_dataset,
+    create_annotator,
     dataset_stats,
 )
-from rap.errors import BackendError, InvalidFormat, InvalidInput
+from rap.errors import BackendError, InvalidFormat, InvalidInput, UnknownBackend
 from rap.generation import GENERATORS, Generator, PromptConcept, user_turn
 
 PHOTOS = ["dog_00.jpg", "dog_01.jpg", "cat_00.jpg", "cat_01.jpg", "teapot_00.jpg", "clock_00.jpg", "teapot_01.jpg"]
@@ -183,11 +186,12 @@ def test_a_failed_build_leaves_no_folder(coco: Path, tmp_path: Path) -> None:
 
 
 def test_the_cache_makes_a_rebuild_free(coco: Path, tmp_path: Path) -> None:
-    first = GeneratorAnnotator(GENERATORS.create("echo", reply="A fine thing."), tmp_path / "cache", calls_per_minute=0,
-                               price_per_1k_tokens=0.5)
+    first = GeneratorAnnotator(GENERATORS.create("echo", reply="A fine thing."), tmp_path / "cache",
+                               GeneratorAnnotatorOptions(calls_per_minute=0, price_per_1k_tokens=0.5))
     build_dataset(_source(coco), tmp_path / "out", annotator=first)
     assert first.usage.calls > 0 and first.usage.cache_hits == 0 and first.usage.cost > 0
-    again = GeneratorAnnotator(GENERATORS.create("echo", reply="A fine thing."), tmp_path / "cache", calls_per_minute=0)
+    again = GeneratorAnnotator(GENERATORS.create("echo", reply="A fine thing."), tmp_path / "cache",
+                               GeneratorAnnotatorOptions(calls_per_minute=0))
     report = build_dataset(_source(coco), tmp_path / "out", annotator=again, overwrite=True)
     assert again.usage.calls == 0 and again.usage.cache_hits == first.usage.calls
     assert report.annotator["cache_hits"] == first.usage.calls
@@ -212,25 +216,77 @@ GENERATORS.register("flaky", help="test backend: fails, then answers")(Flaky)
 
 def test_retries_back_off_exponentially(tmp_path: Path, photos: Path) -> None:
     sleeps: list[float] = []
-    annotator = GeneratorAnnotator("flaky", tmp_path / "cache", backoff_seconds=1.0, calls_per_minute=0, sleep=sleeps.append)
+    annotator = GeneratorAnnotator("flaky", tmp_path / "cache", GeneratorAnnotatorOptions(backoff_seconds=1.0, calls_per_minute=0),
+                                   sleep=sleeps.append)
     crop = Image.open(photos / "teapot_00.jpg")
     assert annotator.describe(crop, "teapot") == "A shiny teapot."
     assert sleeps == [1.0, 2.0]
     assert (annotator.usage.calls, annotator.usage.retries, annotator.usage.errors) == (3, 2, 0)
-    hopeless = GeneratorAnnotator(Flaky("", failures=99), tmp_path / "c2", retries=3, calls_per_minute=0, sleep=sleeps.append)
+    hopeless = GeneratorAnnotator(Flaky("", failures=99), tmp_path / "c2",
+                                  GeneratorAnnotatorOptions(retries=3, calls_per_minute=0), sleep=sleeps.append)
     with pytest.raises(BackendError):
         hopeless.describe(crop, "teapot")
     assert hopeless.usage.calls == 4 and hopeless.usage.errors == 1
+    assert sleeps[2:] == [2.0, 4.0, 8.0]  # 2 s to start with (the default), doubled each time
 
 
 def test_calls_keep_to_the_rate_limit(tmp_path: Path, photos: Path) -> None:
     sleeps: list[float] = []
-    annotator = GeneratorAnnotator(Flaky("", failures=0), tmp_path / "cache", calls_per_minute=30,
+    annotator = GeneratorAnnotator(Flaky("", failures=0), tmp_path / "cache", GeneratorAnnotatorOptions(calls_per_minute=30),
                                    sleep=sleeps.append, clock=lambda: 100.0)
     crop = Image.open(photos / "teapot_00.jpg")
     annotator.describe(crop, "teapot")
     annotator.describe(crop, "kettle")
     assert sleeps == [2.0]
+
+
+def test_a_refused_request_is_not_retried(tmp_path: Path, photos: Path) -> None:
+    class Refusing(Flaky):
+        def _stream(self, conversation, options):
+            self.calls += 1
+            raise InvalidInput("the server rejected the request")
+            yield ""
+
+    sleeps: list[float] = []
+    annotator = GeneratorAnnotator(Refusing(""), tmp_path / "cache", sleep=sleeps.append)
+    with pytest.raises(InvalidInput):
+        annotator.describe(Image.open(photos / "teapot_00.jpg"), "teapot")
+    assert annotator.usage.calls == 1 and sleeps == []
+
+
+def test_annotators_resolve_through_the_registry(coco: Path, tmp_path: Path) -> None:
+    assert set(ANNOTATORS.names()) >= {"offline", "generator"}
+    assert isinstance(create_annotator("offline", tmp_path / "cache"), TemplateAnnotator)
+    chosen = create_annotator("generator:echo", tmp_path / "cache", calls_per_minute=0, price_per_1k_tokens=1.0)
+    assert isinstance(chosen, GeneratorAnnotator) and chosen.generator.id == "echo"
+    report = build_dataset(_source(coco), tmp_path / "out", annotator=chosen)
+    assert report.annotator["calls"] > 0 and report.annotator["cost"] > 0
+    assert any((tmp_path / "cache").rglob("*.json"))
+    with pytest.raises(UnknownBackend, match="unknown annotator 'openai:gpt-4o'; known: .*generator.*offline"):
+        create_annotator("openai:gpt-4o", tmp_path / "cache")
+    with pytest.raises(InvalidInput, match="takes no argument or options"):
+        create_annotator("offline", tmp_path / "cache", calls_per_minute=5)
+    with pytest.raises(InvalidInput, match="generator annotator option retries"):
+        create_annotator("generator:echo", tmp_path / "cache", retries=-1)
+    with pytest.raises(InvalidInput, match="name the generation backend"):
+        create_annotator("generator", tmp_path / "cache")
+
+
+def test_the_command_line_chooses_the_annotator_by_name(
+    coco: Path, tmp_path: Path, rap_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rap.cli import run
+
+    source = f"coco:{coco},images={coco.parent / 'images'}"
+    out = tmp_path / "out"
+    args = ["data", "build", source, "--out", str(out), "--json"]
+    assert run([*args, "--annotator", "generator:echo", "--calls-per-minute", "0"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["annotator"]["calls"] > 0
+    assert any((rap_home / "cache" / "annotator").rglob("*.json"))  # paid answers kept under RAP_HOME
+    assert run([*args, "--overwrite", "--annotator", "openai:gpt-4o"]) == 6
+    error = capsys.readouterr().err
+    assert "unknown annotator 'openai:gpt-4o'" in error and "generator" in error and "Traceback" not in error
 
 
 def test_a_process_pool_builds_the_same_dataset(coco: Path, tmp_path: Path) -> None:

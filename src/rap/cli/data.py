@@ -16,7 +16,7 @@ def build(
     ctx: typer.Context,
     sources: list[str] = typer.Argument(..., help="KIND:PATH[,images=DIR][,instances=FILE][,name=LABEL]; KIND: coco, refcoco, video, identities, folders."),
     out: Path = typer.Option(..., "--out", "-o", help="A new folder for data.jsonl, crops/ and manifest.json."),
-    annotator: str = typer.Option("offline", "--annotator", help="offline (templates from class names) or a generation backend spec, e.g. openai:gpt-4o."),
+    annotator: str | None = typer.Option(None, "--annotator", help="Who writes descriptions and answers: offline (the default; templates from class names) or generator:<backend spec>, e.g. generator:openai:gpt-4o."),
     names: str = typer.Option("random", "--names", help="random (pronounceable) or sks (<sks1>, <sks2>, ...)."),
     noise_ratio: float = typer.Option(0.5, "--noise-ratio", help="Share of samples given noise concepts."),
     noise_k: int = typer.Option(2, "--noise-k", help="K: a noisy sample holds K-1 distractor concepts."),
@@ -25,24 +25,23 @@ def build(
     workers: int = typer.Option(0, "--workers", help="Crop and augmentation processes (0: in this process)."),
     limit: int | None = typer.Option(None, "--limit", help="Most scenes read per source."),
     seed: int = typer.Option(0, "--seed", help="Seeds names, templates, noise and augmentation."),
-    calls_per_minute: int = typer.Option(60, "--calls-per-minute", help="Rate limit of a backend annotator."),
-    price: float = typer.Option(0.0, "--price-per-1k-tokens", help="For the cost report of a backend annotator."),
+    calls_per_minute: float | None = typer.Option(None, "--calls-per-minute", help="Rate limit of a generator annotator [default: the annotator's own]."),
+    price: float | None = typer.Option(None, "--price-per-1k-tokens", help="For the cost report of a generator annotator."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Build training conversations (the paper's section 3.2) from annotated images."""
-    from rap.data import BuildConfig, GeneratorAnnotator, SourceSpec, TemplateAnnotator, build_dataset
+    from rap.data import BuildConfig, SourceSpec, build_dataset, create_annotator
+    from rap.data.annotator import DEFAULT_ANNOTATOR
     from rap.generation.base import validated_options
 
     options = dict(names=names, noise_ratio=noise_ratio, noise_k=noise_k, general=general,
                    general_fraction=general_fraction, workers=workers, limit=limit, seed=seed)  # fmt: skip
     config = validated_options(BuildConfig, options, "data build")
     specs = [SourceSpec.parse(source) for source in sources]
-    if annotator == "offline":
-        chosen = TemplateAnnotator()
-    else:
-        cache = state(ctx).resolved.settings.home / "cache" / "annotator"
-        chosen = GeneratorAnnotator(annotator, cache, calls_per_minute=calls_per_minute, price_per_1k_tokens=price)
+    given = {"calls_per_minute": calls_per_minute, "price_per_1k_tokens": price}
+    cache = state(ctx).resolved.settings.home / "cache" / "annotator"
+    chosen = create_annotator(annotator or DEFAULT_ANNOTATOR, cache, **{k: v for k, v in given.items() if v is not None})
     report = build_dataset(specs, out, chosen, config, overwrite=overwrite)
     if as_json:
         print_json(report.manifest())

@@ -7,7 +7,14 @@ grounding coordinate convention.
 
 from __future__ import annotations
 
-from rap.data.annotator import Annotator, GeneratorAnnotator, TemplateAnnotator
+from rap.data.annotator import (
+    ANNOTATORS,
+    Annotator,
+    GeneratorAnnotator,
+    GeneratorAnnotatorOptions,
+    TemplateAnnotator,
+    create_annotator,
+)
 from rap.data.augment import AugmentSettings, NovelView
 from rap.data.build import BuildConfig, BuildReport, build_dataset
 from rap.data.sources import SourceSpec
@@ -15,15 +22,18 @@ from rap.data.stats import dataset_stats
 from rap.data.tasks import TASKS
 
 __all__ = [
+    "ANNOTATORS",
     "TASKS",
     "Annotator",
     "AugmentSettings",
     "BuildConfig",
     "BuildReport",
     "GeneratorAnnotator",
+    "GeneratorAnnotatorOptions",
     "NovelView",
     "SourceSpec",
     "TemplateAnnotator",
     "build_dataset",
+    "create_annotator",
     "dataset_stats",
 ]

@@ -1,14 +1,22 @@
 """Annotators: who writes concept descriptions and the answers to captions and questions.
 
-The paper asks Gemini for these (Fig. 3). rap takes any generation backend
-(:func:`rap.generation.create_generator`) through :class:`GeneratorAnnotator`,
-which makes that affordable and restartable: every call is cached on disk, so a
-rebuild or an interrupted build repeats no paid call; failures are retried with
-exponential backoff; calls keep to a rate limit; calls, cache hits and an
-estimated cost are counted for the manifest.
+The paper asks Gemini for these (Fig. 3). Annotators are chosen by name
+through :data:`ANNOTATORS`, the registry mechanism encoders, detectors and
+generators use:
 
-:class:`TemplateAnnotator` needs no model: it writes deterministic text from the
-class names, so the whole pipeline runs and is tested offline.
+- ``offline``: :class:`TemplateAnnotator` needs no model: it writes
+  deterministic text from the class names, so the whole pipeline runs and is
+  tested offline.
+- ``generator:<generation backend spec>``, e.g. ``generator:openai:gpt-4o``:
+  :class:`GeneratorAnnotator` puts any generation backend to work and makes it
+  affordable and restartable: every call is cached on disk, so a rebuild or an
+  interrupted build repeats no paid call; failures are retried with exponential
+  backoff (tenacity); calls keep to a rate limit; calls, cache hits and an
+  estimated cost are counted for the manifest.
+
+Every annotator factory takes the spec's argument, ``cache_dir`` (where paid
+answers are kept; an annotator that costs nothing ignores it) and its own
+options.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rap.errors import BackendError
+from rap.errors import BackendError, InvalidInput
 from rap.generation import (
     GenerationOptions,
     Generator,
@@ -33,7 +43,8 @@ from rap.generation import (
     create_generator,
     user_turn,
 )
-
+from rap.generation.base import validated_options
+from rap.registry import Registry
 
 class Annotator(ABC):
     """Writes the text of training samples that annotations alone cannot give."""
@@ -98,32 +109,46 @@ def image_digest(image: Image.Image) -> str:
     return hashlib.sha256(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
 
 
+class GeneratorAnnotatorOptions(BaseModel):
+    """How a generation backend is used as an annotator: pace, retries and price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls_per_minute: float = Field(60.0, ge=0, description="rate limit; 0 sends calls as fast as they come")
+    retries: int = Field(4, ge=0, le=20, description="retries of a call the backend failed (BackendError)")
+    backoff_seconds: float = Field(2.0, ge=0, description="wait before the first retry; doubled for each next one")
+    price_per_1k_tokens: float = Field(0.0, ge=0, description="prices the estimated tokens for the cost report")
+
+
 class GeneratorAnnotator(Annotator):
     """Any rap generation backend as an annotator: cached, retried, rate-limited and metered.
 
-    ``price_per_1k_tokens`` prices an estimate, len(text) / 4 tokens for the
-    prompt text plus the reply; images are not counted.
+    The cost is an estimate, len(text) / 4 tokens for the prompt text plus the
+    reply, priced at ``price_per_1k_tokens``; images are not counted. ``sleep``
+    and ``clock`` are the waits and the time the pacing uses (tests pass their own).
+
+    The disk cache is rap's own (one JSON file per prompt, named by the hash of
+    the backend, the prompt and the pixels, written atomically): a library cache
+    would add a dependency and an opaque database for what is a dozen lines and
+    a folder a user can inspect or delete. The rate limit is likewise a minimum
+    interval between calls.
     """
 
     def __init__(
         self,
         generator: Generator | str,
         cache_dir: Path,
+        settings: GeneratorAnnotatorOptions | None = None,
         *,
-        calls_per_minute: float = 60.0,
-        retries: int = 4,
-        backoff_seconds: float = 2.0,
-        price_per_1k_tokens: float = 0.0,
         options: GenerationOptions | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.generator = create_generator(generator) if isinstance(generator, str) else generator
         self.cache_dir = Path(cache_dir)
-        self.interval = 60.0 / calls_per_minute if calls_per_minute > 0 else 0.0
-        self.retries = retries
-        self.backoff = backoff_seconds
-        self.price = price_per_1k_tokens
+        self.settings = settings or GeneratorAnnotatorOptions()
+        rate = self.settings.calls_per_minute
+        self.interval = 60.0 / rate if rate > 0 else 0.0
         self.options = options or GenerationOptions(max_new_tokens=200)
         self.usage = AnnotatorUsage()
         self._sleep, self._clock = sleep, clock
@@ -158,7 +183,7 @@ class GeneratorAnnotator(Annotator):
             raise BackendError(f"{self.generator.id} gave an empty reply")
         tokens = (len(prompt) + len(reply)) / 4
         self.usage.tokens += tokens
-        self.usage.cost += tokens / 1000 * self.price
+        self.usage.cost += tokens / 1000 * self.settings.price_per_1k_tokens
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps({"prompt": prompt, "reply": reply}), encoding="utf-8")
@@ -166,19 +191,28 @@ class GeneratorAnnotator(Annotator):
         return reply
 
     def _call(self, turn: Turn) -> str:
-        attempt = 0
-        while True:
-            self._wait_for_rate_limit()
-            self.usage.calls += 1
-            try:
-                return self.generator.generate([turn], self.options)
-            except BackendError:
-                if attempt >= self.retries:
-                    self.usage.errors += 1
-                    raise
-                self.usage.retries += 1
-                self._sleep(self.backoff * 2**attempt)
-                attempt += 1
+        """One answer, retried with exponential backoff while the backend fails."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(BackendError),
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=wait_exponential(multiplier=self.settings.backoff_seconds),
+            sleep=self._sleep,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, turn)
+        except BackendError:
+            self.usage.errors += 1
+            raise
+
+    def _attempt(self, turn: Turn) -> str:
+        self._wait_for_rate_limit()
+        self.usage.calls += 1
+        return self.generator.generate([turn], self.options)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.usage.retries += 1
 
     def _wait_for_rate_limit(self) -> None:
         now = self._clock()
@@ -186,3 +220,38 @@ class GeneratorAnnotator(Annotator):
             self._sleep(self.interval - (now - self._last_call))
             now = self._clock()
         self._last_call = now
+
+
+#: the annotator ``rap data build`` uses unless told otherwise
+DEFAULT_ANNOTATOR = "offline"
+
+ANNOTATORS: Registry[Annotator] = Registry(
+    "annotator", {"offline": "rap.data.annotator", "generator": "rap.data.annotator"}
+)
+
+
+@ANNOTATORS.register("offline", help="templates from class names: no model and no cost, for tests and builds without an API")
+def _offline(argument: str, *, cache_dir: Path, **options: object) -> TemplateAnnotator:
+    if argument or options:
+        raise InvalidInput(
+            "the offline annotator takes no argument or options; "
+            "to annotate with a model give generator:<backend>, e.g. generator:openai:gpt-4o"
+        )
+    return TemplateAnnotator()
+
+
+@ANNOTATORS.register(
+    "generator",
+    help="a generation backend annotates, e.g. generator:openai:gpt-4o: cached on disk, retried, "
+    "rate-limited and metered",
+)
+def _generator(argument: str, *, cache_dir: Path, **options: object) -> GeneratorAnnotator:
+    if not argument:
+        raise InvalidInput("name the generation backend after generator:, e.g. generator:openai:gpt-4o")
+    settings = validated_options(GeneratorAnnotatorOptions, options, "generator annotator")
+    return GeneratorAnnotator(argument, cache_dir, settings)
+
+
+def create_annotator(spec: str, cache_dir: Path, **options: object) -> Annotator:
+    """The annotator named by ``spec`` (see :data:`ANNOTATORS`), with its own ``options``."""
+    return ANNOTATORS.create(spec, cache_dir=Path(cache_dir), **options)
