@@ -88,8 +88,32 @@ def test_placeholder_replaced_as_whole_word(question, expected):
 
 def test_qa_answer_must_be_an_option(tmp_path):
     data = write_json(tmp_path / "qa.json", {"bo": {"0": {"question": "q", "options": {"A": "x", "B": "y"}, "correct_answer": "C"}}})
-    with pytest.raises(InvalidFormat, match="correct_answer 'C' is not one of the options"):
+    with pytest.raises(InvalidFormat, match="qa.json: bo/0: correct_answer 'C' is not one of the options"):
         read_eval_set(data)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"question": " ", "options": {"A": "x", "B": "y"}, "correct_answer": "A"}, "field 'question': must be non-empty text"),
+        ({"question": "q", "options": {"A": "x"}, "correct_answer": "A"}, "field 'options': Dictionary should have at least 2 items"),
+        ({"question": "q", "options": {"A": "x", "B": 2}, "correct_answer": "A"}, "field 'options.B': Input should be a valid string"),
+        ({"question": "q", "correct_answer": "A"}, "field 'options': Field required"),
+        ({"question": "q", "options": ["x", "y"], "correct_answer": "A"}, "field 'options': Input should be a valid dictionary"),
+    ],
+)
+def test_qa_errors_name_the_file_the_question_and_the_field(tmp_path, entry, message):
+    data = write_json(tmp_path / "qa.json", {"bo": {"./test/bo/1.png": entry}})
+    with pytest.raises(InvalidFormat) as error:
+        read_eval_set(data)
+    assert f"qa.json: bo/./test/bo/1.png: {message}" in error.value.message and "\n" not in error.value.message
+
+
+def test_fields_the_official_files_add_are_ignored(tmp_path, photos):
+    entry = {"question": "q", "option": {"A": "x", "B": "y"}, "correct_answer": "B", "type": "visual", "source": "yollava"}
+    data = write_json(tmp_path / "qa.json", {"bo": {"0": entry}})
+    (item,) = read_eval_set(data, database=concept_database(tmp_path, photos)).items
+    assert (item.options, item.answer) == ({"A": "x", "B": "y"}, "B")
 
 
 # -- recognition --------------------------------------------------------------------
@@ -120,6 +144,20 @@ def test_recognition_list(photos, tmp_path):
     assert positive.question == "Is <bo> in this image? Answer with a single word or phrase."
     assert positive.image == (tmp_path / "images" / "bo" / "1.jpg").resolve()
     assert eval_set.missing_files() == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"image": "a.jpg", "concept": "bo", "correct_answer": "true"}, "field 'correct_answer': Input should be a valid boolean"),
+        ({"image": "a.jpg", "correct_answer": True}, "field 'concept': Field required"),
+        ("a.jpg", "Input should be a valid dictionary"),
+    ],
+)
+def test_recognition_errors_name_the_entry_and_the_field(tmp_path, entry, message):
+    rows = [{"image": "a.jpg", "concept": "bo", "correct_answer": True}, entry]
+    with pytest.raises(InvalidFormat, match=f"r.json: entry 2: {message}"):
+        read_eval_set(write_json(tmp_path / "r.json", rows))
 
 
 def test_recognition_contradiction_is_an_error(tmp_path):
@@ -310,9 +348,12 @@ def test_manifest(photos, tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"image": "x.jpg", "concepts": ["bo"], "option": {"A": "x", "B": "y"}}, "unknown key"),
+        ({"image": "x.jpg", "concepts": ["bo"], "option": {"A": "x", "B": "y"}}, "unknown field 'option'; known: id, task"),
         ({"image": "x.jpg", "concepts": ["bo"]}, "task None is not one of"),
-        ({"image": "x.jpg", "concepts": "bo", "task": "retrieval"}, "'concepts' must be a list"),
+        ({"image": "x.jpg", "concepts": "bo", "task": "retrieval"}, "field 'concepts': Input should be a valid list"),
+        ({"image": "x.jpg", "concepts": ["bo", ""], "task": "retrieval"}, "field 'concepts.1': must be non-empty text"),
+        ({"task": "qa", "question": "q", "options": {"A": "x", "B": "y"}, "answer": "C"}, "answer 'C' is not one of"),
+        ({"task": "caption", "concepts": ["bo"]}, "a caption item needs an 'image'"),
         ({"task": "recognition", "target": "bo", "answer": "yes"}, "true/false 'answer'"),
     ],
 )

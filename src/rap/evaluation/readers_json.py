@@ -22,11 +22,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, model_validator
 
 from rap.concepts import name_key
 from rap.errors import InvalidFormat, InvalidInput
 from rap.evaluation.items import ConceptSource, EvalItem, EvalSet, Task
+from rap.formats import OTHERS, OWN, NonBlank, validated
 from rap.store.interchange import IMAGE_SUFFIXES, read_concepts
 
 TASKS: tuple[Task, ...] = ("caption", "qa", "recognition", "retrieval")
@@ -34,7 +37,6 @@ TASKS: tuple[Task, ...] = ("caption", "qa", "recognition", "retrieval")
 _PLACEHOLDER = re.compile(r"<sks>|\bsks\b")
 # The recognition list writes LLaVA's image token into its questions; rap passes images apart.
 _IMAGE_TOKEN = re.compile(r"^\s*<image>\s*")
-_MANIFEST_KEYS = ("id", "task", "image", "concepts", "question", "options", "answer", "target")
 
 PathArg = str | os.PathLike[str]
 
@@ -97,53 +99,106 @@ def personalize(question: str, concept: str) -> str:
     return _PLACEHOLDER.sub(f"<{concept}>", question)
 
 
+#: a multiple-choice question's options: at least two letters, each mapped to a choice
+Options = Annotated[dict[str, str], Field(min_length=2)]
+
+
+def _answer_in_options(answer: object, options: dict[str, str] | None, key: str) -> None:
+    if options is not None and answer is not None and answer not in options:
+        raise ValueError(f"{key} {answer!r} is not one of the options {sorted(options)}")
+
+
+class QAEntry(BaseModel):
+    """One question of a Yo'LLaVA / RAP QA file; the text-only file spells ``options`` as ``option``."""
+
+    model_config = OTHERS
+
+    question: NonBlank
+    options: Options = Field(validation_alias=AliasChoices("options", "option"))
+    correct_answer: str
+
+    @model_validator(mode="after")
+    def _answer_is_an_option(self) -> QAEntry:
+        _answer_in_options(self.correct_answer, self.options, "correct_answer")
+        return self
+
+
+class RecognitionEntry(BaseModel):
+    """One line of the official recognition list (its ``type`` is not read: see :func:`recognition_items`)."""
+
+    model_config = OTHERS
+
+    image: NonBlank
+    concept: NonBlank
+    correct_answer: bool
+    question: str = ""
+
+
+class ManifestLine(BaseModel):
+    """One line of rap's JSONL manifest; the task comes from the line, its fields, or ``task=``.
+
+    The task a line gets is checked against what it holds: a qa item needs a
+    question, a recognition item a target and a true/false answer, a caption or
+    retrieval item an image. ``task=`` reaches the check as validation context.
+    """
+
+    model_config = OWN
+
+    id: NonBlank | None = None
+    task: Task | None = None
+    image: NonBlank | None = None
+    concepts: list[NonBlank] = []
+    question: NonBlank | None = None
+    options: Options | None = None
+    answer: str | bool | list[str] | None = None
+    target: NonBlank | None = None
+
+    def resolved_task(self, default: Task | None) -> Task | None:
+        if self.task:
+            return self.task
+        return "qa" if self.options is not None else "recognition" if self.target is not None else default
+
+    @model_validator(mode="after")
+    def _fits_its_task(self, info: ValidationInfo) -> ManifestLine:
+        _answer_in_options(self.answer, self.options, "answer")
+        task = self.resolved_task((info.context or {}).get("task"))
+        if task is None:
+            raise ValueError(f"task None is not one of {', '.join(TASKS)} (give 'task' on the line or task=)")
+        if task == "qa" and self.question is None:
+            raise ValueError("a qa item needs a 'question'")
+        if task == "recognition" and (self.target is None or not isinstance(self.answer, bool)):
+            raise ValueError("a recognition item needs a 'target' and a true/false 'answer'")
+        if task in ("caption", "retrieval") and self.image is None:
+            raise ValueError(f"a {task} item needs an 'image'")
+        return self
+
+
 def qa_items(source: Path, data: Any, resolve: ImageResolver) -> list[EvalItem]:
     """Items of a Yo'LLaVA / RAP QA file: visual (keys are image paths) or text-only (keys are indices).
 
-    Both shapes are ``{concept: {key: {question, options, correct_answer}}}``;
-    the text-only file spells ``options`` as ``option``, and either is accepted.
+    Both shapes are ``{concept: {key: {question, options, correct_answer}}}``.
     """
-    if not isinstance(data, dict) or not data:
+    if not isinstance(data, dict) or not data or not all(isinstance(entries, dict) for entries in data.values()):
         raise InvalidFormat(f"{source}: expected a QA object {{concept: {{image or index: question}}}}")
-    items = []
-    for concept, entries in data.items():
-        if not isinstance(entries, dict):
-            raise InvalidFormat(f"{source}: concept {concept!r} must map image paths or indices to questions")
-        for key, entry in entries.items():
-            items.append(_qa_item(f"{source}: {concept}/{key}", concept, key, entry, resolve))
-    return items
+    return [
+        _qa_item(concept, key, validated(QAEntry, entry, f"{source}: {concept}/{key}"), resolve)
+        for concept, entries in data.items()
+        for key, entry in entries.items()
+    ]
 
 
-def _qa_item(where: str, concept: str, key: str, entry: Any, resolve: ImageResolver) -> EvalItem:
-    if not isinstance(entry, dict):
-        raise InvalidFormat(f"{where}: expected an object with question, options and correct_answer")
-    question = entry.get("question")
-    options = entry.get("options", entry.get("option"))
-    answer = entry.get("correct_answer")
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidFormat(f"{where}: 'question' must be non-empty text")
-    options = _options(where, options)
-    if answer not in options:
-        raise InvalidFormat(f"{where}: correct_answer {answer!r} is not one of the options {sorted(options)}")
+def _qa_item(concept: str, key: str, entry: QAEntry, resolve: ImageResolver) -> EvalItem:
     image = resolve(key) if PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES else None
     return EvalItem(
         id=f"qa/{concept}/{written_key(key)}",
         task="qa",
         image=image,
         concepts=(concept,),
-        question=personalize(question, concept),
-        options=options,
-        answer=answer,
+        question=personalize(entry.question, concept),
+        options=dict(entry.options),
+        answer=entry.correct_answer,
         target=concept,
     )
-
-
-def _options(where: str, options: Any) -> dict[str, str]:
-    if not isinstance(options, dict) or len(options) < 2:
-        raise InvalidFormat(f"{where}: 'options' must map at least two letters to choices")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
-        raise InvalidFormat(f"{where}: every option must be text")
-    return dict(options)
 
 
 def recognition_items(source: Path, data: Any, resolve: ImageResolver) -> list[EvalItem]:
@@ -159,34 +214,27 @@ def recognition_items(source: Path, data: Any, resolve: ImageResolver) -> list[E
         raise InvalidFormat(f"{source}: expected a non-empty list of recognition questions")
     items: dict[str, tuple[str, EvalItem]] = {}
     present: dict[str, set[str]] = {}
-    for number, entry in enumerate(data, 1):
+    for number, raw in enumerate(data, 1):
         where = f"{source}: entry {number}"
-        if not isinstance(entry, dict):
-            raise InvalidFormat(f"{where}: expected an object with image, concept and correct_answer")
-        image, concept, answer = entry.get("image"), entry.get("concept"), entry.get("correct_answer")
-        question = entry.get("question", "")
-        if not isinstance(image, str) or not image or not isinstance(concept, str) or not concept:
-            raise InvalidFormat(f"{where}: 'image' and 'concept' must be non-empty text")
-        if not isinstance(answer, bool):
-            raise InvalidFormat(f"{where}: 'correct_answer' must be true or false")
-        if not isinstance(question, str):
-            raise InvalidFormat(f"{where}: 'question' must be text")
-        image_key = written_key(image)
-        item_id = f"recognition/{image_key}/{concept}"
+        entry = validated(RecognitionEntry, raw, where)
+        image_key = written_key(entry.image)
+        item_id = f"recognition/{image_key}/{entry.concept}"
         if item_id in items:
-            if items[item_id][1].answer != answer:
-                raise InvalidFormat(f"{where}: asks again whether {concept!r} is in {image!r}, with the other answer")
+            if items[item_id][1].answer != entry.correct_answer:
+                raise InvalidFormat(
+                    f"{where}: asks again whether {entry.concept!r} is in {entry.image!r}, with the other answer"
+                )
             continue
         items[item_id] = image_key, EvalItem(
             id=item_id,
             task="recognition",
-            image=resolve(image),
-            question=_IMAGE_TOKEN.sub("", question) or None,
-            answer=answer,
-            target=concept,
+            image=resolve(entry.image),
+            question=_IMAGE_TOKEN.sub("", entry.question) or None,
+            answer=entry.correct_answer,
+            target=entry.concept,
         )
-        if answer:
-            present.setdefault(image_key, set()).add(concept)
+        if entry.correct_answer:
+            present.setdefault(image_key, set()).add(entry.concept)
     return [replace(item, concepts=tuple(sorted(present.get(key, ())))) for key, item in items.values()]
 
 
@@ -213,7 +261,7 @@ def manifest_items(source: Path, resolve: ImageResolver, task: Task | None) -> l
             entry = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidFormat(f"{where}: not valid JSON ({exc.msg})") from None
-        item = _manifest_item(where, number, entry, resolve, task)
+        item = _manifest_item(number, validated(ManifestLine, entry, where, {"task": task}), resolve, task)
         if item.id in seen:
             raise InvalidFormat(f"{where}: id {item.id!r} repeats an earlier line's")
         seen.add(item.id)
@@ -224,47 +272,18 @@ def manifest_items(source: Path, resolve: ImageResolver, task: Task | None) -> l
     return items
 
 
-def _manifest_item(where: str, number: int, entry: Any, resolve: ImageResolver, default: Task | None) -> EvalItem:
-    if not isinstance(entry, dict):
-        raise InvalidFormat(f"{where}: expected an object such as {{\"image\": ..., \"concepts\": [...]}}")
-    unknown = sorted(set(entry) - set(_MANIFEST_KEYS))
-    if unknown:
-        raise InvalidFormat(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_MANIFEST_KEYS)}")
-    task = entry.get("task") or ("qa" if "options" in entry else "recognition" if "target" in entry else default)
-    if task not in TASKS:
-        raise InvalidFormat(f"{where}: task {task!r} is not one of {', '.join(TASKS)} (give 'task' on the line or task=)")
-    image, concepts, question = entry.get("image"), entry.get("concepts", []), entry.get("question")
-    target, answer, options = entry.get("target"), entry.get("answer"), entry.get("options")
-    if image is not None and (not isinstance(image, str) or not image):
-        raise InvalidFormat(f"{where}: 'image' must be a path")
-    if not isinstance(concepts, list) or not all(isinstance(c, str) and c for c in concepts):
-        raise InvalidFormat(f"{where}: 'concepts' must be a list of concept names")
-    for key, value in (("question", question), ("target", target), ("id", entry.get("id"))):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise InvalidFormat(f"{where}: {key!r} must be non-empty text")
-    if options is not None:
-        options = _options(where, options)
-        if answer is not None and answer not in options:
-            raise InvalidFormat(f"{where}: answer {answer!r} is not one of the options {sorted(options)}")
-    if isinstance(answer, list) and all(isinstance(a, str) for a in answer):
-        answer = tuple(answer)
-    elif answer is not None and not isinstance(answer, (str, bool)):
-        raise InvalidFormat(f"{where}: 'answer' must be text, true/false or a list of texts")
-    if task == "qa" and question is None:
-        raise InvalidFormat(f"{where}: a qa item needs a 'question'")
-    if task == "recognition" and (target is None or not isinstance(answer, bool)):
-        raise InvalidFormat(f"{where}: a recognition item needs a 'target' and a true/false 'answer'")
-    if task in ("caption", "retrieval") and image is None:
-        raise InvalidFormat(f"{where}: a {task} item needs an 'image'")
+def _manifest_item(number: int, line: ManifestLine, resolve: ImageResolver, default: Task | None) -> EvalItem:
+    task = line.resolved_task(default)
+    assert task is not None  # ManifestLine refuses a line without one
     return EvalItem(
-        id=entry.get("id") or f"{task}/{number}",
+        id=line.id or f"{task}/{number}",
         task=task,
-        image=resolve(image) if image else None,
-        concepts=tuple(concepts),
-        question=question,
-        options=options,
-        answer=answer,
-        target=target,
+        image=resolve(line.image) if line.image else None,
+        concepts=tuple(line.concepts),
+        question=line.question,
+        options=dict(line.options) if line.options is not None else None,
+        answer=tuple(line.answer) if isinstance(line.answer, list) else line.answer,
+        target=line.target,
     )
 
 

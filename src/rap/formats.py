@@ -1,0 +1,63 @@
+"""One error path for the JSON files rap reads: pydantic models, one line naming file, record and field.
+
+Each format is a pydantic model. rap's own formats (the eval manifest, the
+``meta`` of ``rap data build``'s records) forbid unknown fields, so a typo is
+an error rather than an ignored line. The formats of others (Yo'LLaVA's and
+RAP's benchmark files, LLaVA's training records) ignore fields rap does not
+read: their authors add fields users cannot remove, and reading the rest must
+not break. Models are strict: ``"true"`` is not a boolean, ``1`` is not text.
+
+:func:`validated` turns the first thing wrong into a one-line
+:class:`~rap.errors.InvalidFormat` such as ``qa.json: bo/1.png: field
+'options': Input should be a valid dictionary``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from rap.errors import InvalidFormat
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must be non-empty text")
+    return text
+
+
+#: text that is not empty or only spaces
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+OWN = ConfigDict(strict=True, extra="forbid", frozen=True)
+"""The config of rap's own formats: unknown fields are errors."""
+
+OTHERS = ConfigDict(strict=True, extra="ignore", frozen=True)
+"""The config of formats rap reads but others write: unknown fields are skipped."""
+
+
+def validated(model: type[M], data: Any, where: str, context: dict[str, Any] | None = None) -> M:
+    """``data`` as ``model``, or an :class:`InvalidFormat` that starts with ``where`` (file and record)."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise InvalidFormat(f"{where}: {problem(exc, model)}") from None
+
+
+def problem(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first error of ``exc`` in a few words: which field, and what is wrong with it."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        known = f"; known: {', '.join(model.model_fields)}" if model is not None else ""
+        said = f"unknown field {field!r}{known}"
+    else:
+        error = first.get("ctx", {}).get("error")
+        message = str(error) if first["type"] == "value_error" and error is not None else first["msg"]
+        said = f"field {field!r}: {message}" if field else message
+    more = len(errors) - 1
+    return said + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
