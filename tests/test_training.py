@@ -131,6 +131,22 @@ def test_bad_records_are_skipped_and_counted(tmp_path: Path) -> None:
         read_jsonl(write_jsonl(tmp_path / "f.jsonl", [missing, unanswered]), 2, PHOTOS)
 
 
+def test_a_skipped_record_names_the_field_at_fault(tmp_path: Path) -> None:
+    shapes = [
+        "junk",
+        {"id": "x"},
+        {**TEXT_ONLY, "conversations": "hello"},
+        {**TEXT_ONLY, "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "ok"}]},
+        {**TWO_CONCEPTS, "image": ["dog_00.jpg", 7]},
+        {**TEXT_ONLY, "extra": {"anything": 1}, "meta": {"task": "qa"}},  # fields rap does not read are fine
+    ]
+    dataset = read_jsonl(write_jsonl(tmp_path / "d.jsonl", shapes), max_concepts=2, image_root=PHOTOS)
+    assert len(dataset.records) == 1
+    assert dataset.skipped == {
+        "not a JSON object": 1, "no 'conversations' field": 1, "bad 'conversations' field": 2, "bad 'image' field": 1
+    }
+
+
 def test_training_lowers_the_loss(trained) -> None:
     assert trained.steps == 30 and trained.records == 4
     first, last = trained.losses[0], sum(trained.losses[-3:]) / 3

@@ -19,6 +19,9 @@ about each crop, so the text alone is read.
 
 Records are checked when read, without decoding images: a record that cannot
 be trained on is skipped and counted, never allowed to stop a long run halfway.
+Their shape is checked by :class:`TrainingRecord`, which ignores the fields rap
+does not read (RAP-260K's ``extra``, a build's ``meta``, whatever else a
+LLaVA-format file carries); the reason a record is skipped names the field.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
 
 from rap.errors import InvalidInput
+from rap.formats import OTHERS
 from rap.generation.prompt import Part, PromptConcept, Turn, user_turn
 from rap.images import load_image
 
@@ -108,6 +113,25 @@ def read_jsonl(path: str | Path, max_concepts: int, image_root: str | Path | Non
     return Dataset(records, skipped)
 
 
+class TrainingMessage(BaseModel):
+    """One message of a conversation: ``{"from": "human" or "gpt", "value": text}``."""
+
+    model_config = OTHERS
+
+    role: str = Field(alias="from")
+    value: str
+
+
+class TrainingRecord(BaseModel):
+    """The fields of a LLaVA-format record that rap reads."""
+
+    model_config = OTHERS
+
+    id: str | int | None = None
+    image: str | list[str] | None = None
+    conversations: list[TrainingMessage]
+
+
 class SkippedRecord(Exception):
     """A record that cannot be trained on; ``reason`` is short, for counting."""
 
@@ -118,13 +142,13 @@ class SkippedRecord(Exception):
 
 def parse_record(raw: object, root: Path, max_concepts: int, label: str = "record") -> Record:
     """A checked record, or :class:`SkippedRecord` saying what is wrong with it."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("conversations"), list):
-        raise SkippedRecord("no conversations")
-    paths = raw.get("image") or []
-    paths = [paths] if isinstance(paths, str) else paths
-    if not all(isinstance(p, str) for p in paths):
-        raise SkippedRecord("bad image field")
-    exchanges = _exchanges(raw["conversations"])
+    try:
+        record = TrainingRecord.model_validate(raw)
+    except ValidationError as exc:
+        raise SkippedRecord(_invalid(exc)) from None
+    image = record.image or []
+    paths = [image] if isinstance(image, str) else image
+    exchanges = _exchanges(record.conversations)
     messages = [message for message, _ in exchanges]
     if sum(message.image_count for message in messages) != len(paths):
         raise SkippedRecord("<image> placeholders do not match the images")
@@ -132,20 +156,28 @@ def parse_record(raw: object, root: Path, max_concepts: int, label: str = "recor
     if any(not p.is_file() for p in kept_paths):
         raise SkippedRecord("image missing")
     exchanges = [(_capped(message, max_concepts), reply) for message, reply in exchanges]
-    return Record(str(raw.get("id", label)), tuple(kept_paths), tuple(exchanges))
+    return Record(str(record.id if record.id is not None else label), tuple(kept_paths), tuple(exchanges))
 
 
-def _exchanges(conversation: list[object]) -> list[tuple[Message, str]]:
+def _invalid(exc: ValidationError) -> str:
+    """A short reason for counting: the top-level field at fault, not the index within it."""
+    first = exc.errors(include_url=False)[0]
+    if not first["loc"]:
+        return "not a JSON object"
+    field = first["loc"][0]
+    return f"no {field!r} field" if first["type"] == "missing" and len(first["loc"]) == 1 else f"bad {field!r} field"
+
+
+def _exchanges(conversation: list[TrainingMessage]) -> list[tuple[Message, str]]:
     """(human message, gpt reply) pairs; a conversation must alternate, starting with the human."""
     pairs: list[tuple[Message, str]] = []
     for n in range(0, len(conversation), 2):
         pair = conversation[n : n + 2]
-        roles = [m.get("from") if isinstance(m, dict) else None for m in pair]
-        if roles != ["human", "gpt"]:
+        if [m.role for m in pair] != ["human", "gpt"]:
             raise SkippedRecord("conversation does not alternate human and gpt turns")
-        human, gpt = (m.get("value") for m in pair)  # type: ignore[union-attr]
-        if not isinstance(human, str) or not isinstance(gpt, str) or not gpt.strip():
-            raise SkippedRecord("empty or non-text turn")
+        human, gpt = (m.value for m in pair)
+        if not gpt.strip():
+            raise SkippedRecord("empty gpt turn")
         pairs.append((parse_message(human), gpt))
     if not pairs:
         raise SkippedRecord("no gpt turn")
