@@ -149,6 +149,26 @@ def test_stats_read_the_folder(coco: Path, general: Path, tmp_path: Path) -> Non
         dataset_stats(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "line 2: Invalid JSON"),
+        ('["a list"]', "line 2: Input should be an object"),
+        ('{"meta": {"task": "qa", "source": "coco", "noise": "1"}}', "line 2: field 'meta.noise': Input should be a valid integer"),
+        ('{"meta": {"task": "qa", "source": "coco", "noise": 0, "nosie": 1}}', "line 2: unknown field 'meta.nosie'; known: task, source, noise"),
+        ('{"meta": {"task": "qa", "source": "coco", "noise": 0}, "extra": ["crops/a.jpg"]}', "line 2: field 'extra': Input should be an object"),
+    ],
+)
+def test_stats_name_the_line_and_field_of_a_hand_edited_record(tmp_path: Path, line: str, message: str) -> None:
+    general = json.dumps({"id": "g", "conversations": [], "image": "x.jpg", "anything": "else"})  # passed through
+    (tmp_path / "data.jsonl").write_text(f"{general}\n{line}\n\n")
+    with pytest.raises(InvalidFormat) as error:
+        dataset_stats(tmp_path)
+    assert f"data.jsonl {message}" in error.value.message and "\n" not in error.value.message
+    (tmp_path / "data.jsonl").write_text(f"{general}\n\n")
+    assert dataset_stats(tmp_path)["sources"] == {"general": 1}
+
+
 class FailingAnnotator(TemplateAnnotator):
     """Cannot describe teapots and cannot answer anything."""
 
