@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from rap.errors import ConfigError, InvalidInput
+from rap.errors import ConfigError, InvalidInput, MissingDependency
 from rap.generation import GENERATORS, GenerationOptions, PromptConcept, Turn, create_generator, user_turn
 from rap.errors import BackendError
 from rap.generation.openai_compatible import OpenAICompatible
@@ -351,3 +352,10 @@ def test_a_request_too_large_asks_for_smaller_images(server: FakeServer) -> None
     server.script = lambda h: respond(h, 413, "Request Entity Too Large", "text/plain")
     with pytest.raises(InvalidInput, match="413: Request Entity Too Large.*lower max_image_side"):
         backend(server).generate(question())
+
+
+def test_without_the_sdk_the_error_names_the_extra(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if it were not installed
+    with pytest.raises(MissingDependency, match=r"pip install 'rap-mllm\[offline\]'"):
+        backend(server).generate(question())
+    assert server.requests == []

@@ -159,9 +159,8 @@ class OpenAICompatible(Generator):
             body["seed"] = options.seed
         return body
 
-    def _client(self) -> Any:
+    def _client(self, openai: Any) -> Any:
         """The ``openai`` SDK's client for this server."""
-        openai = require("openai", "offline")
         return openai.OpenAI(
             api_key=self.options.api_key.get_secret_value() or "unused",  # the SDK insists on one
             base_url=self.options.base_url,
@@ -170,16 +169,15 @@ class OpenAICompatible(Generator):
         )
 
     def _stream(self, conversation: Sequence[Turn], options: GenerationOptions) -> Iterator[str]:
-        import openai
-
+        openai = require("openai", "offline")
         body = self.request_body(conversation, options)
         if not self.options.api_key.get_secret_value():  # local servers get no Authorization header
-            from openai._types import Omit  # the SDK's way to drop a header; openai.Omit only from 2.x
+            from openai._types import Omit  # the SDK's documented way to drop a header (1.x exports it only here)
 
             body["extra_headers"] = {"Authorization": Omit()}
         seconds = self.options.timeout
         try:
-            with self._client() as client, client.chat.completions.with_streaming_response.create(
+            with self._client(openai) as client, client.chat.completions.with_streaming_response.create(
                 **body
             ) as response:
                 if response.headers.get("content-type", "").startswith("application/json"):
