@@ -25,7 +25,7 @@ def build(
     workers: int = typer.Option(0, "--workers", help="Crop and augmentation processes (0: in this process)."),
     limit: int | None = typer.Option(None, "--limit", help="Most scenes read per source."),
     seed: int = typer.Option(0, "--seed", help="Seeds names, templates, noise and augmentation."),
-    calls_per_minute: float | None = typer.Option(None, "--calls-per-minute", help="Rate limit of a generator annotator [default: the annotator's own]."),
+    calls_per_minute: float | None = typer.Option(None, "--calls-per-minute", help="Calls per minute a generator annotator makes at most; default: the annotator's own."),
     price: float | None = typer.Option(None, "--price-per-1k-tokens", help="For the cost report of a generator annotator."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
