@@ -153,7 +153,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_encoder_is_recorded_and_never_mixed(tmp_path, photos):
-    from rap.encoders import ENCODERS
+    from rap.encoders import ENCODERS, l2_normalize
 
     from conftest import TinyEncoder
 
@@ -161,7 +161,7 @@ def test_encoder_is_recorded_and_never_mixed(tmp_path, photos):
         dim = 27
 
         def embed(self, images):
-            return super().embed([image.resize((3, 3)) for image in images])[:, :27] + 0.0
+            return l2_normalize(super().embed([image.resize((3, 3)) for image in images])[:, :27])
 
     ENCODERS.register("other", help="test")(lambda arg: type("O", (Other,), {"id": "other"})(arg))
     with LocalConceptStore(tmp_path / "s", encoder="tiny") as store:

@@ -8,10 +8,12 @@ misread.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from rap.errors import StoreError
 
 STORE_FORMAT = "rap-concept-store"
+DB_FILE = "rap.sqlite"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: concepts, their reference images, and one vector per image and space.
@@ -73,3 +75,19 @@ def migrate(connection: sqlite3.Connection) -> None:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+
+def sqlite_error(db_file: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error, naming the file and what to do, for a failure SQLite reported."""
+    message = str(exc)
+    lowered = message.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreError(f"{db_file.parent} is read-only: rap can list and retrieve from this store but not change it")
+    if "locked" in lowered or "busy" in lowered:
+        return StoreError(f"{db_file} is locked by another process; try again when it has finished")
+    if isinstance(exc, sqlite3.OperationalError) and "malformed" not in lowered:
+        return StoreError(f"{db_file}: {message}")
+    return StoreError(
+        f"{db_file} is damaged ({message}); 'rap check' says what is wrong and 'rap check --repair' fixes what it can, "
+        "else restore the store from a backup"
+    )
