@@ -53,11 +53,11 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
 from rap.encoders import ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
 from rap.images import LoadedImage, load_image
-from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.settings import Settings
+from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles, remove_stale_temp_files
 from rap.store.index_cache import IndexCache
-from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, migrate, sqlite_error
+from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -169,19 +169,9 @@ class LocalConceptStore(ConceptStore):
             if not _writable(self.path):
                 raise StoreError(f"{self.path}: cannot create a store there, the folder is read-only")
         try:
-            if self.read_only:
-                # No -wal or -shm can be made here: read the file as it is (immutable unless a WAL holds more).
-                wal = db_file.with_name(DB_FILE + "-wal")
-                immutable = "" if wal.exists() and wal.stat().st_size else "&immutable=1"
-                uri = f"{db_file.resolve().as_uri()}?mode=ro{immutable}"
-                connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-            else:
+            if not self.read_only:
                 self.path.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(db_file, timeout=30, isolation_level=None, check_same_thread=False)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            connection = connect(db_file, self.read_only)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db_file} is not a readable rap store ({exc}); 'rap check' tells more") from None
         except OSError as exc:

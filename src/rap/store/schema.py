@@ -53,6 +53,26 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def connect(db_file: Path, read_only: bool) -> sqlite3.Connection:
+    """Open the store's database: read-write in WAL mode, or read-only, creating nothing beside it.
+
+    Read-only, the file is opened ``immutable`` (no -shm can be made in a folder
+    that cannot be written) unless a -wal file holds changes not yet in it.
+    """
+    if read_only:
+        wal = db_file.with_name(db_file.name + "-wal")
+        immutable = "" if wal.exists() and wal.stat().st_size else "&immutable=1"
+        uri = f"{db_file.resolve().as_uri()}?mode=ro{immutable}"
+        connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(db_file, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return connection
+
+
 def migrate(connection: sqlite3.Connection) -> None:
     """Bring the schema up to date, each migration in its own transaction."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
