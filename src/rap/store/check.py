@@ -2,7 +2,7 @@
 
 SQLite is the source of truth, so the checks go from it outwards:
 
-1. the database itself (SQLite's ``integrity_check``);
+1. the database itself (SQLite's ``integrity_check`` and ``foreign_key_check``);
 2. every reference image file: present, and hashing to the name it is stored under;
 3. every vector: the length of its space, unit norm (what every encoder stores),
    and exactly one image-space vector per reference image;
@@ -107,6 +107,8 @@ def _database(db: sqlite3.Connection, db_file: Path, report: Report, repair: boo
             report.problems.append(Problem("database", f"{db_file}: {message} ({advice})", only_indexes, fixed))
         if not fixed:
             return False
+    for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check").fetchall()[:MAX_LISTED]:
+        report.problems.append(Problem("database", f"{db_file}: row {rowid} of {table} refers to a missing {parent} row", False))
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     format_row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
     if not format_row or format_row[0] != STORE_FORMAT:
@@ -144,15 +146,20 @@ def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Repor
         dim = dims.get(space)
         vector = np.frombuffer(blob, np.float32) if len(blob) % 4 == 0 else np.empty(0, np.float32)
         if dim is None or len(vector) != dim or damaged(vector[None])[0]:
-            why = "of a space with no recorded dimension" if dim is None else f"{len(blob)} bytes for {dim} floats" if len(vector) != dim else f"norm {np.linalg.norm(vector):.3f}, not 1"
+            why = (
+                "of a space with no recorded dimension" if dim is None
+                else f"{len(blob)} bytes for {dim} floats" if len(vector) != dim
+                else "not of unit length"
+            )
             bad.append(vector_id)
             detail = f"vector {vector_id} ({space}) of image {image_id} is damaged ({why})"
             report.problems.append(Problem("vector", detail, file_ok.get(image_id, False), image=image_id))
         elif space == IMAGE_SPACE and image_id in image_vectors:
             image_vectors[image_id] += 1
     report.checked["vectors"] = count
+    reported = {p.image for p in report.problems if p.part == "vector"}
     for image_id, found in image_vectors.items():
-        if found != 1:
+        if found != 1 and image_id not in reported:
             detail = f"image {image_id} has {found} sound image vectors, not 1"
             report.problems.append(Problem("vector", detail, file_ok[image_id], image=image_id))
     return bad

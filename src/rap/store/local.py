@@ -50,7 +50,7 @@ from rap.concepts import (
     validate_text,
 )
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
-from rap.encoders import ImageEncoder
+from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
 from rap.images import LoadedImage, load_image
 from rap.settings import Settings
@@ -124,6 +124,9 @@ class LocalConceptStore(ConceptStore):
         approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
     ) -> None:
         self.path = Path(path).expanduser()
+        for registry, spec in ((ENCODERS, encoder), (FACE_ANALYZERS, faces)):
+            if isinstance(spec, str):
+                registry.canonical(spec)  # an unknown name is the first thing to hear about
         self._lock = _Guard(self.path / DB_FILE)
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False

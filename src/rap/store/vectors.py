@@ -192,5 +192,6 @@ def calibrate_nprobe(
 
 def damaged(vectors: np.ndarray) -> np.ndarray:
     """A mask of the rows that cannot be what an encoder stored: encoders store unit vectors (zero stays zero)."""
-    norms = np.linalg.norm(vectors, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # damage can be any bit pattern: inf, nan, huge
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     return ~np.isfinite(norms) | ((np.abs(norms - 1.0) > 1e-3) & (norms != 0.0))
