@@ -210,7 +210,8 @@ def test_a_read_only_store_is_listed_and_refuses_writes(read_only, capsys, photo
     code, out, _ = cli(capsys, read_only, "retrieve", photos / "dog_00.jpg", "-k", "1", "--json")
     assert code == 0 and json.loads(out)["concepts"][0]["name"] == "bo"
     assert cli(capsys, read_only, "check")[0] == 0
-    for write in (["concept", "edit", "bo", "--info", "x"], ["concept", "add", "rex", "-i", photos / "dog_01.jpg"]):
+    writes = (["concept", "edit", "bo", "--info", "x"], ["concept", "add", "rex", "-i", photos / "dog_01.jpg"], ["check", "--repair"])
+    for write in writes:
         code, _, err = cli(capsys, read_only, *write)
         one_line_error(code, err, "is read-only")
     assert sorted(p.name for p in read_only.iterdir()) == ["images", "index", "rap.sqlite"]

@@ -28,7 +28,7 @@ import numpy as np
 from rap.embedding import IMAGE_SPACE
 from rap.errors import StoreError
 from rap.settings import Settings
-from rap.store.files import ImageFiles
+from rap.store.files import ImageFiles, writable
 from rap.store.index_cache import IndexCache, factory_key
 from rap.store.local import LocalConceptStore
 from rap.store.schema import DB_FILE, STORE_FORMAT, connect
@@ -71,6 +71,8 @@ def check_store(path: Path, *, repair: bool = False, settings: Settings | None =
     db_file = path / DB_FILE
     if not db_file.is_file():
         raise StoreError(f"no store at {path}")
+    if repair and not writable(path):
+        raise StoreError(f"{path} is read-only: 'rap check' can look at this store but not repair it")
     report = Report(path)
     try:
         db = connect(db_file, read_only=not repair)

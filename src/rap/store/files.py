@@ -27,6 +27,13 @@ ORPHAN_AGE_SECONDS = 600
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
+def writable(folder: Path) -> bool:
+    """Whether this process can create and change files in ``folder`` (or its nearest existing ancestor)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def temp_path(target: Path) -> Path:
     """Where this process writes ``target`` before renaming it into place."""
     return target.with_name(f".{target.name}.{os.getpid()}.tmp")

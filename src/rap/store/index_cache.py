@@ -75,7 +75,10 @@ class IndexCache:
         ids, vectors = self.stored(space)
         index = self.indexes[space] = VectorIndex.build(ids, vectors, dim, self._approximate_above)
         if self._writable:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (factory_key(space), index.factory))
+            try:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (factory_key(space), index.factory))
+            except sqlite3.OperationalError as exc:  # busy with another writer: the record is only informative
+                log.warning("could not record the %s index's factory: %s", space, exc)
         self._dirty[space] = max(1, index.ntotal)
         self.checkpoint(space, force=True)
 

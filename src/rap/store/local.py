@@ -55,7 +55,7 @@ from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidI
 from rap.images import LoadedImage, load_image
 from rap.settings import Settings
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
-from rap.store.files import ImageFiles, remove_stale_temp_files
+from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
@@ -95,13 +95,6 @@ class _Guard:
             raise sqlite_error(self._db_file, exc) from None
 
 
-def _writable(folder: Path) -> bool:
-    """Whether this process can create and change files in ``folder`` (its nearest existing ancestor)."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
 class LocalConceptStore(ConceptStore):
     """Concept store in one folder; see the module docstring for how it stays consistent.
 
@@ -132,7 +125,7 @@ class LocalConceptStore(ConceptStore):
         self.reembedded_on_open = False
         self.files = ImageFiles(self.path)
         #: whether the store's folder cannot be written: reading works, changing says why not
-        self.read_only = self.path.is_dir() and not _writable(self.path)
+        self.read_only = self.path.is_dir() and not writable(self.path)
         with self._lock:
             self._db = self._connect(create)
             try:
@@ -169,7 +162,7 @@ class LocalConceptStore(ConceptStore):
                 )
             if not create:
                 raise self._missing()
-            if not _writable(self.path):
+            if not writable(self.path):
                 raise StoreError(f"{self.path}: cannot create a store there, the folder is read-only")
         try:
             if not self.read_only:

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from rap.errors import StoreError
+from rap.store.files import writable
 
 STORE_FORMAT = "rap-concept-store"
 DB_FILE = "rap.sqlite"
@@ -56,12 +57,14 @@ MIGRATIONS: tuple[str, ...] = (
 def connect(db_file: Path, read_only: bool) -> sqlite3.Connection:
     """Open the store's database: read-write in WAL mode, or read-only, creating nothing beside it.
 
-    Read-only, the file is opened ``immutable`` (no -shm can be made in a folder
-    that cannot be written) unless a -wal file holds changes not yet in it.
+    Read-only in a folder that cannot be written, the file is opened
+    ``immutable`` (no -shm can be made there) unless a -wal file holds changes
+    not yet in it.
     """
     if read_only:
         wal = db_file.with_name(db_file.name + "-wal")
-        immutable = "" if wal.exists() and wal.stat().st_size else "&immutable=1"
+        frozen = not writable(db_file.parent) and not (wal.exists() and wal.stat().st_size)
+        immutable = "&immutable=1" if frozen else ""
         uri = f"{db_file.resolve().as_uri()}?mode=ro{immutable}"
         connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
     else:
