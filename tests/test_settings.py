@@ -78,13 +78,23 @@ def _cli(capsys, *args):
 
 
 @pytest.mark.parametrize(
-    "flags",
-    [pytest.param([], marks=pytest.mark.slow, id="no-flags"), pytest.param(["--encoder", "tiny"], id="encoder-only")],
+    ("flags", "how"),
+    [
+        pytest.param([], "add", marks=pytest.mark.slow, id="no-flags"),
+        pytest.param(["--encoder", "tiny"], "add", id="encoder-only"),
+        pytest.param(["--encoder", "tiny"], "import", id="import"),
+    ],
 )
-def test_a_store_made_by_the_cli_gets_the_default_face_analyzer(capsys, photos, flags):
-    """The default profile's faces (dlib) reach a store that `rap concept add` creates with no --faces."""
-    added = json.loads(_cli(capsys, *flags, "concept", "add", "eileen", "-i", photos / "astronaut.jpg", "-c", "person", "--json"))
-    assert added["images"][0]["face_box"] is not None
+def test_a_store_made_by_the_cli_gets_the_default_face_analyzer(capsys, photos, tmp_path, flags, how):
+    """The default profile's faces (dlib) reach a store that `rap concept add` or `rap import` creates with no --faces."""
+    if how == "add":
+        _cli(capsys, *flags, "concept", "add", "eileen", "-i", photos / "astronaut.jpg", "-c", "person")
+    else:
+        (tmp_path / "people" / "eileen").mkdir(parents=True)
+        (tmp_path / "people" / "eileen" / "a.jpg").write_bytes((photos / "astronaut.jpg").read_bytes())
+        _cli(capsys, *flags, "import", tmp_path / "people", "-c", "person")
+    shown = json.loads(_cli(capsys, *flags, "concept", "show", "eileen", "--json"))
+    assert shown["images"][0]["face_box"] is not None
     info = json.loads(_cli(capsys, *flags, "info", "--json"))
     assert info["faces"] == "dlib" and info["indexes"]["face"]["vectors"] == 1
     assert "faces: dlib" in _cli(capsys, *flags, "info")

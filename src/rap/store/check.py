@@ -20,6 +20,7 @@ from a backup (or to remove the image), and nothing is deleted.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -127,18 +128,16 @@ def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Repor
     report.checked["concepts"] = db.execute("SELECT count(*) FROM concepts").fetchone()[0]
     report.checked["images"] = len(images)
     file_ok: dict[int, bool] = {}
+    per_concept = Counter(concept for *_, concept in images)
     for image_id, file, sha256, concept in images:
         wrong = files.damage(file, sha256)
         file_ok[image_id] = wrong is None
         if wrong:
-            report.problems.append(
-                Problem(
-                    "image",
-                    f"image {image_id} of <{concept}> ({file}) is {wrong}: restore it from a backup, "
-                    f"or remove it with 'rap concept edit {concept} --remove-image {image_id}'",
-                    False,
-                )
+            remove = (
+                f"rap concept edit {concept} --remove-image {image_id}" if per_concept[concept] > 1 else f"rap concept remove {concept}"
             )
+            detail = f"image {image_id} of <{concept}> ({file}) is {wrong}: restore it from a backup, or '{remove}'"
+            report.problems.append(Problem("image", detail, False))
     dims = {row[0][4:]: int(row[1]) for row in db.execute("SELECT key, value FROM meta WHERE key LIKE 'dim:%'")}
     bad: list[int] = []
     image_vectors = {image_id: 0 for image_id, *_ in images}

@@ -114,7 +114,7 @@ class ImageFiles:
         except OSError as exc:
             return f"unreadable ({exc.strerror})"
         if digest.hexdigest() != sha256 or not Path(relative).name.startswith(sha256):
-            return "changed: its bytes no longer hash to its name"
+            return "changed (its bytes no longer hash to its name)"
         return None
 
     def delete_unreferenced(self, candidates: Iterable[str], referenced: set[str]) -> None:
