@@ -27,11 +27,12 @@ ORPHAN_AGE_SECONDS = 600
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
-def writable(folder: Path) -> bool:
-    """Whether this process can create and change files in ``folder`` (or its nearest existing ancestor)."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return os.access(folder, os.W_OK | os.X_OK)
+def writable(path: Path) -> bool:
+    """Whether this process can change the file ``path``, or create files in the folder ``path``
+    (or in its nearest existing ancestor)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0))
 
 
 def temp_path(target: Path) -> Path:

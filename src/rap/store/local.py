@@ -125,7 +125,8 @@ class LocalConceptStore(ConceptStore):
         self.reembedded_on_open = False
         self.files = ImageFiles(self.path)
         #: whether the store's folder cannot be written: reading works, changing says why not
-        self.read_only = self.path.is_dir() and not writable(self.path)
+        db_file = self.path / DB_FILE
+        self.read_only = self.path.is_dir() and not (writable(self.path) and (not db_file.exists() or writable(db_file)))
         with self._lock:
             self._db = self._connect(create)
             try:
