@@ -51,6 +51,7 @@ class VectorIndex:
         self.dim = dim
         self.approximate_above = approximate_above
         self._index = index if index is not None else faiss.index_factory(dim, EXACT_FACTORY)
+        self._ids: np.ndarray | None = None  # read from the index once, then kept in step with it
 
     @classmethod
     def build(
@@ -95,11 +96,14 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """All ids in the index (int64, unordered)."""
-        if not self.approximate:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        lists = self._index.invlists
-        chunks = [get_invlist(lists, i)[0] for i in range(lists.nlist) if lists.list_size(i)]
-        return np.concatenate(chunks).astype(np.int64) if chunks else np.empty(0, np.int64)
+        if self._ids is None:
+            if not self.approximate:
+                self._ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            else:
+                lists = self._index.invlists
+                chunks = [get_invlist(lists, i)[0] for i in range(lists.nlist) if lists.list_size(i)]
+                self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.empty(0, np.int64)
+        return self._ids
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The vectors the index holds for ``ids`` (all present), to check it against SQLite."""
@@ -117,11 +121,17 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            self._index.add_with_ids(vectors, ids)
+            if self._ids is not None:
+                self._ids = np.concatenate([self._ids, ids])
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            self._index.remove_ids(ids)
+            if self._ids is not None:
+                self._ids = self._ids[~np.isin(self._ids, ids)]
 
     # -- using it ---------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
