@@ -89,11 +89,16 @@ def test_a_lost_or_damaged_database_is_refused_and_nothing_deleted(filled, capsy
     assert image_files(filled) == before and out == ""
 
 
-def test_check_names_a_damaged_database(filled, capsys):
-    damage_btree_page(filled)
-    code, out, _ = cli(capsys, filled, "check", "--json")
-    report = json.loads(out)
-    assert code == 5 and not report["ok"] and report["problems"][0]["part"] == "database"
+@pytest.mark.parametrize("damage", [lose_database, garbage_database, damage_btree_page], ids=["empty", "garbage", "btree"])
+def test_check_names_a_damaged_database_and_repair_leaves_it_alone(filled, capsys, damage):
+    damage(filled)
+    before = (filled / "rap.sqlite").read_bytes(), image_files(filled)
+    for args in (["check", "--json"], ["check", "--repair", "--json"]):
+        code, out, _ = cli(capsys, filled, *args)
+        report = json.loads(out)
+        assert code == 5 and not report["ok"] and report["problems"][0]["part"] == "database"
+        assert not report["problems"][0]["repairable"] and "backup" in report["problems"][0]["detail"]
+    assert ((filled / "rap.sqlite").read_bytes(), image_files(filled)) == before
 
 
 # -- damage rap check finds, and repairs where the store holds what it takes ------------

@@ -75,6 +75,7 @@ def check_store(path: Path, *, repair: bool = False, settings: Settings | None =
     if repair and not writable(path):
         raise StoreError(f"{path} is read-only: 'rap check' can look at this store but not repair it")
     report = Report(path)
+    repair = repair and _holds_a_store(db_file)  # never write to what is not a rap store (an empty or foreign file)
     try:
         db = connect(db_file, read_only=not repair)
     except (sqlite3.DatabaseError, OSError) as exc:
@@ -92,6 +93,20 @@ def check_store(path: Path, *, repair: bool = False, settings: Settings | None =
     finally:
         db.close()
     return report
+
+
+def _holds_a_store(db_file: Path) -> bool:
+    """Whether the file opens as a rap store, looked at read-only."""
+    try:
+        db = connect(db_file, read_only=True)
+    except (sqlite3.DatabaseError, OSError):
+        return False
+    try:
+        return db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (STORE_FORMAT,)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        db.close()
 
 
 def _database(db: sqlite3.Connection, db_file: Path, report: Report, repair: bool) -> bool:
@@ -115,7 +130,10 @@ def _database(db: sqlite3.Connection, db_file: Path, report: Report, repair: boo
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     format_row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() if "meta" in tables else None
     if not format_row or format_row[0] != STORE_FORMAT:
-        report.problems.append(Problem("database", f"{db_file} is not a rap concept store", False))
+        images = sum(1 for _ in ImageFiles(db_file.parent).files())
+        report.problems.append(
+            Problem("database", f"{db_file} holds no rap store (empty or foreign) beside {images} image file(s); restore it from a backup", False)
+        )
         return False
     return True
 
