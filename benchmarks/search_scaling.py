@@ -55,7 +55,11 @@ def bench(n: int, dim: int, queries: int, seed: int = 0) -> dict[str, object]:
     index = VectorIndex(dim)
     step = max(1, n // 20)
     for begin in range(0, n, step):  # added in chunks, as a store grows
-        index.add(np.arange(begin, min(n, begin + step)), vectors[begin : begin + step])
+        end = min(n, begin + step)
+        if index.needs_rebuild(end):  # as the store does: rebuilt from every stored vector
+            index = VectorIndex.build(np.arange(end), vectors[:end], dim)
+        else:
+            index.add(np.arange(begin, end), vectors[begin:end])
     build_s = time.perf_counter() - start
     memory = rss_bytes() - before
     latencies = []

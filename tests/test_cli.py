@@ -72,6 +72,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(rap, photos, tmp_path, args, c
     bad = tmp_path / "bad.jpg"
     bad.write_text("garbage")
     args = [a.format(photo=photos / "dog_00.jpg", bad=bad) for a in args]
+    rap("concept", "add", "seed", "-i", photos / "cat_00.jpg")  # read commands refuse a store that does not exist
     got, out, err = rap(*args)
     assert got == code
     assert message in err and err.count("\n") == 1 and err.startswith("error: ")

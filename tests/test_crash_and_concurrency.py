@@ -15,6 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from rap import LocalConceptStore
 from test_store import assert_consistent
 
@@ -62,6 +64,29 @@ def test_kill_9_during_writes_never_breaks_the_store(tmp_path):
         worker.wait()
         with LocalConceptStore(path, encoder="tiny") as store:
             assert_consistent(store)
+            assert not list(path.glob("*/**/.*.tmp"))  # a checkpoint or image cut short leaves no temp file
+
+
+def dead_pid() -> int:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+@pytest.mark.parametrize("folder", ["index", "images/ab"])
+def test_temp_files_of_a_killed_writer_are_removed_on_open(tmp_path, photos, folder):
+    """A kill during an index checkpoint (or an image write) leaves ``.<name>.<pid>.tmp``; the next open removes it."""
+    path = tmp_path / "store"
+    with LocalConceptStore(path, encoder="tiny") as store:
+        store.add("bo", [photos / "dog_00.jpg"])
+    (path / folder).mkdir(parents=True, exist_ok=True)
+    stale = path / folder / f".image.faiss.{dead_pid()}.tmp"
+    live = path / folder / f".image.faiss.{os.getpid()}.tmp"  # a write in progress in a live process
+    stale.write_bytes(b"half an index")
+    live.write_bytes(b"being written")
+    with LocalConceptStore(path, encoder="tiny") as store:
+        assert_consistent(store)
+    assert not stale.exists() and live.exists()
 
 
 def test_readers_work_while_another_process_writes(tmp_path, photos):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from rap.errors import ConfigError
@@ -46,3 +48,53 @@ def test_broken_config_is_one_clear_error(rap_home, config, message):
 def test_threshold_from_environment(rap_home):
     env = {"RAP_HOME": str(rap_home), "RAP_THRESHOLD": "inf"}
     assert resolve(environ=env).settings.threshold == float("inf")
+
+
+def test_the_offline_profile_is_the_built_in_defaults(rap_home):
+    from rap.settings import BUILTIN_PROFILES, Settings
+
+    assert BUILTIN_PROFILES["offline"] == {name: getattr(Settings(), name) for name in BUILTIN_PROFILES["offline"]}
+    assert resolve(environ={"RAP_HOME": str(rap_home)}).settings == Settings(home=rap_home)
+
+
+def test_library_classes_default_to_the_settings(store):
+    from rap.assistant import Assistant
+    from rap.retrieval import Retriever
+    from rap.settings import Settings
+
+    retriever = Retriever(store)
+    defaults = Settings()
+    assert (retriever._detector, retriever.top_k, retriever.per_region_k) == (defaults.detector, defaults.top_k, defaults.per_region_k)
+    assert Assistant(store)._generator == defaults.generator
+
+
+def _cli(capsys, *args):
+    from rap.cli import run
+
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize(
+    ("flags", "how"),
+    [
+        pytest.param([], "add", marks=pytest.mark.slow, id="no-flags"),
+        pytest.param(["--encoder", "tiny"], "add", id="encoder-only"),
+        pytest.param(["--encoder", "tiny"], "import", id="import"),
+    ],
+)
+def test_a_store_made_by_the_cli_gets_the_default_face_analyzer(capsys, photos, tmp_path, flags, how):
+    """The default profile's faces (dlib) reach a store that `rap concept add` or `rap import` creates with no --faces."""
+    if how == "add":
+        _cli(capsys, *flags, "concept", "add", "eileen", "-i", photos / "astronaut.jpg", "-c", "person")
+    else:
+        (tmp_path / "people" / "eileen").mkdir(parents=True)
+        (tmp_path / "people" / "eileen" / "a.jpg").write_bytes((photos / "astronaut.jpg").read_bytes())
+        _cli(capsys, *flags, "import", tmp_path / "people", "-c", "person")
+    shown = json.loads(_cli(capsys, *flags, "concept", "show", "eileen", "--json"))
+    assert shown["images"][0]["face_box"] is not None
+    info = json.loads(_cli(capsys, *flags, "info", "--json"))
+    assert info["faces"] == "dlib" and info["indexes"]["face"]["vectors"] == 1
+    assert "faces: dlib" in _cli(capsys, *flags, "info")

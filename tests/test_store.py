@@ -2,14 +2,16 @@
 
 import io
 import json
+import os
 import sqlite3
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from rap import LocalConceptStore
+from rap import LocalConceptStore, NewConcept
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidImage, InvalidInput, InvalidName, StoreError
+from rap.images import LoadedImage, decode_image
 
 
 def snapshot(store):
@@ -153,7 +155,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_encoder_is_recorded_and_never_mixed(tmp_path, photos):
-    from rap.encoders import ENCODERS
+    from rap.encoders import ENCODERS, l2_normalize
 
     from conftest import TinyEncoder
 
@@ -161,7 +163,7 @@ def test_encoder_is_recorded_and_never_mixed(tmp_path, photos):
         dim = 27
 
         def embed(self, images):
-            return super().embed([image.resize((3, 3)) for image in images])[:, :27] + 0.0
+            return l2_normalize(super().embed([image.resize((3, 3)) for image in images])[:, :27])
 
     ENCODERS.register("other", help="test")(lambda arg: type("O", (Other,), {"id": "other"})(arg))
     with LocalConceptStore(tmp_path / "s", encoder="tiny") as store:
@@ -229,3 +231,61 @@ def test_concept_json_is_stable(store, photos):
     concept = store.add("bo", [photos / "dog_00.jpg"], attributes={"age": "3"})
     data = json.loads(concept.model_dump_json())
     assert set(data) == {"name", "info", "category", "attributes", "images", "created_at", "updated_at"}
+
+
+def _png(seed: int) -> LoadedImage:
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return decode_image(buffer.getvalue())
+
+
+def test_the_index_grows_into_ivf_rebuilt_from_sqlite_and_records_its_factory(tmp_path):
+    path = tmp_path / "s"
+    with LocalConceptStore(path, encoder="tiny", faces="none", approximate_above=100) as store:
+        store.add_many([NewConcept(f"c{i}", [_png(i)]) for i in range(90)])
+        assert store.index_info()["image"]["factory"] == "IDMap2,Flat"
+        store.add_many([NewConcept(f"d{i}", [_png(1000 + i)]) for i in range(40)])
+        assert store.index_info()["image"]["factory"] == "IVF64,Flat"
+        assert store._meta("index:image:factory") == "IVF64,Flat"
+        assert_consistent(store)
+        store.remove("c3")
+        assert_consistent(store)
+    (path / "index" / "image.faiss").unlink()  # rebuilt from the vectors table on open
+    with LocalConceptStore(path, encoder="tiny", approximate_above=100) as store:
+        assert store.index_info()["image"]["factory"] == "IVF64,Flat" and store.index_info()["image"]["vectors"] == 129
+        assert_consistent(store)
+
+
+def test_an_empty_database_beside_images_is_refused_not_cleaned(tmp_path, photos):
+    path = tmp_path / "s"
+    with LocalConceptStore(path, encoder="tiny") as store:
+        store.add("bo", [photos / "dog_00.jpg"])
+    images = sorted((path / "images").glob("*/*"))
+    for image in images:
+        os.utime(image, (1, 1))  # old enough to be collected, were it an orphan
+    (path / "rap.sqlite").write_bytes(b"")
+    with pytest.raises(StoreError, match="database was lost"):
+        LocalConceptStore(path, encoder="tiny")
+    assert sorted((path / "images").glob("*/*")) == images
+
+
+def test_a_store_opened_to_read_is_never_created(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        LocalConceptStore(tmp_path / "typo", encoder="tiny", create=False)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="no store at"):
+        LocalConceptStore(tmp_path / "empty", encoder="tiny", create=False)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_new_store_takes_its_models_from_the_settings(tmp_path, photos):
+    from rap.settings import Settings
+
+    with LocalConceptStore(tmp_path / "a") as store:  # the built-in defaults
+        assert (store.encoder_id, store.faces_id) == (Settings().encoder, Settings().faces)
+    with LocalConceptStore(tmp_path / "b", settings=Settings(encoder="tiny", faces="none")) as store:
+        assert (store.encoder_id, store.faces_id) == ("tiny", "none")
+    with LocalConceptStore(tmp_path / "b", settings=Settings(encoder="other-default")) as store:  # recorded wins
+        assert store.encoder_id == "tiny"

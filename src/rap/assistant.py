@@ -24,7 +24,7 @@ from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, cr
 from rap.images import Box, as_rgb, load_image
 from rap.retrieval import Retrieval, RetrievedConcept, Retriever
 from rap.retrieval.retriever import Query
-from rap.settings import Settings
+from rap.settings import Settings, default
 from rap.store.base import ConceptStore
 
 CAPTION_QUESTION = "Give a short caption of this image. Call the people and things you know by their names."
@@ -108,7 +108,7 @@ class Assistant:
         self,
         store: ConceptStore,
         retriever: Retriever | None = None,
-        generator: Generator | str = "offline:smollm2",
+        generator: Generator | str | None = None,
         options: GenerationOptions | None = None,
         generator_options: dict[str, Any] | None = None,
         max_concepts: int | None = None,
@@ -117,7 +117,7 @@ class Assistant:
         #: at most this many concepts per prompt, below the backend's own limit (0: no retrieval at all)
         self.max_concepts = max_concepts
         self.retriever = retriever or Retriever(store)
-        self._generator = generator
+        self._generator = generator if generator is not None else default("generator")
         self._generator_options = generator_options or {}
         self.options = options or GenerationOptions()
 

@@ -33,7 +33,8 @@ class SpaceVector:
 class Embedder:
     """The models that key a store, named by spec and loaded lazily."""
 
-    def __init__(self, encoder: str | ImageEncoder, faces: str | FaceAnalyzer | None = "none") -> None:
+    def __init__(self, encoder: str | ImageEncoder, faces: str | FaceAnalyzer | None) -> None:
+        """``faces`` None (or ``"none"``) keys no face space."""
         if isinstance(encoder, str):
             self.encoder_id = ENCODERS.canonical(encoder)
             self._encoder_spec: str | None = encoder

@@ -22,6 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rap.errors import InvalidImage
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+"""File name suffixes taken for images when a folder is scanned (the supported formats')."""
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 8000 x 8000; beyond that a decode costs gigabytes
 MIN_SIDE = 8

@@ -73,16 +73,15 @@ class Settings(BaseModel):
         return f"{self.generator.partition(':')[0]}:{self.model}"
 
 
+def default(name: str) -> Any:
+    """The built-in default of one setting: what a library caller gets without resolving settings."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
 ENV_PREFIX = "RAP_"
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
-    # Everything from PyPI: runs air-gapped, in CI and on a laptop.
-    "offline": {
-        "encoder": "offline:efficientnet-lite0",
-        "detector": "multiscale",
-        "faces": "dlib",
-        "generator": "offline:smollm2",
-        "top_k": 2,
-    },
+    # Everything from PyPI: runs air-gapped, in CI and on a laptop. It is the built-in defaults.
+    "offline": {name: default(name) for name in ("encoder", "detector", "faces", "generator", "top_k")},
     # The paper's setup: CLIP ViT-L/14-336 keys, an open-vocabulary detector.
     "paper": {
         "encoder": "clip:openai/clip-vit-large-patch14-336",

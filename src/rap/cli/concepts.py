@@ -28,7 +28,7 @@ def add(
 ) -> None:
     """Remember a new concept; the next retrieval sees it."""
     attrs = dict(parse_attribute(a) for a in attributes)
-    concept = state(ctx).store().add(name, images, info=info, category=category, attributes=attrs)
+    concept = state(ctx).store(create=True).add(name, images, info=info, category=category, attributes=attrs)
     if as_json:
         print_json(concept_json(concept))
     else:

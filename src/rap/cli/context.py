@@ -36,14 +36,18 @@ class State:
             self._resolved = resolve(self.overrides, self.profile)
         return self._resolved
 
-    def store(self) -> LocalConceptStore:
+    def store(self, create: bool = False) -> LocalConceptStore:
+        """The store, opened on first use; only a command that adds (``create``) may make a new one."""
         if self._store is None:
             resolved = self.resolved
             settings = resolved.settings
             self._store = LocalConceptStore(
                 settings.store_path,
+                # an existing store keeps its own models unless the user names others; a new one takes the settings'
                 encoder=settings.encoder if resolved.explicit("encoder") else None,
                 faces=settings.faces if resolved.explicit("faces") else None,
+                settings=settings,
+                create=create,
                 on_encoder_change="reembed" if self.reembed else "refuse",
                 progress=progress_bar,
             )

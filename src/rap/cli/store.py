@@ -1,10 +1,11 @@
-"""``rap info`` and ``rap reembed``: the store itself."""
+"""``rap info``, ``rap check`` and ``rap reembed``: the store itself."""
 
 from __future__ import annotations
 
 import typer
 
 from rap.cli.context import print_json, progress_bar, state, stdout
+from rap.store.check import check_store
 from rap.store.local import LocalConceptStore
 
 
@@ -30,7 +31,10 @@ def reembed_command(ctx: typer.Context) -> None:
     """Recompute every vector with the encoder and face analyzer in force (--encoder, --faces)."""
     st = state(ctx)
     settings = st.resolved.settings
-    store = LocalConceptStore(settings.store_path, encoder=settings.encoder, faces=settings.faces, on_encoder_change="reembed", progress=progress_bar)
+    store = LocalConceptStore(
+        settings.store_path, encoder=settings.encoder, faces=settings.faces, settings=settings, create=False,
+        on_encoder_change="reembed", progress=progress_bar,
+    )
     try:
         if not store.reembedded_on_open:
             with progress_bar("re-embedding", sum(len(c.images) for c in store.list())) as advance:
@@ -38,3 +42,27 @@ def reembed_command(ctx: typer.Context) -> None:
         stdout.print(f"re-embedded {len(store)} concept(s) with {store.encoder_id} (faces: {store.faces_id})")
     finally:
         store.close()
+
+
+def check_command(
+    ctx: typer.Context,
+    repair: bool = typer.Option(False, "--repair", help="Rebuild what can be rebuilt from SQLite: vectors from their images, the indexes."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check the store: the database, every image file, every vector and the indexes. Exit 5 if something is wrong."""
+    settings = state(ctx).resolved.settings
+    report = check_store(settings.store_path, repair=repair, settings=settings)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        for problem in report.problems:
+            mark = "repaired" if problem.repaired else "repairable" if problem.repairable else "problem"
+            stdout.print(f"{mark}: {problem.detail}", markup=False, highlight=False, soft_wrap=True)
+        counts = ", ".join(f"{n} {what}" for what, n in report.checked.items())
+        if report.ok:
+            stdout.print(f"{report.path}: whole ({counts})" + (f"; {len(report.problems)} problem(s) repaired" if report.problems else ""))
+        else:
+            fix = " 'rap check --repair' fixes those marked repairable." if any(p.repairable and not p.repaired for p in report.problems) else ""
+            stdout.print(f"{report.path}: {sum(not p.repaired for p in report.problems)} problem(s).{fix}", markup=False)
+    if not report.ok:
+        raise typer.Exit(5)

@@ -19,7 +19,7 @@ def import_command(
 ) -> None:
     """Import concepts, all or nothing, with batched encoding."""
     concepts = read_concepts(path, category)
-    store = state(ctx).store()
+    store = state(ctx).store(create=True)
     with progress_bar("importing", sum(len(c.images) for c in concepts)) as advance:
         added, skipped = import_concepts(store, concepts, skip_existing=skip_existing, progress=advance)
     if as_json:

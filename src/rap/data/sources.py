@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rap.errors import InvalidFormat, InvalidInput
+from rap.images import IMAGE_SUFFIXES
 
 FloatBox = tuple[float, float, float, float]
 """A pixel box ``(x0, y0, x1, y1)`` as annotated, before clipping."""
 
 SourceKind = Literal["coco", "refcoco", "video", "identities", "folders"]
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rap.concepts import PERSON_CATEGORIES
 from rap.images import Box
 
 TASKS = ("grounding", "recognition", "caption", "description", "qa")
@@ -71,7 +72,6 @@ MULTI_QUESTIONS = (
     "Where could {0} and {1} be located?", "What is the most noticeable difference between {0} and {1}?",
     "What are they doing?",
 )
-PERSON_CATEGORIES = frozenset({"person", "man", "woman", "boy", "girl", "child", "people", "face"})
 
 
 @dataclass(frozen=True)

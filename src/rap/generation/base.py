@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rap.errors import InvalidInput
 from rap.generation.prompt import Turn
+from rap.settings import default
 
 
 class GenerationOptions(BaseModel):
@@ -30,8 +31,8 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_new_tokens: int = Field(256, ge=1, le=8192, description="longest reply, in tokens")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 decodes greedily")
+    max_new_tokens: int = Field(default("max_new_tokens"), ge=1, le=8192, description="longest reply, in tokens")
+    temperature: float = Field(default("temperature"), ge=0.0, le=2.0, description="0 decodes greedily")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     seed: int | None = Field(None, description="seed for sampling")
 

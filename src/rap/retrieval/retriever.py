@@ -35,6 +35,7 @@ from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.images import Box, ImageInput, as_rgb, crop
 from rap.retrieval.text import candidate_names
+from rap.settings import default
 from rap.store.base import ConceptStore
 
 Query = ImageInput
@@ -103,19 +104,20 @@ class Retriever:
     def __init__(
         self,
         store: ConceptStore,
-        detector: str | RegionDetector = "multiscale",
+        detector: str | RegionDetector | None = None,
         *,
-        top_k: int = 2,
-        per_region_k: int = 2,
+        top_k: int | None = None,
+        per_region_k: int | None = None,
         threshold: float | None = None,
         whole_image: bool = True,
     ) -> None:
         self.store = store
         #: whether the whole image is a query beside the detector's regions (off only to measure)
         self.whole_image = whole_image
-        self._detector = detector
-        self.top_k = top_k
-        self.per_region_k = per_region_k
+        # None: the built-in default (rap.settings.Settings), as for every setting
+        self._detector = detector if detector is not None else default("detector")
+        self.top_k = top_k if top_k is not None else default("top_k")
+        self.per_region_k = per_region_k if per_region_k is not None else default("per_region_k")
         #: image-space distance threshold; None uses the encoder's calibrated one, inf keeps all
         self.threshold = threshold
         self._recent: dict[tuple[str, tuple[str, ...], str], tuple[Image.Image, list[Region], np.ndarray]] = {}

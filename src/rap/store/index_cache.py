@@ -6,7 +6,9 @@ one mechanism that keeps them honest: whenever the store's generation counter
 differs from the one the indexes were built at (another process wrote, this
 process wrote, or the store was just opened after a crash), each index is
 compared with SQLite by id and repaired: vectors it lacks are added from their
-stored copies, vectors pointing at nothing are removed.
+stored copies, vectors pointing at nothing are removed. An index that is
+missing, unreadable or outgrown is rebuilt from SQLite, and the factory string
+it was built from is recorded in the ``meta`` table (``index:<space>:factory``).
 """
 
 from __future__ import annotations
@@ -17,19 +19,29 @@ from pathlib import Path
 
 import numpy as np
 
-from rap.store.vectors import VectorIndex
+from rap.errors import StoreError
+from rap.store.schema import DB_FILE
+from rap.store.vectors import VectorIndex, damaged
 
 log = logging.getLogger(__name__)
+
+
+def factory_key(space: str) -> str:
+    """The ``meta`` key under which the factory string of a space's index is recorded."""
+    return f"index:{space}:factory"
 
 
 class IndexCache:
     """One :class:`VectorIndex` per vector space, synced to the ``vectors`` table."""
 
-    def __init__(self, folder: Path, db: sqlite3.Connection, spaces: tuple[str, ...], approximate_above: int) -> None:
+    def __init__(
+        self, folder: Path, db: sqlite3.Connection, spaces: tuple[str, ...], approximate_above: int, writable: bool = True
+    ) -> None:
         self.folder = folder
         self._db = db
         self._spaces = spaces
         self._approximate_above = approximate_above
+        self._writable = writable
         self.indexes: dict[str, VectorIndex] = {}
         self._dirty: dict[str, int] = {}
         self._generation = -1
@@ -57,48 +69,73 @@ class IndexCache:
             self.file(space).unlink(missing_ok=True)
         self._generation = -1
 
+    def rebuild(self, space: str) -> None:
+        """Build a space's index afresh from every vector stored in SQLite, and checkpoint it."""
+        dim = int(self._meta(f"dim:{space}") or 0)
+        ids, vectors = self.stored(space)
+        index = self.indexes[space] = VectorIndex.build(ids, vectors, dim, self._approximate_above)
+        if self._writable:
+            try:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (factory_key(space), index.factory))
+            except sqlite3.OperationalError as exc:  # busy with another writer: the record is only informative
+                log.warning("could not record the %s index's factory: %s", space, exc)
+        self._dirty[space] = max(1, index.ntotal)
+        self.checkpoint(space, force=True)
+
     def _sync(self, space: str) -> None:
         dim = self._meta(f"dim:{space}")
         if dim is None:
             self.indexes.pop(space, None)
             return
-        index = self.indexes.get(space)
-        if index is None:
-            loaded = VectorIndex.load(self.file(space), int(dim), self._approximate_above)
-            index = self.indexes[space] = loaded or VectorIndex(int(dim), self._approximate_above)
         stored = np.fromiter((row[0] for row in self._db.execute("SELECT id FROM vectors WHERE space = ?", (space,))), np.int64)
+        index = self.indexes.get(space) or VectorIndex.load(self.file(space), int(dim), self._approximate_above)
+        if index is None or index.needs_rebuild(len(stored)):
+            self.rebuild(space)
+            return
+        self.indexes[space] = index
         present = index.ids()
         missing = np.setdiff1d(stored, present, assume_unique=True)
         dangling = np.setdiff1d(present, stored, assume_unique=True)
         if not len(missing) and not len(dangling):
             return
         index.remove(dangling)
-        index.add(missing, self._stored_vectors(missing, int(dim)))
+        index.add(*self.stored(space, missing))
         if self._generation >= 0:
             log.info("index %s: added %d vectors, removed %d", space, len(missing), len(dangling))
         self._dirty[space] = self._dirty.get(space, 0) + len(missing) + len(dangling)
         self.checkpoint(space)
 
-    def _stored_vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
-        out = np.empty((len(ids), dim), np.float32)
-        position = {int(i): n for n, i in enumerate(ids)}
-        for start in range(0, len(ids), 900):
-            chunk = [int(i) for i in ids[start : start + 900]]
-            marks = ",".join("?" * len(chunk))
-            for vid, blob in self._db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", chunk):
-                out[position[vid]] = np.frombuffer(blob, np.float32)
-        return out
+    def stored(self, space: str, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and vectors of a space as SQLite holds them (all, or those of ``ids``), checked for damage."""
+        dim = int(self._meta(f"dim:{space}") or 0)
+        if ids is None:
+            rows = self._db.execute("SELECT id, vector FROM vectors WHERE space = ? ORDER BY id", (space,)).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(ids), 900):
+                chunk = [int(i) for i in ids[start : start + 900]]
+                rows += self._db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        found = np.array([row[0] for row in rows], np.int64)
+        bad = [vid for vid, blob in rows if len(blob) != 4 * dim]
+        vectors = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows]) if rows and not bad else np.empty((0, dim), np.float32)
+        bad += found[damaged(vectors)].tolist() if len(vectors) else []
+        if bad:
+            raise StoreError(
+                f"{self.folder.parent / DB_FILE}: {len(bad)} stored {space} vector(s) are damaged "
+                f"(id {bad[0]}); run 'rap check --repair' to re-embed them"
+            )
+        return found, vectors
 
     def checkpoint(self, space: str, force: bool = False) -> None:
         """Save an index when enough changed; small indexes are saved on every change."""
         index = self.indexes.get(space)
         dirty = self._dirty.get(space, 0)
-        if index is None or not dirty or not (force or dirty >= max(1, index.ntotal // 1000)):
+        if not self._writable or index is None or not dirty or not (force or dirty >= max(1, index.ntotal // 1000)):
             return
         try:
             index.save(self.file(space))
             self._dirty[space] = 0
-        except OSError as exc:  # a read-only store still works, from SQLite
+        except OSError as exc:  # a store on a full disk still works, from SQLite
             log.warning("could not save the %s index: %s", space, exc)
 
     def checkpoint_all(self, force: bool = False) -> None:

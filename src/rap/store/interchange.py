@@ -31,10 +31,10 @@ from typing import Any
 
 from rap.concepts import validate_name
 from rap.errors import InvalidFormat, InvalidInput
+from rap.images import IMAGE_SUFFIXES
 from rap.store.base import ConceptStore, NewConcept
 
 DATABASE_JSON = "database.json"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def read_concepts(path: str | os.PathLike[str], default_category: str = "object") -> list[NewConcept]:

@@ -14,6 +14,13 @@ whenever another process has changed the store (a generation counter in the
 ``meta`` table tells), and repaired by adding the vectors it lacks and removing
 those that point at nothing. So after ``kill -9`` at any point, reopening gives
 a store where every concept is retrievable and no vector dangles.
+
+Damage and missing pieces are refused, never "repaired" by deleting: a folder
+with reference images but an empty or unreadable database is not a new store,
+and every SQLite failure becomes one :class:`~rap.errors.StoreError` naming the
+file (``rap check`` then says what is wrong and repairs what it can). A store
+that is opened only to read (``create=False``) is never created, and a store in
+a folder this process cannot write is opened read-only.
 """
 
 from __future__ import annotations
@@ -43,19 +50,18 @@ from rap.concepts import (
     validate_text,
 )
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
-from rap.encoders import ImageEncoder
+from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
 from rap.images import LoadedImage, load_image
+from rap.settings import Settings
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
-from rap.store.files import ImageFiles
-from rap.store.schema import STORE_FORMAT, migrate
+from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
+from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "rap.sqlite"
-DEFAULT_ENCODER = "offline:efficientnet-lite0"
 OnEncoderChange = Literal["refuse", "reembed"]
 
 
@@ -72,8 +78,31 @@ class _Prepared:
         self.vectors: list[list] = []
 
 
+class _Guard:
+    """The store's lock; it also turns any SQLite failure inside it into one StoreError naming the file."""
+
+    def __init__(self, db_file: Path) -> None:
+        self._lock = threading.RLock()
+        self._db_file = db_file
+
+    def __enter__(self) -> _Guard:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self._lock.release()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise sqlite_error(self._db_file, exc) from None
+
+
 class LocalConceptStore(ConceptStore):
-    """Concept store in one folder; see the module docstring for how it stays consistent."""
+    """Concept store in one folder; see the module docstring for how it stays consistent.
+
+    ``encoder`` and ``faces`` name the models to key the store with; None keeps
+    the ones the store records, and a new store takes them from ``settings``
+    (default: the built-in :class:`~rap.settings.Settings`). With ``create``
+    False a missing store is an error rather than made.
+    """
 
     def __init__(
         self,
@@ -81,36 +110,50 @@ class LocalConceptStore(ConceptStore):
         *,
         encoder: str | ImageEncoder | None = None,
         faces: str | None = None,
+        settings: Settings | None = None,
+        create: bool = True,
         on_encoder_change: OnEncoderChange = "refuse",
         progress: ProgressFactory | None = None,
         approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
     ) -> None:
         self.path = Path(path).expanduser()
-        self._lock = threading.RLock()
+        for registry, spec in ((ENCODERS, encoder), (FACE_ANALYZERS, faces)):
+            if isinstance(spec, str):
+                registry.canonical(spec)  # an unknown name is the first thing to hear about
+        self._lock = _Guard(self.path / DB_FILE)
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False
-        self._db = self._connect()
-        self._index = IndexCache(self.path / "index", self._db, (IMAGE_SPACE, FACE_SPACE), approximate_above)
-        try:
-            migrate(self._db)
-            if self._meta("format") != STORE_FORMAT:
-                raise StoreError(f"{self.path}: not a rap concept store")
-            self.files = ImageFiles(self.path)
-            self.embedder = self._choose_models(encoder, faces, on_encoder_change, progress)
-            self._index.refresh()
-            self._collect_orphans()
-        except BaseException:
-            self._db.close()
-            raise
+        self.files = ImageFiles(self.path)
+        #: whether the store's folder cannot be written: reading works, changing says why not
+        db_file = self.path / DB_FILE
+        self.read_only = self.path.is_dir() and not (writable(self.path) and (not db_file.exists() or writable(db_file)))
+        with self._lock:
+            self._db = self._connect(create)
+            try:
+                self._index = IndexCache(
+                    self.path / "index", self._db, (IMAGE_SPACE, FACE_SPACE), approximate_above, not self.read_only
+                )
+                self._open_schema(create)
+                self.embedder = self._choose_models(encoder, faces, settings or Settings(), on_encoder_change, progress)
+                self._index.refresh()
+                if not self.read_only:
+                    remove_stale_temp_files([self.path / "index", *self.files.folders()])
+                    self._collect_orphans()
+            except BaseException:
+                self._db.close()
+                raise
 
     # -- opening ----------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _missing(self) -> StoreError:
+        return StoreError(f"no store at {self.path}; 'rap concept add' or 'rap import' creates one")
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
         db_file = self.path / DB_FILE
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: is a file, not a store folder")
-        if self.path.is_dir() and not db_file.exists():
+        if not db_file.exists():
             try:
-                foreign = any(self.path.iterdir())
+                foreign = self.path.is_dir() and any(self.path.iterdir())
             except OSError as exc:
                 raise StoreError(f"{self.path}: cannot read the store folder ({exc.strerror})") from None
             if foreign:
@@ -118,18 +161,39 @@ class LocalConceptStore(ConceptStore):
                     f"{self.path}: this folder holds other files and no {DB_FILE}; "
                     "give rap an empty or new folder for its store"
                 )
+            if not create:
+                raise self._missing()
+            if not writable(self.path):
+                raise StoreError(f"{self.path}: cannot create a store there, the folder is read-only")
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(db_file, timeout=30, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if not self.read_only:
+                self.path.mkdir(parents=True, exist_ok=True)
+            connection = connect(db_file, self.read_only)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: {DB_FILE} is not a readable rap store ({exc})") from None
+            raise StoreError(f"{db_file} is not a readable rap store ({exc}); 'rap check' tells more") from None
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open the store ({exc.strerror})") from None
         return connection
+
+    def _open_schema(self, create: bool) -> None:
+        """Check what the database holds before anything is written to it, then migrate."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(f"{self.path / DB_FILE} is a database of something else, not a rap store")
+            images = sum(1 for _ in self.files.files())
+            if images:
+                raise StoreError(
+                    f"{self.path / DB_FILE} is empty but the folder holds {images} reference image(s): its database "
+                    "was lost; restore rap.sqlite from a backup (rap has left the folder as it is)"
+                )
+            if not create:
+                raise self._missing()
+        if version < len(MIGRATIONS) and self.read_only:
+            raise StoreError(f"{self.path}: the store needs an upgrade and its folder is read-only; open it once where it is writable")
+        migrate(self._db)
+        if self._meta("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path}: not a rap concept store")
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -142,11 +206,12 @@ class LocalConceptStore(ConceptStore):
         self,
         encoder: str | ImageEncoder | None,
         faces: str | None,
+        settings: Settings,
         on_change: OnEncoderChange,
         progress: ProgressFactory | None,
     ) -> Embedder:
         recorded = (self._meta("encoder:image"), self._meta("encoder:face"))
-        chosen = Embedder(encoder or recorded[0] or DEFAULT_ENCODER, faces or recorded[1] or "none")
+        chosen = Embedder(encoder or recorded[0] or settings.encoder, faces or recorded[1] or settings.faces)
         wanted = (chosen.encoder_id, chosen.faces_id)
         if recorded == (None, None):
             with self._write():
@@ -172,6 +237,8 @@ class LocalConceptStore(ConceptStore):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; bumps the generation so other processes re-sync."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is read-only: rap can list and retrieve from this store but not change it")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -502,12 +569,18 @@ class LocalConceptStore(ConceptStore):
         still = {row[0] for row in self._db.execute(f"SELECT file FROM images WHERE file IN ({marks})", files)}
         self.files.delete_unreferenced(files, still)
 
-    def reembed(self, progress: Progress | None = None) -> None:
-        """Recompute every vector with the current encoder and face analyzer, in one transaction."""
+    def reembed(self, progress: Progress | None = None, image_ids: Iterable[int] | None = None) -> None:
+        """Recompute vectors with the current encoder and face analyzer, in one transaction.
+
+        Every image's, or only those of ``image_ids`` (``rap check --repair`` re-keys
+        images whose vectors were damaged or lost).
+        """
         with self._lock:
             rows = self._db.execute(
                 "SELECT i.id, i.file, c.category FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
             ).fetchall()
+            only = None if image_ids is None else set(image_ids)
+            rows = [row for row in rows if only is None or row[0] in only]
             keyed: list[tuple[int, list]] = []
             for start in range(0, len(rows), 32):
                 chunk = rows[start : start + 32]
@@ -517,14 +590,18 @@ class LocalConceptStore(ConceptStore):
                 if progress:
                     progress(len(chunk))
             with self._write() as db:
-                db.execute("DELETE FROM vectors")
-                db.execute("DELETE FROM meta WHERE key LIKE 'dim:%' OR key LIKE 'index:%'")
-                self._set_meta("encoder:image", self.embedder.encoder_id)
-                self._set_meta("encoder:face", self.embedder.faces_id)
+                if only is None:
+                    db.execute("DELETE FROM vectors")
+                    db.execute("DELETE FROM meta WHERE key LIKE 'dim:%' OR key LIKE 'index:%'")
+                    self._set_meta("encoder:image", self.embedder.encoder_id)
+                    self._set_meta("encoder:face", self.embedder.faces_id)
                 for image_id, vectors in keyed:
+                    if only is not None:
+                        db.execute("DELETE FROM vectors WHERE image_id = ?", (image_id,))
                     for entry in vectors:
                         self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
-            self._index.forget()
+            if only is None:
+                self._index.forget()
             self._after_write()
 
     def close(self) -> None:

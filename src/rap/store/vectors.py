@@ -1,14 +1,17 @@
 """A FAISS index over one vector space, exact while small and approximate past that.
 
 The index is a cache derived from the vectors kept in SQLite: its ids are the
-vector rows' ids, so it can always be checked against, and repaired from, the
-metadata by comparing id sets (:meth:`VectorIndex.ids`).
+vector rows' ids, so it can always be checked against, and rebuilt from, the
+metadata (:meth:`VectorIndex.ids`). Nothing is ever read back out of an index
+to rebuild another: a rebuild takes the vectors from SQLite, the source of truth.
 
 Exact search (``IDMap2,Flat``) is used until ``approximate_above`` vectors; then
 the index is rebuilt as ``IVF{nlist},Flat`` with ``nlist = 2 sqrt(N)``, retrained
 each time it grows fourfold, and its ``nprobe`` is calibrated so that recall@5
 stays at or above ``target_recall`` of exact search. IVF (not HNSW)
 because a concept store is edited all the time, and IVF supports removing ids.
+Every index is made by :func:`faiss.index_factory` from its factory string,
+which the store records in its ``meta`` table.
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.inspect_tools import get_invlist
+
+from rap.store.files import temp_path
 
 DEFAULT_APPROXIMATE_ABOVE = 20_000
 TARGET_RECALL = 0.98
+EXACT_FACTORY = "IDMap2,Flat"
+
+
+def factory_for(count: int, approximate_above: int = DEFAULT_APPROXIMATE_ABOVE) -> str:
+    """The factory string of the index that suits ``count`` vectors."""
+    if count <= approximate_above:
+        return EXACT_FACTORY
+    # 2 sqrt(N) lists, retrained once the index holds nlist^2 = 4x what it was built on.
+    return f"IVF{int(min(65536, max(64, round(2 * math.sqrt(count)))))},Flat"
 
 
 class VectorIndex:
@@ -35,7 +50,31 @@ class VectorIndex:
     ) -> None:
         self.dim = dim
         self.approximate_above = approximate_above
-        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+        self._index = index if index is not None else faiss.index_factory(dim, EXACT_FACTORY)
+        self._ids: np.ndarray | None = None  # read from the index once, then kept in step with it
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        dim: int,
+        approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
+        seed: int = 0,
+    ) -> VectorIndex:
+        """A new index of the kind that suits this many vectors, holding them all."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        index = faiss.index_factory(dim, factory_for(len(ids), approximate_above))
+        if isinstance(index, faiss.IndexIVF):
+            rng = np.random.default_rng(seed)
+            index.cp.niter = 10  # enough for list assignment; keeps a rebuild at 1M vectors near 30 s on 2 cores
+            index.train(vectors[rng.choice(len(vectors), size=min(len(vectors), 40 * index.nlist), replace=False)])
+            index.add_with_ids(vectors, ids)
+            index.nprobe = calibrate_nprobe(index, vectors, ids, rng, TARGET_RECALL)
+        elif len(ids):
+            index.add_with_ids(vectors, ids)
+        return cls(dim, approximate_above, index)
 
     # -- what it is -------------------------------------------------------------
     @property
@@ -48,10 +87,8 @@ class VectorIndex:
 
     @property
     def factory(self) -> str:
-        """The FAISS factory string that rebuilds this kind of index."""
-        if self.approximate:
-            return f"IVF{self._index.nlist},Flat"
-        return "IDMap2,Flat"
+        """The FAISS factory string this index was made from."""
+        return f"IVF{self._index.nlist},Flat" if self.approximate else EXACT_FACTORY
 
     @property
     def search_params(self) -> str:
@@ -59,51 +96,42 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """All ids in the index (int64, unordered)."""
-        if not self.approximate:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        lists = self._index.invlists
-        chunks = [
-            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-            for i in range(lists.nlist)
-            if lists.list_size(i)
-        ]
-        return np.concatenate(chunks).astype(np.int64) if chunks else np.empty(0, np.int64)
+        if self._ids is None:
+            if not self.approximate:
+                self._ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            else:
+                lists = self._index.invlists
+                chunks = [get_invlist(lists, i)[0] for i in range(lists.nlist) if lists.list_size(i)]
+                self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.empty(0, np.int64)
+        return self._ids
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The vectors the index holds for ``ids`` (all present), to check it against SQLite."""
+        if self.approximate:
+            self._index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return np.stack([self._index.reconstruct(int(i)) for i in ids]) if len(ids) else np.empty((0, self.dim), np.float32)
+
+    def needs_rebuild(self, count: int) -> bool:
+        """Whether ``count`` vectors call for another kind of index than this one (see the module docstring)."""
+        if count <= self.approximate_above:
+            return False
+        return not self.approximate or count > self._index.nlist**2
 
     # -- changing it ------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids) == 0:
-            return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        total = self.ntotal + len(ids)
-        if total > self.approximate_above and (not self.approximate or total > self._index.nlist**2):
-            # Past exact search's reach, or grown well beyond what the IVF was trained for.
-            old_ids, old_vectors = self._all_vectors()
-            self._index = build_ivf(np.concatenate([old_vectors, vectors]), np.concatenate([old_ids, ids]))
-            return
-        self._index.add_with_ids(vectors, ids)
+        if len(ids):
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            self._index.add_with_ids(vectors, ids)
+            if self._ids is not None:
+                self._ids = np.concatenate([self._ids, ids])
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-
-    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every (id, vector) held, read back from the index itself."""
-        if not self.approximate:
-            flat = faiss.downcast_index(self._index.index)
-            vectors = faiss.rev_swig_ptr(flat.get_xb(), self.ntotal * self.dim)
-            return self.ids(), vectors.reshape(-1, self.dim).copy()
-        lists = self._index.invlists
-        ids, vectors = [], []
-        for i in range(lists.nlist):
-            size = lists.list_size(i)
-            if size:
-                ids.append(faiss.rev_swig_ptr(lists.get_ids(i), size).copy())
-                codes = faiss.rev_swig_ptr(lists.get_codes(i), size * lists.code_size)
-                vectors.append(np.frombuffer(codes.tobytes(), np.float32).reshape(size, self.dim))
-        if not ids:
-            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        return np.concatenate(ids).astype(np.int64), np.concatenate(vectors)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            self._index.remove_ids(ids)
+            if self._ids is not None:
+                self._ids = self._ids[~np.isin(self._ids, ids)]
 
     # -- using it ---------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +147,7 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         faiss.write_index(self._index, str(tmp))
         os.replace(tmp, path)
 
@@ -135,22 +163,6 @@ class VectorIndex:
         if not isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap2)):
             return None
         return cls(dim, approximate_above, index)
-
-
-def build_ivf(vectors: np.ndarray, ids: np.ndarray, target_recall: float = TARGET_RECALL, seed: int = 0) -> faiss.IndexIVFFlat:
-    """Train an IVF index on ``vectors`` and calibrate ``nprobe`` against exact search."""
-    n, dim = vectors.shape
-    # 2 sqrt(N) lists, retrained once the index holds nlist^2 = 4x what it was built on.
-    nlist = int(min(65536, max(64, round(2 * math.sqrt(n)))))
-    rng = np.random.default_rng(seed)
-    train = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-    quantizer = faiss.IndexFlatL2(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist)
-    index.cp.niter = 10  # enough for list assignment; keeps a rebuild at 1M vectors near 30 s on 2 cores
-    index.train(train)
-    index.add_with_ids(vectors, ids)
-    index.nprobe = calibrate_nprobe(index, vectors, ids, rng, target_recall)
-    return index
 
 
 def calibrate_nprobe(
@@ -186,3 +198,10 @@ def calibrate_nprobe(
             return min(index.nlist, 2 * nprobe)
         nprobe *= 2
     return index.nlist
+
+
+def damaged(vectors: np.ndarray) -> np.ndarray:
+    """A mask of the rows that cannot be what an encoder stored: encoders store unit vectors (zero stays zero)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # damage can be any bit pattern: inf, nan, huge
+        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    return ~np.isfinite(norms) | ((np.abs(norms - 1.0) > 1e-3) & (norms != 0.0))
