@@ -103,6 +103,16 @@ def test_config_show_and_backends(rap, capsys):
     assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
 
 
+@pytest.mark.parametrize("as_json", [True, False])
+def test_config_show_masks_secrets(rap, monkeypatch, as_json):
+    monkeypatch.setenv("RAP_GENERATOR_OPTIONS", json.dumps({"api_key": "sk-VERYSECRET", "token": "tok-VERYSECRET", "max_concepts": 3}))
+    code, out, _ = rap("config", "show", *(["--json"] if as_json else []))
+    assert code == 0 and "VERYSECRET" not in out
+    if as_json:
+        shown = json.loads(out)["settings"]["generator_options"]["value"]
+        assert shown == {"api_key": "********", "token": "********", "max_concepts": 3}
+
+
 def test_unknown_encoder_lists_the_known_ones(capsys, tmp_path):
     assert run(["--db", str(tmp_path / "db"), "--encoder", "nope", "concept", "list"]) == 6
     assert "known:" in capsys.readouterr().err
