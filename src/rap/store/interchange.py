@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -76,7 +77,11 @@ class _Entry(BaseModel):
     @field_validator("image", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError("must be an image path or a list of them")
+        return value
 
 
 class _Database(BaseModel):
@@ -231,12 +236,9 @@ def _write_rap(store: ConceptStore, folder: Path, name: str) -> None:
             file = f"{concept.name}{suffix}" if n == 0 else f"{concept.name}_{n + 1}{suffix}"
             stored = store.image_path(image.file)
             if not stored.is_file():
-                drop = (
-                    f"rap concept edit {concept.name} --remove-image {image.id}"
-                    if len(concept.images) > 1
-                    else f"rap concept remove {concept.name}"
-                )
-                raise StoreError(f"{stored}: an image of {concept.name!r} is missing from the store; restore the file, or drop it with: {drop}")
+                db = shlex.quote(str(store.image_path("")))  # image files are named relative to the store folder
+                drop = f"concept edit {concept.name} --remove-image {image.id}" if len(concept.images) > 1 else f"concept remove {concept.name}"
+                raise StoreError(f"{stored}: an image of {concept.name!r} is missing from the store; restore the file, or drop it with 'rap --db {db} {drop}'")
             shutil.copyfile(stored, folder / file)
             paths.append(f"{name}/{file}")
         entry: dict[str, Any] = {"name": concept.name, "image": paths[0], "info": concept.info, "category": concept.category}

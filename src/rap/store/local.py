@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -157,7 +158,7 @@ class LocalConceptStore(ConceptStore):
                 raise EncoderMismatch(
                     f"{self.path} holds vectors of encoder {recorded[0]} (faces: {recorded[1]}), not "
                     f"{wanted[0]} (faces: {wanted[1]}); use --encoder {recorded[0]}, or re-embed with "
-                    f"'rap reembed --encoder {wanted[0]} --faces {wanted[1]}'"
+                    f"'rap --db {shlex.quote(str(self.path))} --encoder {wanted[0]} --faces {wanted[1]} reembed'"
                 )
             self.embedder = chosen
             self.reembedded_on_open = True
@@ -195,7 +196,7 @@ class LocalConceptStore(ConceptStore):
             cleaned = cleaned[1:-1]
         row = self._db.execute("SELECT id, name FROM concepts WHERE name_key = ?", (name_key(cleaned),)).fetchone()
         if row is None:
-            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap concept list' shows them")
+            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap --db {shlex.quote(str(self.path))} concept list' shows them")
         return row[0], row[1]
 
     def _load_concepts(self, where: str, params: Sequence[object]) -> list[Concept]:
