@@ -12,8 +12,9 @@ from PIL import Image
 
 from rap import Retriever
 from rap.answers import parse_box
-from rap.assistant import LOCATION_QUESTION, Assistant
+from rap.assistant import Assistant
 from rap.cli import run
+from rap.data.tasks import GROUNDING
 from rap.errors import InvalidInput
 from rap.generation import create_generator
 
@@ -54,7 +55,7 @@ def test_model_mode_asks_the_grounding_question_and_reads_the_box(filled, photos
     assert location.mode == "model" and location.found
     assert location.box == (round(width / 4), round(height / 2), round(3 * width / 4), height)
     turn = bot.generator.seen[0][-1]
-    assert turn.text().endswith(LOCATION_QUESTION.format("<bo>")) and "Name: <bo>" in turn.text()
+    assert turn.text().endswith(GROUNDING[0].format("<bo>")) and "Name: <bo>" in turn.text()
     assert location.to_dict()["reply"].strip() == "[0.25, 0.50, 0.75, 1.00]" and location.match.concept.name == "bo"
 
 
@@ -131,7 +132,7 @@ def test_cli_locate_by_an_openai_compatible_server(grounding_server, photos, tmp
     [request] = grounding_server
     assert request["model"] == "tiny-vlm"
     texts = [part["text"] for part in request["messages"][-1]["content"] if part["type"] == "text"]
-    assert LOCATION_QUESTION.format("<bo>") in "".join(texts)
+    assert GROUNDING[0].format("<bo>") in "".join(texts)
     # the retriever mode is still there, and is the default without --backend or --model
     assert run([*db, "locate", str(photos / "dog_01.jpg"), "bo", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mode"] == "retriever"

@@ -19,7 +19,6 @@ from typing import Any, Literal
 from PIL import Image
 
 from rap.answers import parse_box, parse_yes_no
-from rap.data.tasks import GROUNDING
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, as_rgb, load_image
@@ -30,8 +29,6 @@ from rap.store.base import ConceptStore
 
 CAPTION_QUESTION = "Give a short caption of this image. Call the people and things you know by their names."
 RECOGNITION_QUESTION = "Is {token} in the image? Answer with a single word."
-LOCATION_QUESTION = GROUNDING[0]
-"""The paper's first grounding template, which RAP-LLaVA was trained to answer with a normalised box."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,10 @@ class Assistant:
             raise InvalidInput(f"mode must be 'model' or 'retriever', not {mode!r}")
         if not self.generator.sees_images:
             raise InvalidInput(f"{self.generator.id} cannot see images, so it cannot locate anything; use a backend that sees images, or the retriever mode")
-        reply = self.ask(LOCATION_QUESTION.format(match.concept.token), picture).text
+        from rap.data.tasks import GROUNDING  # the data package is not needed for anything else here
+
+        # the paper's first grounding template, which RAP-LLaVA was trained to answer with a normalised box
+        reply = self.ask(GROUNDING[0].format(match.concept.token), picture).text
         box = parse_box(reply, picture.size)
         return Location(match.concept.name, box is not None, box, match, mode, reply)
 
