@@ -196,16 +196,16 @@ class Assistant:
     def locate(self, image: Query, name: str, mode: Literal["model", "retriever"] = "retriever") -> Location:
         """Where concept ``name`` is: ask the model with the paper's grounding question and read its box,
         or take the retriever's best-matching region (no generation)."""
-        picture = as_rgb(image)
-        match, matched = self.retriever.locate(picture, name)
+        if mode not in ("model", "retriever"):
+            raise InvalidInput(f"mode must be 'model' or 'retriever', not {mode!r}")
+        match, matched = self.retriever.locate(image, name)  # a path keeps the retriever's memory of its regions
         if mode == "retriever":
             return Location(match.concept.name, matched, match.box if matched else None, match, mode)
-        if mode != "model":
-            raise InvalidInput(f"mode must be 'model' or 'retriever', not {mode!r}")
         if not self.generator.sees_images:
             raise InvalidInput(f"{self.generator.id} cannot see images, so it cannot locate anything; use a backend that sees images, or the retriever mode")
-        from rap.data.tasks import GROUNDING  # the data package is not needed for anything else here
+        from rap.data.tasks import GROUNDING  # the data package is needed only here
 
+        picture = as_rgb(image)
         # the paper's first grounding template, which RAP-LLaVA was trained to answer with a normalised box
         reply = self.ask(GROUNDING[0].format(match.concept.token), picture).text
         box = parse_box(reply, picture.size)
