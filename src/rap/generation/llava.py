@@ -31,6 +31,7 @@ never used and simply age out.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,8 @@ def refuse_original_format(name_or_path: str) -> None:
     except (OSError, ValueError):
         original = False
     if original:
+        converted = shlex.quote(str(folder.resolve()) + "-hf")
         raise ConfigError(
-            f"{name_or_path} is in the original LLaVA format; convert it first: "
-            f"rap convert llava {name_or_path} <new folder>"
+            f"{name_or_path} is in the original LLaVA format; convert it first with "
+            f"'rap convert llava {shlex.quote(str(folder))} {converted}', then use --model {converted}"
         )
