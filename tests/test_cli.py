@@ -132,14 +132,9 @@ def _lose_an_image(rap, photos, tmp_path):
     return ["--db", tmp_path / "db", "export", tmp_path / "exported"]
 
 
-def _ask_for_a_ghost(rap, photos, tmp_path):
-    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
-    return ["--db", tmp_path / "db", "concept", "show", "ghost"]
-
-
-@pytest.mark.parametrize("scenario", [_break_encoder, _lose_an_image, _ask_for_a_ghost])
+@pytest.mark.parametrize("scenario", [_break_encoder, _lose_an_image])
 def test_every_command_an_error_suggests_runs_as_printed(rap, photos, tmp_path, capsys, scenario):
-    """Follow each 'rap ...' an error message suggests, literally, until the failing command works (or only the lookup fails)."""
+    """Follow each 'rap ...' an error message suggests, literally, until the failing command works."""
     failing = [str(a) for a in scenario(rap, photos, tmp_path)]
     followed = []
     for _ in range(3):
@@ -152,7 +147,7 @@ def test_every_command_an_error_suggests_runs_as_printed(rap, photos, tmp_path, 
         assert run(shlex.split(suggested[0])[1:]) == 0, capsys.readouterr().err
         followed.append(suggested[0])
         capsys.readouterr()
-    assert followed and (code == 0 or "ghost" in err)
+    assert followed and code == 0
 
 
 def test_duplicate_add_exits_4_and_keeps_the_first(rap, photos):

@@ -196,7 +196,7 @@ class LocalConceptStore(ConceptStore):
             cleaned = cleaned[1:-1]
         row = self._db.execute("SELECT id, name FROM concepts WHERE name_key = ?", (name_key(cleaned),)).fetchone()
         if row is None:
-            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap --db {shlex.quote(str(self.path))} concept list' shows them")
+            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap concept list' shows them")
         return row[0], row[1]
 
     def _load_concepts(self, where: str, params: Sequence[object]) -> list[Concept]:
