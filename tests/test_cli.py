@@ -1,6 +1,8 @@
 """The command line, run in process through the same entry point as `rap`."""
 
 import json
+import re
+import shlex
 
 import pytest
 
@@ -79,6 +81,76 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(rap, photos, tmp_path, args, c
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"image": "../outside.jpg"}, "lies outside"),
+        ({"image": "{outside}"}, "lies outside"),
+        ({"image": "db_json/../outside.jpg"}, "lies outside"),
+        ({"image": "a.jpg", "colour": "red"}, "unknown field 'concept_dict.<a>.colour'"),
+        ({"image": 3}, "field 'concept_dict.<a>.image': must be an image path or a list of them"),
+        ({"image": [3]}, "field 'concept_dict.<a>.image.0': Input should be a valid string"),
+    ],
+)
+def test_bad_database_json_is_one_line_and_imports_nothing(rap, photos, tmp_path, entry, message):
+    (tmp_path / "db_json").mkdir()
+    (tmp_path / "db_json" / "a.jpg").write_bytes((photos / "dog_00.jpg").read_bytes())
+    (tmp_path / "outside.jpg").write_bytes((photos / "cat_00.jpg").read_bytes())
+    entry = {k: v.format(outside=tmp_path / "outside.jpg") if isinstance(v, str) else v for k, v in entry.items()}
+    (tmp_path / "db_json" / "database.json").write_text(json.dumps({"concept_dict": {"<a>": entry}}))
+    code, _, err = rap("import", tmp_path / "db_json")
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert rap("concept", "list", "--json")[0] == 5  # nothing imported, not even an empty store made
+    if "outside" in message:
+        assert rap("import", tmp_path / "db_json", "--allow-outside")[0] == 0
+
+
+@pytest.mark.parametrize(("damage", "code", "message"), [("remove-image", 5, "missing from the store"), ("under-a-file", 2, "cannot write")])
+def test_export_failures_are_one_line_and_write_nothing(rap, photos, tmp_path, damage, code, message):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    target = tmp_path / "out" / "exported"
+    if damage == "remove-image":
+        (tmp_path / "db" / json.loads(rap("concept", "show", "bo", "--json")[1])["images"][0]["file"]).unlink()
+        (tmp_path / "out").mkdir()
+    else:
+        (tmp_path / "out").write_text("a file where a folder should be")
+    got, _, err = rap("export", target)
+    assert got == code and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not target.exists() and (damage != "remove-image" or list((tmp_path / "out").iterdir()) == [])
+
+
+def _break_encoder(rap, photos, tmp_path):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    return ["--db", tmp_path / "db", "--encoder", "tiny:other", "--faces", "none", "concept", "list"]
+
+
+def _lose_an_image(rap, photos, tmp_path):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-i", photos / "cat_01.jpg", "-c", "cat")
+    for name in ("bo", "kit"):
+        image = json.loads(rap("concept", "show", name, "--json")[1])["images"][0]["file"]
+        (tmp_path / "db" / image).unlink()
+    return ["--db", tmp_path / "db", "export", tmp_path / "exported"]
+
+
+@pytest.mark.parametrize("scenario", [_break_encoder, _lose_an_image])
+def test_every_command_an_error_suggests_runs_as_printed(rap, photos, tmp_path, capsys, scenario):
+    """Follow each 'rap ...' an error message suggests, literally, until the failing command works."""
+    failing = [str(a) for a in scenario(rap, photos, tmp_path)]
+    followed = []
+    for _ in range(3):
+        code = run(failing)
+        err = capsys.readouterr().err
+        suggested = re.findall(r"'(rap [^']+)'", err)
+        if code == 0 or not suggested:
+            break
+        assert code != 0 and len(suggested) == 1, err
+        assert run(shlex.split(suggested[0])[1:]) == 0, capsys.readouterr().err
+        followed.append(suggested[0])
+        capsys.readouterr()
+    assert followed and code == 0
+
+
 def test_duplicate_add_exits_4_and_keeps_the_first(rap, photos):
     rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "--info", "first")
     code, _, err = rap("concept", "add", "BO", "-i", photos / "cat_00.jpg", "--info", "second")
@@ -102,6 +174,16 @@ def test_config_show_and_backends(rap, capsys):
     listing = json.loads(capsys.readouterr().out)
     assert {"offline", "clip"} <= {e["name"] for e in listing["encoder"]}
     assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_config_show_masks_secrets(rap, monkeypatch, as_json):
+    monkeypatch.setenv("RAP_GENERATOR_OPTIONS", json.dumps({"api_key": "sk-VERYSECRET", "token": "tok-VERYSECRET", "max_concepts": 3}))
+    code, out, _ = rap("config", "show", *(["--json"] if as_json else []))
+    assert code == 0 and "VERYSECRET" not in out
+    if as_json:
+        shown = json.loads(out)["settings"]["generator_options"]["value"]
+        assert shown == {"api_key": "********", "token": "********", "max_concepts": 3}
 
 
 def test_unknown_encoder_lists_the_known_ones(capsys, tmp_path):

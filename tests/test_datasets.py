@@ -99,7 +99,7 @@ def test_qa_answer_must_be_an_option(tmp_path):
         ({"question": "q", "options": {"A": "x"}, "correct_answer": "A"}, "field 'options': Dictionary should have at least 2 items"),
         ({"question": "q", "options": {"A": "x", "B": 2}, "correct_answer": "A"}, "field 'options.B': Input should be a valid string"),
         ({"question": "q", "correct_answer": "A"}, "field 'options': Field required"),
-        ({"question": "q", "options": ["x", "y"], "correct_answer": "A"}, "field 'options': Input should be a valid dictionary"),
+        ({"question": "q", "options": ["x", "y"], "correct_answer": "A"}, "field 'options': should be a JSON object"),
     ],
 )
 def test_qa_errors_name_the_file_the_question_and_the_field(tmp_path, entry, message):
@@ -151,7 +151,7 @@ def test_recognition_list(photos, tmp_path):
     [
         ({"image": "a.jpg", "concept": "bo", "correct_answer": "true"}, "field 'correct_answer': Input should be a valid boolean"),
         ({"image": "a.jpg", "correct_answer": True}, "field 'concept': Field required"),
-        ("a.jpg", "Input should be a valid dictionary"),
+        ("a.jpg", "should be a JSON object"),
     ],
 )
 def test_recognition_errors_name_the_entry_and_the_field(tmp_path, entry, message):

@@ -75,6 +75,25 @@ def test_recognition_by_retriever_and_model_with_pr_curve(rap, photos, tmp_path)
     assert set(summary["variants"]) == {"retriever", "model"}
     assert summary["variants"]["model"]["positive"]["mean"] == 0  # the echo model never says yes
     assert "retriever_curve" in summary and (out / "recognition_pr.png").exists()
+    rows = json.loads((out / "results.json").read_text())["items"]
+    for variant in ("retriever", "model"):  # each item says whether it was right, and those add up to the score
+        positives = [row for row in rows if row["variant"] == variant and row["truth"]]
+        assert sum(row["right"] for row in positives) / len(positives) == pytest.approx(summary["variants"][variant]["positive"]["mean"], abs=1e-4)
+
+
+def test_eval_writes_no_secret(rap, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAP_GENERATOR_OPTIONS", json.dumps({"api_key": "sk-VERYSECRET", "auth_token": "tok-VERYSECRET", "timeout": 5}))
+    copy_photos(photos, tmp_path / "images" / "bo", {"1.jpg": "dog_01.jpg"})
+    out = tmp_path / "out"
+    code, stdout, err = rap(
+        "eval", "recognition", recognition_list(tmp_path), "--images-root", tmp_path / "images",
+        "--database", concept_database(tmp_path, photos), "--out", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    written = {path.name: path.read_text(errors="replace") for path in out.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".md")}
+    assert {"config.json", "results.json"} <= set(written)
+    assert not [name for name, text in written.items() if "VERYSECRET" in text]
+    assert json.loads(written["config.json"])["settings"]["generator_options"] == {"api_key": "********", "auth_token": "********", "timeout": 5}
 
 
 def test_qa_and_caption_with_baselines(rap, photos, tmp_path):
@@ -88,6 +107,10 @@ def test_qa_and_caption_with_baselines(rap, photos, tmp_path):
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert all(row["used"] == [] for row in items if row["variant"] == "no-retrieval")
     assert any(row["used"] for row in items if row["variant"] == "rap")
+    for variant in ("rap", "whole-image", "no-retrieval"):  # the parsed choice and its rightness, per item, give the score
+        rows = [row for row in items if row["variant"] == variant and row["qa_kind"] == "visual"]
+        assert all(row["right"] == (row["choice"] == row["truth"]) for row in rows)
+        assert sum(row["right"] for row in rows) / len(rows) == pytest.approx(summary["variants"][variant]["visual"]["mean"], abs=1e-4)
 
     folders = tmp_path / "folders"
     copy_photos(photos, folders, {"bo/a.jpg": "dog_00.jpg", "bo/b.jpg": "dog_01.jpg", "kit/a.jpg": "cat_00.jpg", "kit/b.jpg": "cat_01.jpg"})

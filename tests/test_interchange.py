@@ -1,11 +1,13 @@
 """Import from the official RAP format and plain folders; export to the RAP format."""
 
 import json
+import os
+import re
 import shutil
 
 import pytest
 
-from rap.errors import ConceptExists, InvalidFormat, InvalidInput
+from rap.errors import ConceptExists, InvalidFormat, InvalidInput, StoreError
 from rap.store.interchange import export_rap, import_concepts, read_concepts
 
 
@@ -72,18 +74,55 @@ def test_plain_folder(store, photos, tmp_path):
     ("content", "message"),
     [
         ("{not json", "not valid JSON"),
-        ("[]", "concept_dict"),
-        ('{"concept_dict": {"<a>": "x"}}', "must be an object"),
-        ('{"concept_dict": {"<a>": {"name": "a"}}}', "needs an 'image'"),
+        ("[]", "database.json: should be a JSON object"),
+        ("{}", "field 'concept_dict': Field required"),
+        ('{"concept_dict": {"<a>": "x"}}', "field 'concept_dict.<a>': should be a JSON object"),
+        ('{"concept_dict": {"<a>": {"name": "a"}}}', "field 'concept_dict.<a>.image': Field required"),
+        ('{"concept_dict": {"<a>": {"name": "a", "image": []}}}', "field 'concept_dict.<a>.image': List should have at least 1 item"),
+        ('{"concept_dict": {"<a>": {"name": "a", "image": [3]}}}', "field 'concept_dict.<a>.image.0': Input should be a valid string"),
+        ('{"concept_dict": {"<a>": {"name": 7, "image": "a.png"}}}', "concept_dict.<a>.name"),
+        ('{"concept_dict": {"<a>": {"image": "a.png", "colour": "red"}}}', "unknown field 'concept_dict.<a>.colour'"),
+        ('{"concept_dict": {"<a>": {"image": "a.png", "attributes": [1]}}}', "concept_dict.<a>.attributes"),
+        ('{"concept_dict": {}, "extra": 1}', "unknown field 'extra'"),
         ('{"concept_dict": {"<a>": {"name": "a", "image": "nowhere.png"}}}', "not found"),
         ('{"concept_dict": {}, "path_to_concept": {"x.png": "<ghost>"}}', "ghost"),
+        ('{"concept_dict": {}, "path_to_concept": {"x.png": 3}}', "path_to_concept.x.png"),
     ],
 )
 def test_malformed_database_json_is_refused(store, tmp_path, content, message):
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "database.json").write_text(content)
-    with pytest.raises(InvalidFormat, match=message):
+    with pytest.raises(InvalidFormat, match=re.escape(message)) as caught:
         read_concepts(tmp_path / "db")
+    assert str(caught.value).startswith(str(tmp_path / "db" / "database.json")) and "\n" not in str(caught.value)
+
+
+def test_a_renamed_copy_of_the_official_folder_imports(store, photos, tmp_path):
+    """Paths say example_database/..., the folder is now called renamed_db; the original may still sit beside it."""
+    original = rap_database(tmp_path, photos)
+    renamed = tmp_path / "renamed_db"
+    shutil.copytree(original, renamed)
+    (original / "dog_00.jpg").unlink()  # the copy must use its own files, not the original's
+    concepts = read_concepts(renamed)
+    assert [[p.parent for p in c.images] for c in concepts] == [[renamed.resolve()] * 2, [renamed.resolve()]]
+    shutil.rmtree(original)
+    assert import_concepts(store, read_concepts(renamed))[0] == ["bo", "mam"]
+
+
+@pytest.mark.parametrize("listed", ["absolute", "../outside.jpg", "example_database/../outside.jpg", "link.jpg"])
+def test_images_outside_the_folder_need_allow_outside(store, photos, tmp_path, listed):
+    folder = rap_database(tmp_path, photos)
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(photos / "cat_01.jpg", outside)
+    (folder / "link.jpg").symlink_to(outside)
+    listed = str(outside) if listed == "absolute" else listed
+    data = json.loads((folder / "database.json").read_text())
+    data["path_to_concept"][listed] = "<mam>"
+    (folder / "database.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidFormat, match="outside .*--allow-outside"):
+        read_concepts(folder)
+    mam = read_concepts(folder, allow_outside=True)[1]
+    assert outside.resolve() in mam.images
 
 
 def test_a_bad_image_aborts_the_whole_import(store, photos, tmp_path):
@@ -98,3 +137,31 @@ def test_empty_folder_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidFormat, match="subfolder"):
         read_concepts(tmp_path / "empty")
+
+
+def test_export_with_a_stored_image_gone_is_one_line_and_writes_nothing(store, photos, tmp_path):
+    store.add("bo", [photos / "dog_00.jpg"], category="dog")
+    store.image_path(store.get("bo").images[0].file).unlink()
+    with pytest.raises(StoreError, match="missing from the store.*concept remove bo"):
+        export_rap(store, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["store"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_into_a_read_only_folder_is_one_line(store, photos, tmp_path):
+    store.add("bo", [photos / "dog_00.jpg"], category="dog")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0o500)
+    try:
+        with pytest.raises(InvalidInput, match="cannot write .*locked"):
+            export_rap(store, tmp_path / "locked" / "out")
+        assert os.listdir(tmp_path / "locked") == []
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+def test_export_under_a_file_is_one_line(store, photos, tmp_path):
+    store.add("bo", [photos / "dog_00.jpg"], category="dog")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InvalidInput, match="cannot write .*a-file"):
+        export_rap(store, tmp_path / "a-file" / "out")

@@ -75,3 +75,26 @@ def parse_yes_no(reply: str) -> bool | None:
         return words[0] == "yes"
     said = {w for w in words if w in ("yes", "no")}
     return said.pop() == "yes" if len(said) == 1 else None
+
+
+# Four numbers in brackets, as the grounding answers are written: "[0.12, 0.30, 0.85, 0.99]".
+_BOX = re.compile(r"[\[(]\s*" + r"\s*,\s*".join([r"(\d+(?:\.\d+)?|\.\d+)"] * 4) + r"\s*[\])]")
+
+
+def parse_box(reply: str, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The box a model's grounding ``reply`` gives, in pixels of an image of ``size``; None if it gives none.
+
+    The paper trains RAP-LLaVA to answer ``[x0, y0, x1, y1]`` as shares of the
+    image's width and height (LLaVA's RefCOCO convention, see
+    :mod:`rap.data.tasks`); a reply whose numbers exceed 1 is read as pixels.
+    The first such box counts; it is clipped to the image, and one with no
+    area gives None.
+    """
+    found = _BOX.search(reply)
+    if found is None:
+        return None
+    values = [float(v) for v in found.groups()]
+    w, h = size
+    scale = (w, h, w, h) if max(values) <= 1.0 else (1, 1, 1, 1)
+    x0, y0, x1, y1 = (round(min(max(v * s, 0), limit)) for v, s, limit in zip(values, scale, (w, h, w, h)))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from rap.answers import parse_yes_no
+from rap.answers import parse_box, parse_yes_no
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, as_rgb, load_image
@@ -60,15 +60,24 @@ class Recognition:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a named concept is in an image (its best-matching region), if it is there."""
+    """Where a named concept is in an image, if it is there, by the model's answer or the retriever's best region.
+
+    ``match`` is the retriever's best region either way, so the two can be compared;
+    ``reply`` is the model's answer in ``model`` mode.
+    """
 
     name: str
     found: bool
     box: Box | None
     match: RetrievedConcept
+    mode: Literal["model", "retriever"] = "retriever"
+    reply: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "found": self.found, "box": list(self.box) if self.box else None, "match": self.match.to_dict()}
+        return {
+            "name": self.name, "found": self.found, "box": list(self.box) if self.box else None,
+            "mode": self.mode, "reply": self.reply, "match": self.match.to_dict(),
+        }  # fmt: skip
 
 
 @dataclass
@@ -184,9 +193,23 @@ class Assistant:
         reply = self.ask(RECOGNITION_QUESTION.format(token=concept.token), image).text
         return Recognition(concept.name, parse_yes_no(reply), mode, match, reply)
 
-    def locate(self, image: Query, name: str) -> Location:
-        match, matched = self.retriever.locate(image, name)
-        return Location(match.concept.name, matched, match.box if matched else None, match)
+    def locate(self, image: Query, name: str, mode: Literal["model", "retriever"] = "retriever") -> Location:
+        """Where concept ``name`` is: ask the model with the paper's grounding question and read its box,
+        or take the retriever's best-matching region (no generation)."""
+        if mode not in ("model", "retriever"):
+            raise InvalidInput(f"mode must be 'model' or 'retriever', not {mode!r}")
+        match, matched = self.retriever.locate(image, name)  # a path keeps the retriever's memory of its regions
+        if mode == "retriever":
+            return Location(match.concept.name, matched, match.box if matched else None, match, mode)
+        if not self.generator.sees_images:
+            raise InvalidInput(f"{self.generator.id} cannot see images, so it cannot locate anything; use a backend that sees images, or the retriever mode")
+        from rap.data.tasks import GROUNDING  # the data package is needed only here
+
+        picture = as_rgb(image)
+        # the paper's first grounding template, which RAP-LLaVA was trained to answer with a normalised box
+        reply = self.ask(GROUNDING[0].format(match.concept.token), picture).text
+        box = parse_box(reply, picture.size)
+        return Location(match.concept.name, box is not None, box, match, mode, reply)
 
     # -- building turns --------------------------------------------------------
     def _prompt_concept(self, retrieved: RetrievedConcept) -> PromptConcept:

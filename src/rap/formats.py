@@ -53,11 +53,16 @@ def problem(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     first = errors[0]
     field = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        known = f"; known: {', '.join(model.model_fields)}" if model is not None else ""
+        known = f"; known: {', '.join(model.model_fields)}" if model is not None and len(first["loc"]) == 1 else ""
         said = f"unknown field {field!r}{known}"
     else:
         error = first.get("ctx", {}).get("error")
-        message = str(error) if first["type"] == "value_error" and error is not None else first["msg"]
+        if first["type"] in ("model_type", "dict_type"):
+            message = "should be a JSON object"
+        elif first["type"] == "value_error" and error is not None:
+            message = str(error)
+        else:
+            message = first["msg"]
         said = f"field {field!r}: {message}" if field else message
     more = len(errors) - 1
     return said + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")

@@ -9,6 +9,7 @@ from rap.cli.context import print_json, state, stdout
 from rap.detectors import DETECTORS
 from rap.encoders import ENCODERS, FACE_ANALYZERS
 from rap.generation import GENERATORS
+from rap.redact import redact
 from rap.settings import Settings
 
 app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
@@ -20,7 +21,7 @@ REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTOR
 def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every setting in force and where its value came from."""
     resolved = state(ctx).resolved
-    values = resolved.settings.model_dump(mode="json")
+    values = redact(resolved.settings.model_dump(mode="json"))
     values["db"] = str(resolved.settings.store_path)
     if as_json:
         print_json(

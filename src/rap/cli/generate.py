@@ -126,15 +126,26 @@ def locate_command(
     ctx: typer.Context,
     image: Path = typer.Argument(..., help="The photo."),
     name: str = typer.Argument(..., help="The concept to find."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="model: ask the model for the box (the paper's grounding question); retriever: the best-matching "
+        "region, no generation. Default: model when --backend or --model is given, else retriever.",
+    ),
     k: int | None = K,
     backend: str | None = BACKEND,
     model: str | None = MODEL,
     as_json: bool = JSON,
 ) -> None:
-    """Where is NAME in IMAGE? Prints its box (x0,y0,x1,y1 in pixels) from the retriever's best region."""
+    """Where is NAME in IMAGE? Prints its box (x0,y0,x1,y1 in pixels)."""
+    chosen = mode or ("model" if backend or model else "retriever")
+    if chosen not in ("model", "retriever"):
+        raise InvalidInput(f"--mode must be 'model' or 'retriever', not {chosen!r}")
     picture = load_image(image).image
-    location = _assistant(ctx, k, backend, model).locate(picture, name)
+    location = _assistant(ctx, k, backend, model).locate(picture, name, chosen)  # type: ignore[arg-type]
     if as_json:
         print_json(location.to_dict())
         return
-    stdout.print(",".join(map(str, location.box)) if location.box else f"{location.name} is not in this image")
+    if location.box:
+        stdout.print(",".join(map(str, location.box)))
+    else:
+        said = f"the model gave no box for {location.name} (it said: {location.reply!r})"
+        stdout.print(said if location.reply is not None else f"{location.name} is not in this image")

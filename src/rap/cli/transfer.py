@@ -15,10 +15,13 @@ def import_command(
     path: Path = typer.Argument(..., help="A RAP database.json folder, or a folder with one subfolder per concept."),
     category: str = typer.Option("object", "--category", "-c", help="Category for plain-folder concepts without a category.txt."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip concepts whose name is taken instead of failing."),
+    allow_outside: bool = typer.Option(
+        False, "--allow-outside", help="Let database.json name images outside its folder (absolute or ../ paths)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Import concepts, all or nothing, with batched encoding."""
-    concepts = read_concepts(path, category)
+    concepts = read_concepts(path, category, allow_outside=allow_outside)
     store = state(ctx).store(create=True)
     with progress_bar("importing", sum(len(c.images) for c in concepts)) as advance:
         added, skipped = import_concepts(store, concepts, skip_existing=skip_existing, progress=advance)

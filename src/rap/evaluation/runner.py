@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rap.answers import parse_choice
 from rap.assistant import Assistant
 from rap.generation import GenerationOptions, Generator
 from rap.errors import InvalidInput
 from rap.evaluation.items import EvalItem, EvalSet, Task
 from rap.evaluation.journal import Journal
+from rap.evaluation.metrics import QAResult
 from rap.retrieval import Retriever
 from rap.settings import Settings
 from rap.store.base import NewConcept
@@ -162,6 +164,7 @@ def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str
             assistants.keep(bot)
             yield variant, item, {
                 "target": item.target, "truth": item.answer, "present": result.present, "reply": result.reply,
+                "right": result.present is not None and result.present == bool(item.answer),
                 "distance": result.match.distance, "score": result.match.score,
             }  # fmt: skip
             continue
@@ -172,7 +175,13 @@ def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str
             "reply": answer.text, "truth": list(item.concepts) if config.task == "caption" else item.answer,
             "options": item.options, "qa_kind": "visual" if item.image else "text", "target": item.target,
             "used": [c.to_dict() for c in answer.concepts],
-        }  # fmt: skip
+        } | (_audit_choice(answer.text, item) if config.task == "qa" else {})  # fmt: skip
+
+
+def _audit_choice(reply: str, item: EvalItem) -> dict[str, Any]:
+    """The option the reply was read as choosing and whether it is the right one, read as the score reads it."""
+    result = QAResult(item.id, "visual" if item.image else "text", parse_choice(reply, item.options or {}), str(item.answer))
+    return {"choice": result.predicted, "right": result.right}
 
 
 def _qa_prompt(item: EvalItem) -> str:

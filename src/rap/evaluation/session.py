@@ -20,6 +20,7 @@ from rap.evaluation.datasets import read_eval_set
 from rap.evaluation.items import Task
 from rap.evaluation.report import summarise, write_report
 from rap.evaluation.runner import EvalConfig, ProgressFactory, run
+from rap.redact import redact
 from rap.settings import Settings
 from rap.store.base import NewConcept
 from rap.store.interchange import IMAGE_SUFFIXES
@@ -45,7 +46,7 @@ def _fingerprint(request: EvalRequest, settings: Settings) -> dict[str, Any]:
     keep = ("encoder", "faces", "detector", "generator", "model", "generator_options", "top_k", "per_region_k", "threshold", "max_new_tokens", "temperature")
     return {
         "request": json.loads(json.dumps(asdict(request), default=str)),
-        "settings": {key: getattr(settings, key) for key in keep},
+        "settings": redact({key: getattr(settings, key) for key in keep}),  # config.json and results.json hold no secret
     }
 
 

@@ -31,6 +31,7 @@ never used and simply age out.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,10 +117,8 @@ class LlavaGenerator(Generator):
         self.id = f"llava:{name_or_path}"
         cuda = self._torch.cuda.is_available()
         self.device = self.options.device or ("cuda" if cuda else "cpu")
-        dtype = self.options.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self._processor, self._model = load(name_or_path, self.device, getattr(self._torch, dtype))
+        quantization = self.options.quantization(self.device)
+        self._processor, self._model = load(name_or_path, self.device, self.options.torch_dtype(self.device), **quantization)
         chosen = self.options.max_concepts
         self.max_concepts = chosen if chosen is not None else paper_max_concepts(self._model.config)
         self._cache: FeatureCache[Any] = FeatureCache(self.options.concept_cache_size)
@@ -231,8 +230,11 @@ def _image_keys(turn: Turn) -> list[str | None]:
     return list(turn.image_keys) if len(turn.image_keys) == len(turn.images) else [None] * len(turn.images)
 
 
-def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
-    """Processor and model (in eval mode), or a ConfigError that says what is wrong with the folder or name."""
+def load(name_or_path: str, device: str, dtype: Any, **extra: Any) -> tuple[Any, Any]:
+    """Processor and model (in eval mode), or a ConfigError that says what is wrong with the folder or name.
+
+    ``extra`` goes to ``from_pretrained`` (a quantization config, say).
+    """
     transformers = require("transformers", "paper")
     refuse_original_format(name_or_path)
     with loading_checkpoint("LLaVA model", name_or_path):
@@ -241,7 +243,7 @@ def load(name_or_path: str, device: str, dtype: Any) -> tuple[Any, Any]:
             raise ConfigError(f"{name_or_path} is a {config.model_type} model, not LLaVA; choose another backend")
         processor = transformers.AutoProcessor.from_pretrained(name_or_path)
         # straight onto the device: a 13B model need not pass through host memory first
-        model = transformers.LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, device_map=device)
+        model = transformers.LlavaForConditionalGeneration.from_pretrained(name_or_path, **({"dtype": dtype, "device_map": device} | extra))
     if not getattr(processor, "chat_template", None):
         raise ConfigError(
             f"{name_or_path} has no chat template; add the one it was trained with as chat_template.jinja "
@@ -260,7 +262,8 @@ def refuse_original_format(name_or_path: str) -> None:
     except (OSError, ValueError):
         original = False
     if original:
+        converted = shlex.quote(str(folder.resolve()) + "-hf")
         raise ConfigError(
-            f"{name_or_path} is in the original LLaVA format; convert it first: "
-            f"rap convert llava {name_or_path} <new folder>"
+            f"{name_or_path} is in the original LLaVA format; convert it first with "
+            f"'rap convert llava {shlex.quote(str(folder))} {converted}', then use --model {converted}"
         )

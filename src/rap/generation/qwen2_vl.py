@@ -119,8 +119,9 @@ class Checkpoint:
     model: Any
 
 
-def load(name_or_path: str, dtype: Any) -> Checkpoint:
-    """The checkpoint on the CPU, or a ConfigError that says what is wrong with the folder or name."""
+def load(name_or_path: str, dtype: Any, **extra: Any) -> Checkpoint:
+    """The checkpoint (on the CPU unless ``extra``, the other ``from_pretrained`` arguments, places it),
+    or a ConfigError that says what is wrong with the folder or name."""
     transformers = require("transformers", "paper")
     with loading_checkpoint("Qwen2-VL model", name_or_path):
         config = transformers.AutoConfig.from_pretrained(name_or_path)
@@ -132,7 +133,7 @@ def load(name_or_path: str, dtype: Any) -> Checkpoint:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
         image_processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
         processor_dict, _ = transformers.ProcessorMixin.get_processor_dict(name_or_path)
-        model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, **extra)
     template = processor_dict.get("chat_template") or tokenizer.chat_template
     if isinstance(template, dict):
         template = template.get("default")
@@ -198,7 +199,8 @@ class Qwen2VL(Generator):
         self._torch = require("torch", "paper")
         transformers = require("transformers", "paper")
         self.device = self.options.device or ("cuda" if self._torch.cuda.is_available() else "cpu")
-        checkpoint = load(name_or_path, self._dtype())
+        quantization = self.options.quantization(self.device)  # a quantized model is loaded onto its device
+        checkpoint = load(name_or_path, self.options.torch_dtype(self.device), **quantization)
         self._tokenizer, self._image_processor, self._template = (
             checkpoint.tokenizer, checkpoint.image_processor, checkpoint.template
         )
@@ -208,7 +210,7 @@ class Qwen2VL(Generator):
                 f"transformers {transformers.__version__} cannot take cached vision features; "
                 "run: pip install -U transformers"
             )
-        self._model = model.to(self.device).eval()
+        self._model = (model if quantization else model.to(self.device)).eval()
         self._image_token_id = int(config.image_token_id)
         self._image_token: str = self._tokenizer.convert_ids_to_tokens(self._image_token_id)
         self._merge = int(config.vision_config.spatial_merge_size)
@@ -221,11 +223,6 @@ class Qwen2VL(Generator):
     def render(self, conversation: Sequence[Turn]) -> str:
         """The prompt text the model reads, one image slot per image, ready for the reply."""
         return render(self._tokenizer, self._template, conversation)
-
-    def _dtype(self) -> Any:
-        if self.options.dtype != "auto":
-            return getattr(self._torch, self.options.dtype)
-        return self._torch.bfloat16 if self.device.startswith("cuda") else self._torch.float32
 
     def _vision(self, images: Sequence[PromptImage]) -> tuple[list[Any], list[Any]]:
         """Each image's patch grid and features: concept images from the cache where kept, the rest encoded now."""

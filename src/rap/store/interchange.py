@@ -9,8 +9,11 @@ Two layouts come in:
        "path_to_concept": {"example_database/bo.png": "<bo>"}}
 
   Image paths are relative to the folder's parent in the official repository;
-  paths relative to the folder itself work too. Every path in
-  ``path_to_concept`` adds a reference image to its concept.
+  paths relative to the folder itself work too, and so does a copy of the
+  folder under another name. Paths that leave the folder are refused unless
+  allowed. Every path in ``path_to_concept`` adds a reference image to its
+  concept. The file's shape is checked by pydantic models that forbid unknown
+  fields, and any fault is one line naming the file and the field.
 * a plain folder with one subfolder per concept holding its images, an optional
   ``info.txt`` (the description) and an optional ``category.txt``.
 
@@ -23,89 +26,135 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from rap.concepts import validate_name
-from rap.errors import InvalidFormat, InvalidInput
+from rap.errors import InvalidFormat, InvalidInput, StoreError
+from rap.formats import validated
 from rap.images import IMAGE_SUFFIXES
 from rap.store.base import ConceptStore, NewConcept
 
 DATABASE_JSON = "database.json"
 
 
-def read_concepts(path: str | os.PathLike[str], default_category: str = "object") -> list[NewConcept]:
-    """Read a RAP ``database.json`` folder (or the file itself) or a plain folder."""
+def read_concepts(
+    path: str | os.PathLike[str], default_category: str = "object", *, allow_outside: bool = False
+) -> list[NewConcept]:
+    """Read a RAP ``database.json`` folder (or the file itself) or a plain folder.
+
+    A ``database.json`` may only name images inside its own folder: an absolute
+    or ``../`` path is refused unless ``allow_outside`` (``rap import
+    --allow-outside``), so importing a downloaded folder cannot copy other files
+    of the machine into the store (a service never allows it).
+    """
     path = Path(path).expanduser()
     if path.is_file() and path.name == DATABASE_JSON:
-        return read_rap_database(path.parent)
+        return read_rap_database(path.parent, allow_outside=allow_outside)
     if not path.is_dir():
         raise InvalidInput(f"{path}: no such folder")
     if (path / DATABASE_JSON).exists():
-        return read_rap_database(path)
+        return read_rap_database(path, allow_outside=allow_outside)
     return read_plain_folder(path, default_category)
 
 
-def _resolve_image(folder: Path, relative: str) -> Path:
-    for base in (folder.parent, folder):
-        candidate = (base / relative).resolve()
-        if candidate.is_file():
-            return candidate
-    raise InvalidFormat(f"{folder / DATABASE_JSON}: image {relative!r} not found beside it or its parent folder")
+class _Entry(BaseModel):
+    """One concept of ``concept_dict``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str | None = None
+    image: list[str] = Field(min_length=1)
+    info: str = ""
+    category: str = "object"
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError("must be an image path or a list of them")
+        return value
 
 
-def read_rap_database(folder: Path) -> list[NewConcept]:
-    source = folder / DATABASE_JSON
+class _Database(BaseModel):
+    """The whole ``database.json``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    concept_dict: dict[str, _Entry]
+    path_to_concept: dict[str, str] = Field(default_factory=dict)
+
+
+def _parse(source: Path) -> _Database:
+    """The file checked against :class:`_Database`, or one line naming the file and the field at fault."""
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidFormat(f"{source}: cannot read ({exc})") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidFormat(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    concept_dict = data.get("concept_dict") if isinstance(data, dict) else None
-    if not isinstance(concept_dict, dict):
-        raise InvalidFormat(f"{source}: expected an object with a 'concept_dict' object")
-    extra_paths = data.get("path_to_concept") or {}
-    if not isinstance(extra_paths, dict):
-        raise InvalidFormat(f"{source}: 'path_to_concept' must be an object of path -> <name>")
-    images: dict[str, list[str]] = {}
-    for key, entry in concept_dict.items():
-        if not isinstance(entry, dict):
-            raise InvalidFormat(f"{source}: concept {key!r} must be an object")
-        listed = entry.get("image")
-        listed = [listed] if isinstance(listed, str) else listed
-        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
-            raise InvalidFormat(f"{source}: concept {key!r} needs an 'image' path (or a list of them)")
-        images[key] = list(listed)
-    for image, key in extra_paths.items():
+        raise InvalidFormat(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    return validated(_Database, data, str(source))
+
+
+def _resolve_image(source: Path, listed: str, allow_outside: bool) -> Path:
+    """The file an image path of ``source`` names.
+
+    The official files write paths relative to the folder's parent
+    (``example_database/bo.png``), so a copy under another name still holds
+    them by their last components: those are tried inside the folder, longest
+    first. Paths that lead out of the folder come last, and only when allowed.
+    """
+    folder = source.parent
+    root = folder.resolve()
+    path = Path(listed)
+    inside = [] if path.is_absolute() or ".." in path.parts else [folder.joinpath(*path.parts[i:]) for i in range(len(path.parts))]
+    outside = [path] if path.is_absolute() else [folder.parent / path, folder / path]
+    for candidate in inside:
+        resolved = candidate.resolve()
+        if resolved.is_file() and resolved.is_relative_to(root):
+            return resolved
+    for candidate in [*inside, *outside]:
+        resolved = candidate.resolve()
+        if resolved.is_file():
+            if allow_outside:
+                return resolved
+            raise InvalidFormat(
+                f"{source}: image {listed!r} lies outside {folder}; copy it into the folder, "
+                "or import with --allow-outside if you trust this file"
+            )
+    raise InvalidFormat(f"{source}: image {listed!r} not found in {folder}")
+
+
+def read_rap_database(folder: Path, *, allow_outside: bool = False) -> list[NewConcept]:
+    source = folder / DATABASE_JSON
+    data = _parse(source)
+    images = {key: list(entry.image) for key, entry in data.concept_dict.items()}
+    for image, key in data.path_to_concept.items():
         if key not in images:
-            raise InvalidFormat(f"{source}: path_to_concept names {key!r}, which concept_dict lacks")
+            raise InvalidFormat(f"{source}: path_to_concept.{image}: names {key!r}, which concept_dict lacks")
         if image not in images[key]:
             images[key].append(image)
-    concepts = []
-    for key, entry in concept_dict.items():
-        name = entry.get("name") or key.strip("<>")
-        if not isinstance(name, str):
-            raise InvalidFormat(f"{source}: concept {key!r} has a non-text name")
-        info, category = entry.get("info", ""), entry.get("category", "object")
-        if not isinstance(info, str) or not isinstance(category, str):
-            raise InvalidFormat(f"{source}: concept {key!r}: 'info' and 'category' must be text")
-        attributes = entry.get("attributes") or {}
-        if not isinstance(attributes, dict):
-            raise InvalidFormat(f"{source}: concept {key!r}: 'attributes' must be an object")
-        concepts.append(
-            NewConcept(
-                name=name,
-                images=[_resolve_image(folder, p) for p in images[key]],
-                info=info,
-                category=category,
-                attributes={str(k): str(v) for k, v in attributes.items()},
-            )
+    return [
+        NewConcept(
+            name=entry.name or key.strip("<>"),
+            images=[_resolve_image(source, p, allow_outside) for p in images[key]],
+            info=entry.info,
+            category=entry.category,
+            attributes={k: str(v) for k, v in entry.attributes.items()},
         )
-    return concepts
+        for key, entry in data.concept_dict.items()
+    ]
 
 
 def read_plain_folder(folder: Path, default_category: str) -> list[NewConcept]:
@@ -148,35 +197,54 @@ def import_concepts(
 
 
 def export_rap(store: ConceptStore, target: str | os.PathLike[str]) -> Path:
-    """Write the store as a RAP ``database.json`` folder; refuses to overwrite a non-empty folder."""
+    """Write the store as a RAP ``database.json`` folder; refuses to overwrite a non-empty folder.
+
+    The folder is written under a temporary name beside the target and renamed
+    when complete, so a failure (a stored image gone, a read-only or full disk)
+    leaves nothing half-written and is reported in one line.
+    """
     target = Path(target).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InvalidInput(f"{target}: exists and is not an empty folder; choose a new one")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging: Path | None = None
     try:
-        concept_dict: dict[str, Any] = {}
-        path_to_concept: dict[str, str] = {}
-        for concept in store.list():
-            paths = []
-            for n, image in enumerate(concept.images):
-                suffix = Path(image.file).suffix
-                file = f"{concept.name}{suffix}" if n == 0 else f"{concept.name}_{n + 1}{suffix}"
-                shutil.copyfile(store.image_path(image.file), staging / file)
-                paths.append(f"{target.name}/{file}")
-            entry: dict[str, Any] = {"name": concept.name, "image": paths[0], "info": concept.info, "category": concept.category}
-            if concept.attributes:
-                entry["attributes"] = concept.attributes
-            concept_dict[concept.token] = entry
-            path_to_concept.update({p: concept.token for p in paths})
-        (staging / DATABASE_JSON).write_text(
-            json.dumps({"concept_dict": concept_dict, "path_to_concept": path_to_concept}, indent=4, ensure_ascii=False),
-            encoding="utf-8",
-        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        _write_rap(store, staging, target.name)
         if target.exists():
             target.rmdir()
         os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise InvalidInput(f"cannot write {target}: {exc.strerror or exc}; choose a folder you can write to") from None
         raise
     return target
+
+
+def _write_rap(store: ConceptStore, folder: Path, name: str) -> None:
+    """The store's images and ``database.json`` in ``folder``, paths written as ``name/<file>``."""
+    concept_dict: dict[str, Any] = {}
+    path_to_concept: dict[str, str] = {}
+    for concept in store.list():
+        paths = []
+        for n, image in enumerate(concept.images):
+            suffix = Path(image.file).suffix
+            file = f"{concept.name}{suffix}" if n == 0 else f"{concept.name}_{n + 1}{suffix}"
+            stored = store.image_path(image.file)
+            if not stored.is_file():
+                db = shlex.quote(str(store.image_path("")))  # image files are named relative to the store folder
+                drop = f"concept edit {concept.name} --remove-image {image.id}" if len(concept.images) > 1 else f"concept remove {concept.name}"
+                raise StoreError(f"{stored}: an image of {concept.name!r} is missing from the store; restore the file, or drop it with 'rap --db {db} {drop}'")
+            shutil.copyfile(stored, folder / file)
+            paths.append(f"{name}/{file}")
+        entry: dict[str, Any] = {"name": concept.name, "image": paths[0], "info": concept.info, "category": concept.category}
+        if concept.attributes:
+            entry["attributes"] = concept.attributes
+        concept_dict[concept.token] = entry
+        path_to_concept.update({p: concept.token for p in paths})
+    (folder / DATABASE_JSON).write_text(
+        json.dumps({"concept_dict": concept_dict, "path_to_concept": path_to_concept}, indent=4, ensure_ascii=False),
+        encoding="utf-8",
+    )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -222,7 +223,7 @@ class LocalConceptStore(ConceptStore):
                 raise EncoderMismatch(
                     f"{self.path} holds vectors of encoder {recorded[0]} (faces: {recorded[1]}), not "
                     f"{wanted[0]} (faces: {wanted[1]}); use --encoder {recorded[0]}, or re-embed with "
-                    f"'rap reembed --encoder {wanted[0]} --faces {wanted[1]}'"
+                    f"'rap --db {shlex.quote(str(self.path))} --encoder {wanted[0]} --faces {wanted[1]} reembed'"
                 )
             self.embedder = chosen
             self.reembedded_on_open = True
