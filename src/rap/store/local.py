@@ -104,6 +104,10 @@ class LocalConceptStore(ConceptStore):
             raise
 
     # -- opening ----------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def _connect(self) -> sqlite3.Connection:
         db_file = self.path / DB_FILE
         if self.path.exists() and not self.path.is_dir():
