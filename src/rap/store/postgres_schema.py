@@ -7,6 +7,9 @@ misread. Migrations run under a transaction-level advisory lock, so processes
 opening the store at once migrate it exactly once.
 
 Each table carries ``user_id`` and every query the store makes filters by it.
+Vectors are stored ``MAIN``: kept in the row, not moved out to TOAST, which a
+768-float vector (3 KB) otherwise would be, costing an extra lookup per row in
+an exact scan.
 Vectors keep their dimension in a column: one HNSW index per dimension in use
 (a partial index on ``embedding::vector(dim)``), created when the first vector
 of that dimension arrives, so users keyed by different encoders share the table.
@@ -69,6 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
         embedding vector NOT NULL,
         CHECK (vector_dims(embedding) = dim)
     );
+    ALTER TABLE rap.vectors ALTER COLUMN embedding SET STORAGE MAIN;
     CREATE INDEX vectors_user_space ON rap.vectors (user_id, space, dim);
     CREATE INDEX vectors_image ON rap.vectors (image_id);
     """,
