@@ -179,7 +179,8 @@ def bench(url: str, n: int, dim: int, queries: int, share: float, small: int, se
                 figures = measure(
                     lambda q: [int(hit.concept[1:]) for hit in store.search("image", q[None], 5)[0]], noisy, truth
                 )
-            yield row | {"search": path, "hnsw_build_s": round(build_s, 1)} | figures
+            tuning = {"ef_search": settings.pgvector_ef_search} if cutoff == 0 else {}
+            yield row | {"search": path, **tuning, "hnsw_build_s": round(build_s, 1)} | figures
         if user == "big":
             index = VectorIndex(dim)
             index.add(mine, vectors[mine])

@@ -166,3 +166,14 @@ def test_open_store_binds_a_user_on_either_backend(postgres_url, photos, rap_hom
         assert shared.location.endswith("(user ann)")
     with open_store(encoder="tiny", faces="none", user="ann") as local:
         assert local.location == str(rap_home / "store" / "users" / "ann")
+
+
+def test_postgres_store_reconnects_after_the_server_drops_it(postgres_url, photos):
+    with StoreTarget(postgres_url, postgres_user()).open() as store:
+        store.add("bo", [photos / "dog_00.jpg"])
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._db.info.backend_pid,))
+        with pytest.raises(StoreError) as caught:  # the call in flight fails, in one line
+            store.list()
+        assert "\n" not in str(caught.value)
+        assert [c.name for c in store.list()] == ["bo"]  # the next one has a new connection

@@ -87,14 +87,14 @@ class PostgresConceptStore(ConceptStore):
         progress: ProgressFactory | None = None,
     ) -> None:
         self.url, self.user = url, user
-        self.exact_below = exact_below
+        self.exact_below, self.ef_search = exact_below, ef_search
         self._lock = threading.RLock()
         self._cache: Path | None = None
         self._indexed_dims: set[int] = set()
         self._names = ImageFiles(Path())  # names images as the embedded store does: by content
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False
-        self._db = self._connect(ef_search)
+        self._db = self._connect()
         try:
             with self._session():
                 migrate(self._db)
@@ -112,21 +112,27 @@ class PostgresConceptStore(ConceptStore):
     def location(self) -> str:
         return f"{redact(self.url)} (user {self.user})"
 
-    def _connect(self, ef_search: int) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection:
         try:
             connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {redact(self.url)}: {_one_line(exc)}") from None
         # Iterative scans (pgvector >= 0.8) keep walking the HNSW graph until k rows pass the user filter.
-        connection.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
+        connection.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(self.ef_search),))
         connection.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', false)")
         return connection
 
     @contextmanager
     def _session(self) -> Iterator[psycopg.Connection]:
-        """The connection, for one thread at a time; database failures become one-line StoreErrors."""
+        """The connection, for one thread at a time; database failures become one-line StoreErrors.
+
+        A connection the server dropped (a restart, a failover) is replaced on next use.
+        """
         with self._lock:
             try:
+                if self._db.broken:
+                    self._db = self._connect()
+                    register_vector(self._db)
                 yield self._db
             except RapError:
                 raise
@@ -274,7 +280,7 @@ class PostgresConceptStore(ConceptStore):
                     "vectors": count,
                     "dim": dim,
                     "factory": "pgvector hnsw" if approximate else "pgvector exact",
-                    "search": f"ef_search={self._db.execute('SHOW hnsw.ef_search').fetchone()[0]}" if approximate else "",
+                    "search": f"ef_search={self.ef_search}" if approximate else "",
                 }
         return info
 

@@ -109,7 +109,7 @@ def _postgres(
 
     return PostgresConceptStore(
         f"postgresql:{argument}",
-        user=user or settings.store_user,
+        user=validate_user(user or settings.store_user),
         encoder=encoder or None,
         faces=faces,
         default_encoder=settings.encoder,
