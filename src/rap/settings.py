@@ -52,7 +52,7 @@ class Settings(BaseModel):
     store_url: str | None = Field(None, description="the concept store, if not the folder: local:PATH or postgresql://... (RAP_STORE_URL, --store)")
     store_user: str = Field("local", description="whose concepts a shared store (postgresql) holds for this command (RAP_STORE_USER)")
     pgvector_exact_below: int = Field(10_000, ge=0, description="PostgreSQL searches a user's vectors exactly up to this many per space, through the HNSW index above")
-    pgvector_ef_search: int = Field(100, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search) of an approximate PostgreSQL search")
+    pgvector_ef_search: int = Field(200, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search) of an approximate PostgreSQL search")
     encoder: str = Field("offline:efficientnet-lite0", description="image encoder that keys the store (RAP_ENCODER, --encoder)")
     faces: str = Field("dlib", description="face analyzer for concepts of a person category, or 'none' (RAP_FACES)")
     detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
