@@ -177,3 +177,28 @@ def test_postgres_store_reconnects_after_the_server_drops_it(postgres_url, photo
             store.list()
         assert "\n" not in str(caught.value)
         assert [c.name for c in store.list()] == ["bo"]  # the next one has a new connection
+
+
+def test_postgres_store_serves_the_assistant(postgres_url, photos):
+    """Retrieval and the prompt's reference images come out of the database."""
+    from rap import Retriever
+    from rap.assistant import Assistant
+    from rap.generation import create_generator
+
+    with StoreTarget(postgres_url, postgres_user()).open() as store:
+        store.add("bo", [photos / "dog_00.jpg"], info="<bo> is my corgi.", category="dog")
+        store.add("kit", [photos / "cat_00.jpg"], info="<kit> is a ginger cat.", category="cat")
+        bot = Assistant(store, Retriever(store, "none", top_k=1, threshold=float("inf")), create_generator("echo"))
+        answer = bot.ask("Who is this?", photos / "cat_00.jpg")
+        [conversation] = bot.generator.seen
+        assert [c.concept.name for c in answer.concepts] == ["kit"]
+        assert "<kit> is a ginger cat." in conversation[-1].text()
+        assert conversation[-1].image_keys[1:] == [store.get("kit").images[0].sha256]
+
+
+def test_postgres_password_is_never_shown(postgres_url, capsys):
+    for url in ("postgresql://me:s3cret@db.example.com/rap", "postgresql://me@db.example.com/rap?password=s3cret&sslmode=require"):
+        assert run(["--store", url, "config", "show"]) == 0
+        assert run(["--store", url, "config", "show", "--json"]) == 0
+        out = capsys.readouterr().out
+        assert "s3cret" not in out and "***" in out

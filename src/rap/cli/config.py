@@ -10,7 +10,7 @@ from rap.detectors import DETECTORS
 from rap.encoders import ENCODERS, FACE_ANALYZERS
 from rap.generation import GENERATORS
 from rap.settings import Settings
-from rap.store.registry import STORES
+from rap.store.registry import STORES, redact
 
 app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 
@@ -23,6 +23,8 @@ def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
     resolved = state(ctx).resolved
     values = resolved.settings.model_dump(mode="json")
     values["db"] = str(resolved.settings.store_path)
+    if values["store_url"]:
+        values["store_url"] = redact(values["store_url"])
     if as_json:
         print_json(
             {

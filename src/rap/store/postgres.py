@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -52,16 +51,12 @@ from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, Prog
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.store.prepare import EMBED_BATCH, Prepared, embed, plan_edit, prepare
+from rap.store.registry import redact
 
 OnEncoderChange = Literal["refuse", "reembed"]
 SPACES = (IMAGE_SPACE, FACE_SPACE)
 
 _CONCEPT_COLUMNS = "id, name, info, category, attributes, created_at, updated_at"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for messages and ``rap info``."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def _one_line(exc: psycopg.Error) -> str:

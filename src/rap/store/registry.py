@@ -30,6 +30,12 @@ STORES: Registry[ConceptStore] = Registry(
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
+def redact(spec: str) -> str:
+    """A store spec with any password in it replaced, fit for messages and ``rap config show``."""
+    spec = re.sub(r"(://[^:/@]*):[^/]*@", r"\1:***@", spec)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", spec)
+
+
 def validate_user(user: str) -> str:
     """A user name safe as a folder name and a database key: letters, digits, ``_.@-``; 1 to 64."""
     if not isinstance(user, str) or not _USER.fullmatch(user):
