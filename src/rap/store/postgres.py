@@ -14,12 +14,8 @@ its own ``lo_unlink`` (or ``vacuumlo``) on every delete path, and their
 permissions are per object, not per row. The column's storage is ``EXTERNAL``:
 JPEG and PNG bytes do not compress, so PostgreSQL does not try.
 
-Search is a pgvector query on the user's vectors of one space. While a user has
-at most ``exact_below`` vectors in that space the query orders by the plain
-distance, which no index serves: an exact scan of that user's rows through the
-B-tree on ``(user_id, space, dim)``. Past that it orders by the distance on
-``embedding::vector(dim)``, which the HNSW index of that dimension serves, with
-pgvector's iterative scan, so that filtering by user still returns ``k`` hits.
+Search is a pgvector query on the user's vectors of one space: exact while the
+user holds few, through an HNSW index past that (:mod:`rap.store.postgres_search`).
 
 Writes are all or nothing: each add, edit or removal is one transaction that
 first locks the user's row, so writers of one user (in any process) take turns,
@@ -51,6 +47,7 @@ from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, Prog
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.store.prepare import EMBED_BATCH, Prepared, embed, plan_edit, prepare
+from rap.store.postgres_search import nearest
 from rap.store.registry import redact
 
 OnEncoderChange = Literal["refuse", "reembed"]
@@ -320,38 +317,8 @@ class PostgresConceptStore(ConceptStore):
             return np.stack([np.asarray(row[0], np.float32) for row in rows])
 
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
-        queries = np.atleast_2d(np.asarray(queries, np.float32))
-        dim = queries.shape[1]
         with self._session() as db:
-            count = db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM rap.vectors WHERE user_id = %s AND space = %s AND dim = %s "
-                "LIMIT %s) mine",
-                (self._user_id, space, dim, self.exact_below + 1),
-            ).fetchone()[0]
-            if count == 0 or k < 1:
-                return [[] for _ in range(len(queries))]
-            # The HNSW index serves only the distance on the cast column; the plain one is exact.
-            distance = (
-                f"embedding::vector({dim}) <-> %(q)s::vector({dim})"
-                if count > self.exact_below and dim <= HNSW_MAX_DIM
-                else "embedding <-> %(q)s"
-            )
-            statement = (
-                "SELECT c.name, i.number, hit.distance FROM ("
-                f"  SELECT image_id, {distance} AS distance FROM rap.vectors"
-                "   WHERE user_id = %(u)s AND space = %(s)s AND dim = %(d)s ORDER BY distance LIMIT %(k)s"
-                ") hit JOIN rap.images i ON i.id = hit.image_id JOIN rap.concepts c ON c.id = i.concept_id "
-                "ORDER BY hit.distance"
-            )
-            return [
-                [
-                    VectorHit(name, number, float(d))
-                    for name, number, d in db.execute(
-                        statement, {"q": query, "u": self._user_id, "s": space, "d": dim, "k": k}  # type: ignore[arg-type]
-                    )
-                ]
-                for query in queries
-            ]
+            return nearest(db, self._user_id, space, queries, k, self.exact_below)
 
     # -- writing ----------------------------------------------------------------
     def _ensure_indexes(self, vectors: Iterable[list[SpaceVector]]) -> None:
