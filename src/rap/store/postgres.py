@@ -139,8 +139,11 @@ class PostgresConceptStore(ConceptStore):
             yield db
 
     def _ensure_user(self) -> int:
-        self._db.execute("INSERT INTO rap.users (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (self.user,))
-        return self._db.execute("SELECT id FROM rap.users WHERE name = %s", (self.user,)).fetchone()[0]
+        row = self._db.execute("SELECT id FROM rap.users WHERE name = %s", (self.user,)).fetchone()
+        if row is None:  # a new user; another process may be adding them too
+            self._db.execute("INSERT INTO rap.users (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (self.user,))
+            row = self._db.execute("SELECT id FROM rap.users WHERE name = %s", (self.user,)).fetchone()
+        return row[0]
 
     def _choose_models(
         self,

@@ -130,6 +130,9 @@ def ensure_hnsw_index(connection: psycopg.Connection, dim: int) -> None:
     """
     if dim > HNSW_MAX_DIM:
         return
+    exists = "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = 'rap'::regnamespace"
+    if connection.execute(exists, (hnsw_index_name(dim),)).fetchone():
+        return  # CREATE INDEX IF NOT EXISTS would still wait for every writer of the table
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         connection.execute(
