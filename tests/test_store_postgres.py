@@ -202,3 +202,15 @@ def test_postgres_password_is_never_shown(postgres_url, capsys):
         assert run(["--store", url, "config", "show", "--json"]) == 0
         out = capsys.readouterr().out
         assert "s3cret" not in out and "***" in out
+
+
+@pytest.mark.slow  # dlib's real face models
+def test_faces_follow_the_category_on_every_backend(store_target, photos):
+    with store_target.open(faces="dlib") as store:
+        person = store.add("ann", [photos / "astronaut.jpg"], category="person")
+        assert person.images[0].face_box is not None and store.spaces() == ["image", "face"]
+        assert store.edit("ann", category="object").images[0].face_box is None
+        assert store.spaces() == ["image"] and len(store.concept_vectors("ann", "face")) == 0
+        again = store.edit("ann", category="woman")
+        assert again.images[0].face_box == person.images[0].face_box
+        assert store.search("face", store.concept_vectors("ann", "face"), 1)[0][0].concept == "ann"

@@ -310,7 +310,7 @@ class PostgresConceptStore(ConceptStore):
         with self._session() as db:
             concept_id, _ = self._concept_row(name)
             rows = db.execute(
-                "SELECT v.embedding FROM rap.vectors v JOIN rap.images i ON i.id = v.image_id "
+                "SELECT v.embedding::real[] FROM rap.vectors v JOIN rap.images i ON i.id = v.image_id "
                 "WHERE v.user_id = %s AND i.concept_id = %s AND v.space = %s ORDER BY v.id",
                 (self._user_id, concept_id, space),
             ).fetchall()
