@@ -79,3 +79,55 @@ class EchoGenerator(Generator):
 
 
 GENERATORS.register("echo", help="test backend: repeats its prompt")(EchoGenerator)
+
+
+# -- every concept store backend, for the store's own test suite -------------------------
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from uuid import uuid4  # noqa: E402
+
+from postgres_server import postgres_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One PostgreSQL + pgvector server for the whole session (see tests/postgres_server.py)."""
+    with postgres_server() as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a test's store lives: a folder, or a fresh user in the shared test database.
+
+    ``open`` opens it (again), as another process would, through the store registry.
+    """
+
+    spec: str
+    user: str | None
+
+    def open(self, encoder: str | None = "tiny", faces: str | None = "none", create: bool = True, **options):
+        from rap.settings import resolve
+        from rap.store.registry import open_store
+
+        settings = resolve({"store_url": self.spec}).settings
+        return open_store(settings, user=self.user, encoder=encoder, faces=faces, create=create, **options)
+
+    @property
+    def folder(self) -> Path | None:
+        """The store's folder, for an embedded store."""
+        return Path(self.spec.removeprefix("local:")) if self.spec.startswith("local:") else None
+
+
+@pytest.fixture(params=["local", "postgres"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
+    if request.param == "local":
+        return StoreTarget(f"local:{tmp_path / 'store'}", None)
+    return StoreTarget(request.getfixturevalue("postgres_url"), f"test-{uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def any_store(store_target: StoreTarget):
+    """A new, empty store of each backend (test ids ``local`` and ``postgres``)."""
+    with store_target.open() as opened:
+        yield opened

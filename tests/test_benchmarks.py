@@ -34,14 +34,17 @@ CASES = {
     "generation_latency-qwen": (["--arch", "qwen2.5-vl", "--size", "tiny", "--repeats", "1", "--new-tokens", "3"], "decode_tokens_per_s"),
     "train_throughput": (["--size", "tiny", "--steps", "1", "--warmup", "1", "--batch-size", "2"], "samples_per_s"),
     "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
+    "pgvector_search": (["--sizes", "2000", "--dim", "32", "--queries", "20", "--url", "{postgres}"], "recall_at_5_vs_exact"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_benchmark_runs_and_reports(case: str, tmp_path: Path) -> None:
+def test_benchmark_runs_and_reports(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     arguments, key = CASES[case]
+    if "{postgres}" in arguments:  # the session's test server (tests/postgres_server.py)
+        arguments = [request.getfixturevalue("postgres_url") if a == "{postgres}" else a for a in arguments]
     if "{dreambooth}" in arguments:
         arguments = [str(dreambooth_layout(tmp_path / "dreambooth")) if a == "{dreambooth}" else a for a in arguments]
     script = ROOT / "benchmarks" / f"{case.split('-')[0]}.py"

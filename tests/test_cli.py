@@ -174,6 +174,7 @@ def test_config_show_and_backends(rap, capsys):
     listing = json.loads(capsys.readouterr().out)
     assert {"offline", "clip"} <= {e["name"] for e in listing["encoder"]}
     assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
+    assert {"local", "postgresql"} <= {e["name"] for e in listing["store"]}
 
 
 @pytest.mark.parametrize("as_json", [True, False])

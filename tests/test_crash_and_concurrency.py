@@ -1,5 +1,7 @@
 """kill -9 at any point of an add, edit or remove leaves a store that reopens consistent.
 
+Each test runs on every store backend (ids ``local`` and ``postgres``).
+
 A child process works on the store in a loop and is killed with SIGKILL after
 a random delay, several times over; after each kill the store is reopened and
 checked: every concept is retrievable by its own image, no vector points at
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import StoreTarget
 from rap import LocalConceptStore
 from test_store import assert_consistent
 
@@ -27,9 +30,8 @@ WORKER = textwrap.dedent(
     import random, sys
     sys.path.insert(0, {tests!r})
     import conftest  # registers the tiny encoder
-    from rap import LocalConceptStore
     photos = sorted((conftest.PHOTOS).glob("*.jpg"))
-    store = LocalConceptStore({path!r}, encoder="tiny")
+    store = conftest.StoreTarget({spec!r}, {user!r}).open()
     rng = random.Random({seed})
     print("ready", flush=True)
     n = 0
@@ -47,24 +49,24 @@ WORKER = textwrap.dedent(
 )
 
 
-def start_worker(path: Path, seed: int, tests: Path = TESTS) -> subprocess.Popen:
-    code = WORKER.format(tests=str(tests), path=str(path), seed=seed)
+def start_worker(target: StoreTarget, seed: int, tests: Path = TESTS) -> subprocess.Popen:
+    code = WORKER.format(tests=str(tests), spec=target.spec, user=target.user, seed=seed)
     worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert worker.stdout.readline().strip() == b"ready", worker.stderr.read().decode()
     return worker
 
 
-def test_kill_9_during_writes_never_breaks_the_store(tmp_path):
-    path = tmp_path / "store"
+def test_kill_9_during_writes_never_breaks_the_store(store_target):
     rng = random.Random(7)
     for round_ in range(6):
-        worker = start_worker(path, round_)
+        worker = start_worker(store_target, round_)
         time.sleep(rng.uniform(0.05, 0.6))
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        with LocalConceptStore(path, encoder="tiny") as store:
+        with store_target.open() as store:
             assert_consistent(store)
-            assert not list(path.glob("*/**/.*.tmp"))  # a checkpoint or image cut short leaves no temp file
+            if store_target.folder is not None:  # a checkpoint or image cut short leaves no temp file
+                assert not list(store_target.folder.glob("*/**/.*.tmp"))
 
 
 def dead_pid() -> int:
@@ -89,13 +91,12 @@ def test_temp_files_of_a_killed_writer_are_removed_on_open(tmp_path, photos, fol
     assert not stale.exists() and live.exists()
 
 
-def test_readers_work_while_another_process_writes(tmp_path, photos):
-    path = tmp_path / "store"
-    with LocalConceptStore(path, encoder="tiny") as store:
+def test_readers_work_while_another_process_writes(store_target, photos):
+    with store_target.open() as store:
         store.add("seed", [photos / "dog_00.jpg"])
-    worker = start_worker(path, 99)
+    worker = start_worker(store_target, 99)
     try:
-        reader = LocalConceptStore(path, encoder="tiny")
+        reader = store_target.open()
         query = reader.embedder.embed([__import__("PIL.Image").Image.open(photos / "dog_00.jpg")])
         seen = set()
         deadline = time.time() + 3
@@ -108,5 +109,5 @@ def test_readers_work_while_another_process_writes(tmp_path, photos):
     finally:
         worker.kill()
         worker.wait()
-    with LocalConceptStore(path, encoder="tiny") as store:
+    with store_target.open() as store:
         assert_consistent(store)

@@ -39,7 +39,17 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings | None = None, **overrides: object) -> LocalConceptStore:
-    """Open the store the settings in force name (``RAP_DB``, ``RAP_HOME``, the config file)."""
+def open_store(
+    settings: Settings | None = None, *, user: str | None = None, create: bool = True, **overrides: object
+) -> ConceptStore:
+    """Open the store the settings in force name (``RAP_STORE_URL``, ``RAP_DB``, ``RAP_HOME``, the config file).
+
+    ``user`` binds the store to one user's concepts (a server passes each
+    request's user); None is the single local user. ``create`` False refuses a
+    missing store instead of making one. ``overrides`` are settings,
+    as ``resolve`` takes them: ``open_store(store_url="postgresql://...")``.
+    """
+    from rap.store.registry import open_store as open_named
+
     resolved = settings or resolve(overrides).settings
-    return LocalConceptStore(resolved.store_path, encoder=resolved.encoder, faces=resolved.faces)
+    return open_named(resolved, user=user, encoder=resolved.encoder, faces=resolved.faces, create=create)

@@ -6,8 +6,10 @@ or stores settings pass them through :func:`redact` first. An option is a secret
 when its name says so (``api_key``, ``token``, ``secret``, ``password``,
 ``credentials``, ``authorization``, or ends in ``_key``) or when its value is a
 pydantic ``SecretStr`` / ``SecretBytes``, which is how an options model marks a
-field secret (the ``openai`` backend's ``api_key``). The mask keeps only whether
-a value was set, so a shown configuration still tells "no key" from "a key".
+field secret (the ``openai`` backend's ``api_key``). A password inside a URL
+(``postgresql://rap:PASSWORD@host/db``, ``?password=...``) is masked in any text.
+The mask keeps only whether a value was set, so a shown configuration still
+tells "no key" from "a key".
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 from pydantic import SecretBytes, SecretStr
 
 MASK = "********"
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 _SECRET_NAME = re.compile(r"(?:^|[_-])(?:api[_-]?key|key|token|secret|password|passwd|credentials?|authorization|auth)$", re.IGNORECASE)
 
 
@@ -35,6 +39,8 @@ def redact(value: Any) -> Any:
         return {key: _masked(value[key]) if isinstance(key, str) and is_secret_name(key) else redact(value[key]) for key in value}
     if isinstance(value, (list, tuple)):
         return type(value)(redact(item) for item in value)
+    if isinstance(value, str):
+        return _QUERY_PASSWORD.sub(rf"\g<1>{MASK}", _URL_PASSWORD.sub(rf"\g<1>:{MASK}@", value))
     return value
 
 

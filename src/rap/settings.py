@@ -49,6 +49,10 @@ class Settings(BaseModel):
 
     home: Path = Field(default_factory=_default_home, description="rap's folder for config and the default store (RAP_HOME)")
     db: Path | None = Field(None, description="the concept store folder; default: $RAP_HOME/store (RAP_DB, --db)")
+    store_url: str | None = Field(None, description="the concept store, if not the folder: local:PATH or postgresql://... (RAP_STORE_URL, --store)")
+    store_user: str = Field("local", description="whose concepts a shared store (postgresql) holds for this command (RAP_STORE_USER)")
+    pgvector_exact_below: int = Field(10_000, ge=0, description="PostgreSQL searches a user's vectors exactly up to this many per space, through the HNSW index above")
+    pgvector_ef_search: int = Field(200, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search) of an approximate PostgreSQL search")
     encoder: str = Field("offline:efficientnet-lite0", description="image encoder that keys the store (RAP_ENCODER, --encoder)")
     faces: str = Field("dlib", description="face analyzer for concepts of a person category, or 'none' (RAP_FACES)")
     detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
@@ -64,6 +68,11 @@ class Settings(BaseModel):
     @property
     def store_path(self) -> Path:
         return self.db if self.db is not None else self.home / "store"
+
+    @property
+    def store_spec(self) -> str:
+        """The store to open, as a registry spec: ``store_url``, else ``local:`` the store folder."""
+        return self.store_url or f"local:{self.store_path}"
 
     @property
     def generator_spec(self) -> str:

@@ -11,10 +11,11 @@ from rap.encoders import ENCODERS, FACE_ANALYZERS
 from rap.generation import GENERATORS
 from rap.redact import redact
 from rap.settings import Settings
+from rap.store.registry import STORES
 
 app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 
-REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTORS, "generator": GENERATORS}
+REGISTRIES = {"encoder": ENCODERS, "faces": FACE_ANALYZERS, "detector": DETECTORS, "generator": GENERATORS, "store": STORES}
 
 
 @app.command("show")
@@ -41,7 +42,7 @@ def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
 
 def backends_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The encoders, face analyzers, detectors and generators rap knows, by name."""
+    """The encoders, face analyzers, detectors, generators and stores rap knows, by name."""
     listing = {
         kind: [{"name": e.scheme, "default": e.default_argument, "help": e.help} for e in registry.entries()]
         for kind, registry in REGISTRIES.items()

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rap.settings import Resolved, resolve
-from rap.store.local import LocalConceptStore
+from rap.store.base import ConceptStore
+from rap.store.registry import open_store
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -28,7 +29,7 @@ class State:
         self.profile = profile
         self.reembed = reembed
         self._resolved: Resolved | None = None
-        self._store: LocalConceptStore | None = None
+        self._store: ConceptStore | None = None
 
     @property
     def resolved(self) -> Resolved:
@@ -36,19 +37,21 @@ class State:
             self._resolved = resolve(self.overrides, self.profile)
         return self._resolved
 
-    def store(self, create: bool = False) -> LocalConceptStore:
-        """The store, opened on first use; only a command that adds (``create``) may make a new one."""
+    def store(self, create: bool = False, reembed: bool = False) -> ConceptStore:
+        """The store, opened on first use; only a command that adds (``create``) may make a new one.
+
+        An existing store keeps its own models unless the user names others (or
+        ``reembed`` asks for the ones in force); a new one takes the settings'.
+        """
         if self._store is None:
             resolved = self.resolved
             settings = resolved.settings
-            self._store = LocalConceptStore(
-                settings.store_path,
-                # an existing store keeps its own models unless the user names others; a new one takes the settings'
-                encoder=settings.encoder if resolved.explicit("encoder") else None,
-                faces=settings.faces if resolved.explicit("faces") else None,
-                settings=settings,
+            self._store = open_store(
+                settings,
+                encoder=settings.encoder if reembed or resolved.explicit("encoder") else None,
+                faces=settings.faces if reembed or resolved.explicit("faces") else None,
                 create=create,
-                on_encoder_change="reembed" if self.reembed else "refuse",
+                on_encoder_change="reembed" if reembed or self.reembed else "refuse",
                 progress=progress_bar,
             )
         return self._store
@@ -61,6 +64,7 @@ class State:
 def global_options(
     ctx: typer.Context,
     db: Path | None = typer.Option(None, "--db", help="Concept store folder (env RAP_DB; default $RAP_HOME/store)."),
+    store: str | None = typer.Option(None, "--store", help="Concept store instead of the folder: postgresql://user@host/db or local:PATH (env RAP_STORE_URL)."),
     profile: str | None = typer.Option(None, "--profile", "-p", help="Settings profile: offline, paper, or one from the config file (env RAP_PROFILE)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Image encoder, e.g. offline:efficientnet-lite0 or clip:openai/clip-vit-large-patch14-336."),
     detector: str | None = typer.Option(None, "--detector", help="Region detector: multiscale, selective-search, owlv2[:model], grounding-dino[:model], none."),
@@ -68,7 +72,7 @@ def global_options(
     reembed: bool = typer.Option(False, "--reembed", help="If the store was embedded by another encoder, re-embed it instead of refusing."),
 ) -> None:
     """Retrieval-augmented personalization: remember your concepts, find them in photos."""
-    overrides = {"db": db, "encoder": encoder, "detector": detector, "faces": faces}
+    overrides = {"db": db, "store_url": store, "encoder": encoder, "detector": detector, "faces": faces}
     state = State(overrides, profile, reembed)
     ctx.obj = state
     ctx.call_on_close(state.close)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import typer
 
 from rap.cli.context import print_json, progress_bar, state, stdout
+from rap.errors import InvalidInput
 from rap.store.check import check_store
-from rap.store.local import LocalConceptStore
 
 
 def info_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Where the store is, what encoded it, and its indexes."""
     store = state(ctx).store()
     info = {
-        "path": str(store.path),
+        "path": store.location,
         "concepts": len(store),
         "encoder": store.encoder_id,
         "faces": store.faces_id,
@@ -29,19 +29,11 @@ def info_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
 
 def reembed_command(ctx: typer.Context) -> None:
     """Recompute every vector with the encoder and face analyzer in force (--encoder, --faces)."""
-    st = state(ctx)
-    settings = st.resolved.settings
-    store = LocalConceptStore(
-        settings.store_path, encoder=settings.encoder, faces=settings.faces, settings=settings, create=False,
-        on_encoder_change="reembed", progress=progress_bar,
-    )
-    try:
-        if not store.reembedded_on_open:
-            with progress_bar("re-embedding", sum(len(c.images) for c in store.list())) as advance:
-                store.reembed(advance)
-        stdout.print(f"re-embedded {len(store)} concept(s) with {store.encoder_id} (faces: {store.faces_id})")
-    finally:
-        store.close()
+    store = state(ctx).store(reembed=True)
+    if not store.reembedded_on_open:
+        with progress_bar("re-embedding", sum(len(c.images) for c in store.list())) as advance:
+            store.reembed(advance)
+    stdout.print(f"re-embedded {len(store)} concept(s) with {store.encoder_id} (faces: {store.faces_id})")
 
 
 def check_command(
@@ -51,6 +43,8 @@ def check_command(
 ) -> None:
     """Check the store: the database, every image file, every vector and the indexes. Exit 5 if something is wrong."""
     settings = state(ctx).resolved.settings
+    if not settings.store_spec.startswith("local:"):
+        raise InvalidInput("rap check checks an embedded store (--db); a PostgreSQL server checks its own data (amcheck, pg_dump)")
     report = check_store(settings.store_path, repair=repair, settings=settings)
     if as_json:
         print_json(report.as_json())

@@ -9,7 +9,6 @@ unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path

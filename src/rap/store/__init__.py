@@ -1,8 +1,9 @@
-"""Concept stores: the interface, and the embedded SQLite + FAISS implementation."""
+"""Concept stores: the interface, the embedded SQLite + FAISS store, and the registry that opens any store."""
 
 from __future__ import annotations
 
 from rap.store.base import ConceptStore, NewConcept, VectorHit
 from rap.store.local import LocalConceptStore
+from rap.store.registry import STORES, open_store
 
-__all__ = ["ConceptStore", "LocalConceptStore", "NewConcept", "VectorHit"]
+__all__ = ["STORES", "ConceptStore", "LocalConceptStore", "NewConcept", "VectorHit", "open_store"]

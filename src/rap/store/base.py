@@ -1,8 +1,9 @@
 """The interface every concept store implements.
 
 The embedded store (:class:`rap.store.local.LocalConceptStore`: SQLite + FAISS in
-one folder) is the default; a server-side store (PostgreSQL) implements the same
-methods. Everything above the store (retriever, assistant, CLI, service) uses
+one folder) is the default; a shared store (:class:`rap.store.postgres.PostgresConceptStore`:
+PostgreSQL + pgvector) implements the same methods. :mod:`rap.store.registry` opens
+either by name. Everything above the store (retriever, assistant, CLI, service) uses
 only this interface.
 """
 
@@ -62,6 +63,22 @@ class ConceptStore(ABC):
     def faces_id(self) -> str:
         """Canonical spec of the face analyzer, or ``none``."""
         return self.embedder.faces_id
+
+    #: whether opening re-embedded the store for the encoder asked for
+    reembedded_on_open: bool = False
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store is, for people: a folder, or a database URL (without its password) and user."""
+
+    @abstractmethod
+    def index_info(self) -> dict[str, dict[str, object]]:
+        """For each space holding vectors: their count, dimension, and how they are searched."""
+
+    @abstractmethod
+    def reembed(self, progress: Progress | None = None) -> None:
+        """Recompute every vector with the current encoder and face analyzer, all or nothing."""
 
     @abstractmethod
     def add(

@@ -39,26 +39,17 @@ from typing import Literal
 
 import numpy as np
 
-from rap.concepts import (
-    MAX_INFO_LENGTH,
-    PERSON_CATEGORIES,
-    Concept,
-    ConceptImage,
-    name_key,
-    validate_attributes,
-    validate_category,
-    validate_name,
-    validate_text,
-)
+from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
+from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, StoreError
 from rap.images import LoadedImage, load_image
 from rap.settings import Settings
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
+from rap.store.prepare import embed, plan_edit, prepare
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -68,15 +59,6 @@ OnEncoderChange = Literal["refuse", "reembed"]
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-class _Prepared:
-    """A concept validated, its images decoded and embedded, nothing written yet."""
-
-    def __init__(self, name: str, info: str, category: str, attributes: dict[str, str], images: list[LoadedImage]):
-        self.name, self.info, self.category, self.attributes = name, info, category, attributes
-        self.images = images
-        self.vectors: list[list] = []
 
 
 class _Guard:
@@ -147,6 +129,10 @@ class LocalConceptStore(ConceptStore):
     # -- opening ----------------------------------------------------------------
     def _missing(self) -> StoreError:
         return StoreError(f"no store at {self.path}; 'rap concept add' or 'rap import' creates one")
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         db_file = self.path / DB_FILE
@@ -388,38 +374,6 @@ class LocalConceptStore(ConceptStore):
             ]
 
     # -- writing ----------------------------------------------------------------
-    def _decode(self, images: Sequence[ImageSource]) -> list[LoadedImage]:
-        return [image if isinstance(image, LoadedImage) else load_image(image) for image in images]
-
-    def _prepare(self, new: NewConcept, taken: set[str]) -> _Prepared:
-        name = validate_name(new.name)
-        key = name_key(name)
-        if key in taken:
-            raise ConceptExists(f"a concept named {name!r} already exists; edit it or choose another name")
-        taken.add(key)
-        if not new.images:
-            raise InvalidInput(f"concept {name!r} needs at least one reference image")
-        return _Prepared(
-            name,
-            validate_text(new.info, "info", MAX_INFO_LENGTH),
-            validate_category(new.category),
-            validate_attributes(dict(new.attributes)),
-            self._decode(new.images),
-        )
-
-    def _embed(self, prepared: Sequence[_Prepared], progress: Progress | None) -> None:
-        flat = [(p, image) for p in prepared for image in p.images]
-        step = 32
-        for start in range(0, len(flat), step):
-            chunk = flat[start : start + step]
-            keyed = self.embedder.reference_vectors(
-                [image.image for _, image in chunk], [p.category in PERSON_CATEGORIES for p, _ in chunk]
-            )
-            for (p, _), vectors in zip(chunk, keyed):
-                p.vectors.append(vectors)
-            if progress:
-                progress(len(chunk))
-
     def _insert_images(self, db: sqlite3.Connection, concept_id: int, images: list[LoadedImage], vectors: list[list]) -> list[str]:
         files = []
         for image, keyed in zip(images, vectors):
@@ -464,8 +418,8 @@ class LocalConceptStore(ConceptStore):
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         with self._lock:
             taken = {row[0] for row in self._db.execute("SELECT name_key FROM concepts")}
-            prepared = [self._prepare(new, taken) for new in concepts]
-            self._embed(prepared, progress)
+            prepared = [prepare(new, taken) for new in concepts]
+            embed(self.embedder, prepared, progress)
             now = _now()
             with self._write() as db:
                 for p in prepared:
@@ -495,41 +449,38 @@ class LocalConceptStore(ConceptStore):
         with self._lock:
             concept_id, current_name = self._concept_id(name)
             current = self.get(current_name)
-            new_name = validate_name(rename) if rename is not None else current.name
-            if name_key(new_name) != name_key(current.name) and self.lookup([new_name]):
-                raise ConceptExists(f"a concept named {new_name!r} already exists")
-            new_info = validate_text(info, "info", MAX_INFO_LENGTH) if info is not None else current.info
-            new_category = validate_category(category) if category is not None else current.category
-            attributes = dict(current.attributes)
-            for key in unset_attributes:
-                if key not in attributes:
-                    raise InvalidInput(f"{current.name} has no attribute {key!r}")
-                del attributes[key]
-            attributes = validate_attributes({**attributes, **(set_attributes or {})})
-            drop = set(remove_images)
-            known = {image.id for image in current.images}
-            if drop - known:
-                raise InvalidInput(
-                    f"{current.name} has no image {sorted(drop - known)[0]}; its images are {sorted(known)}"
-                )
-            added = self._decode(add_images)
-            if len(known - drop) + len(added) == 0:
-                raise InvalidInput(f"{current.name} would have no image left; add one before removing the last")
-            person_now = new_category in PERSON_CATEGORIES
-            refresh_faces = person_now != current.is_person
-            kept = [image for image in current.images if image.id not in drop]
-            prepared = _Prepared(new_name, new_info, new_category, attributes, added)
-            self._embed([prepared], None)
-            face_vectors = self._face_vectors(kept) if refresh_faces and person_now else {}
+            plan = plan_edit(
+                self.embedder,
+                current,
+                lambda other: bool(self.lookup([other])),
+                rename=rename,
+                info=info,
+                category=category,
+                set_attributes=set_attributes,
+                unset_attributes=unset_attributes,
+                add_images=add_images,
+                remove_images=remove_images,
+            )
+            changed, drop, kept = plan.changed, plan.drop, plan.kept
+            person_now = changed.category in PERSON_CATEGORIES
+            face_vectors = self._face_vectors(kept) if plan.refresh_faces and person_now else {}
             with self._write() as db:
                 db.execute(
                     "UPDATE concepts SET name = ?, name_key = ?, info = ?, category = ?, attributes = ?, updated_at = ? "
                     "WHERE id = ?",
-                    (new_name, name_key(new_name), new_info, new_category, json.dumps(attributes), _now(), concept_id),
+                    (
+                        changed.name,
+                        name_key(changed.name),
+                        changed.info,
+                        changed.category,
+                        json.dumps(changed.attributes),
+                        _now(),
+                        concept_id,
+                    ),
                 )
                 if drop:
                     db.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(drop))})", sorted(drop))
-                if refresh_faces:
+                if plan.refresh_faces:
                     ids = [image.id for image in kept]
                     db.execute(
                         f"DELETE FROM vectors WHERE space = ? AND image_id IN ({','.join('?' * len(ids))})",
@@ -537,10 +488,10 @@ class LocalConceptStore(ConceptStore):
                     )
                     for image_id, face in face_vectors.items():
                         self._insert_vector(db, image_id, FACE_SPACE, face.vector, face.box)
-                self._insert_images(db, concept_id, prepared.images, prepared.vectors)
+                self._insert_images(db, concept_id, changed.images, changed.vectors)
             self._delete_unreferenced([image.file for image in current.images if image.id in drop])
             self._after_write()
-            return self.get(new_name)
+            return self.get(changed.name)
 
     def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, object]:
         analyzer = self.embedder.face_analyzer

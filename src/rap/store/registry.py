@@ -1,0 +1,129 @@
+"""Concept stores, chosen by name through the same registry as every other backend.
+
+A store spec is ``local:PATH`` (the embedded SQLite + FAISS folder) or a
+PostgreSQL URL, ``postgresql://user@host/db``: the registry splits a spec at
+its first colon, so the URL's scheme is the registry scheme and the rest of the
+URL its argument. A new backend plugs in by registering a factory under its
+scheme, from rap itself or from a ``rap.plugins`` entry point.
+
+Every factory receives the argument and the same keyword options: the
+resolved ``settings``, the ``user`` the store is bound to, the ``encoder`` and
+``faces`` asked for (None: the ones the store recorded), whether to ``create``
+a missing store, ``on_encoder_change`` and a ``progress`` factory for re-embedding.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rap.errors import InvalidInput
+from rap.registry import Registry
+from rap.settings import Settings
+from rap.store.base import ConceptStore, ProgressFactory
+
+STORES: Registry[ConceptStore] = Registry(
+    "concept store",
+    {scheme: "rap.store.registry" for scheme in ("local", "postgresql", "postgres")},
+)
+
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+def validate_user(user: str) -> str:
+    """A user name safe as a folder name and a database key: letters, digits, ``_.@-``; 1 to 64."""
+    if not isinstance(user, str) or not _USER.fullmatch(user):
+        raise InvalidInput(
+            f"bad user name {user!r}: use 1 to 64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"
+        )
+    return user
+
+
+def open_store(
+    settings: Settings,
+    *,
+    user: str | None = None,
+    encoder: str | None = None,
+    faces: str | None = None,
+    create: bool = False,
+    on_encoder_change: str = "refuse",
+    progress: ProgressFactory | None = None,
+) -> ConceptStore:
+    """Open the store ``settings.store_spec`` names, bound to ``user``.
+
+    ``create``: a missing embedded store is made rather than refused (commands
+    that add); a shared database always exists, so its backends ignore it.
+
+    ``user`` None means the single local user: the folder itself for a local
+    store, ``settings.store_user`` for a shared one. A server passes each
+    request's user; a local store then keeps that user's concepts in a folder
+    of their own, ``PATH/users/USER``.
+    """
+    return STORES.create(
+        settings.store_spec,
+        settings=settings,
+        user=validate_user(user) if user is not None else None,
+        encoder=encoder,
+        faces=faces,
+        create=create,
+        on_encoder_change=on_encoder_change,
+        progress=progress,
+    )
+
+
+@STORES.register("local", help="embedded store in one folder: SQLite metadata, image files, FAISS indexes")
+def _local(
+    argument: str,
+    *,
+    settings: Settings,
+    user: str | None,
+    encoder: str | None,
+    faces: str | None,
+    create: bool,
+    on_encoder_change: str,
+    progress: ProgressFactory | None,
+) -> ConceptStore:
+    from rap.store.local import LocalConceptStore
+
+    if not argument.strip():
+        raise InvalidInput("a local store needs a folder: local:PATH")
+    path = Path(argument).expanduser()
+    if user is not None:
+        path = path / "users" / user
+    return LocalConceptStore(
+        path, encoder=encoder, faces=faces, settings=settings, create=create,
+        on_encoder_change=on_encoder_change, progress=progress,  # type: ignore[arg-type]
+    )
+
+
+@STORES.register("postgresql", help="PostgreSQL with pgvector, shared by many users and workers: postgresql://user@host/db")
+@STORES.register("postgres", help="the same as postgresql (the URL scheme some hosts print)")
+def _postgres(
+    argument: str,
+    *,
+    settings: Settings,
+    user: str | None,
+    encoder: str | None,
+    faces: str | None,
+    create: bool,
+    on_encoder_change: str,
+    progress: ProgressFactory | None,
+) -> ConceptStore:
+    from rap._imports import require
+
+    require("psycopg", "postgres")
+    require("pgvector", "postgres")
+    from rap.store.postgres import PostgresConceptStore
+
+    return PostgresConceptStore(
+        f"postgresql:{argument}",
+        user=validate_user(user or settings.store_user),
+        encoder=encoder or None,
+        faces=faces,
+        default_encoder=settings.encoder,
+        default_faces=settings.faces,
+        exact_below=settings.pgvector_exact_below,
+        ef_search=settings.pgvector_ef_search,
+        on_encoder_change=on_encoder_change,  # type: ignore[arg-type]
+        progress=progress,
+    )
