@@ -47,9 +47,12 @@ def _cursor(concept: Concept) -> str:
 
 def _after(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor is not one this service gave; start again without it") from None
+        after = ""
+    if not after:
+        raise InvalidInput("cursor is not one this service gave; start again without it")
+    return after
 
 
 @router.get("", response_model=ConceptPage, summary="List the concepts, a page at a time")
