@@ -11,8 +11,10 @@ concept is listed and retrievable.
     python benchmarks/serve_load.py ../shared/data/dreambooth --clients 50 --seconds 60
     python benchmarks/serve_load.py ../shared/data/dreambooth --store-url postgresql://...   # the shared store
 
-The generation queue is sized to the clients, so backpressure shows as
-latency, not as 503s.
+The generation queue is sized to the clients and the deadline is long, so
+backpressure shows as latency, not as 503s or 504s: with one CPU generator,
+asks wait behind each other (the server's own mean generation and retrieval
+times are reported beside the clients' latencies).
 """
 
 from __future__ import annotations
@@ -93,6 +95,20 @@ async def _verify(http: httpx.AsyncClient, acknowledged: list[str]) -> dict:
     return {"acknowledged": len(acknowledged), "missing": len(missing), "unretrievable": len(unretrievable)}
 
 
+def _server_means(text: str) -> dict[str, float]:
+    """Mean retrieval and generation time per call, as the server's own metrics measured them."""
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("rap_retrieval_seconds_sum", "rap_retrieval_seconds_count", "rap_generation_seconds_sum", "rap_generation_seconds_count"):
+            values[name] = float(value)
+    return {
+        f"server_{kind}_mean_ms": round(1000 * values[f"rap_{kind}_seconds_sum"] / values[f"rap_{kind}_seconds_count"], 1)
+        for kind in ("retrieval", "generation")
+        if values.get(f"rap_{kind}_seconds_count")
+    }
+
+
 async def _run(args: argparse.Namespace, url: str, key: str, photos: list[bytes]) -> dict:
     limits = httpx.Limits(max_connections=args.clients + 5)
     timeout = httpx.Timeout(600.0)
@@ -109,6 +125,7 @@ async def _run(args: argparse.Namespace, url: str, key: str, photos: list[bytes]
         await asyncio.gather(*(_client(http, n, photos, deadline, seeded, log) for n in range(args.clients)))
         wall = time.perf_counter() - started
         verified = await _verify(http, log["acknowledged"])
+        metrics = _server_means((await http.get("/metrics")).text)
     requests = sum(len(v) for v in log["latency"].values())
     row = {
         "clients": args.clients,
@@ -121,7 +138,7 @@ async def _run(args: argparse.Namespace, url: str, key: str, photos: list[bytes]
         row[f"{kind}_n"] = len(values)
         row[f"{kind}_p50_ms"] = round(1000 * statistics.median(values), 1)
         row[f"{kind}_p99_ms"] = round(1000 * _percentile(values, 0.99), 1)
-    row |= verified
+    row |= verified | metrics
     if log["errors"]:
         print("\n".join(log["errors"][:10]), file=sys.stderr)
     return row
@@ -137,6 +154,7 @@ def main() -> None:
     parser.add_argument("--detector", default="none", help="the region detector (multiscale is the offline profile's; none: whole image)")
     parser.add_argument("--generator", default="offline:smollm2", help="the backend ask uses")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--request-timeout", type=float, default=1800, help="the server's deadline: asks queue behind one CPU generator")
     parser.add_argument("--store-url", default=None, help="the store the server uses (RAP_STORE_URL); default: embedded stores")
     args = parser.parse_args()
     photos = [path.read_bytes() for path in sorted(args.photos.rglob("*.jpg"))]
@@ -144,7 +162,7 @@ def main() -> None:
         env = os.environ | {
             "RAP_HOME": home, "RAP_ENCODER": args.encoder, "RAP_DETECTOR": args.detector, "RAP_FACES": "none",
             "RAP_GENERATOR": args.generator, "RAP_MAX_NEW_TOKENS": str(args.max_new_tokens),
-            "RAP_GENERATION_QUEUE": str(args.clients), "RAP_RATE_LIMIT": "1000000", "HF_HUB_OFFLINE": "1",
+            "RAP_GENERATION_QUEUE": str(args.clients), "RAP_RATE_LIMIT": "1000000", "RAP_REQUEST_TIMEOUT": str(args.request_timeout), "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
         }  # fmt: skip
         if args.store_url:
