@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
-from test_server_support import add_concept, png, settings
+from test_server_support import add_concept, settings
 from fastapi.testclient import TestClient
 
 from rap.server import create_app

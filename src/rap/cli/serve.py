@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import tempfile
 
 import typer
@@ -50,8 +51,12 @@ def serve_command(
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[NO_AUTH_ENV] = "1" if no_auth else ""
     settings.server_path.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=settings.server_path)
-    uvicorn.run("rap.cli.serve:worker_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    metrics = tempfile.mkdtemp(prefix="metrics-", dir=settings.server_path)  # the workers' shared counters
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
+    try:
+        uvicorn.run("rap.cli.serve:worker_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
 
 
 def worker_app():
