@@ -152,7 +152,7 @@ def test_bad_input_gets_a_4xx_json_error(client, alice, method, path, kwargs, st
 
 
 def test_uploads_are_checked_by_content_and_size(rap_home):
-    with TestClient(create_app(settings(max_upload_bytes=4096, max_image_pixels=100 * 100))) as api:
+    with TestClient(create_app(settings(max_upload_bytes=4096, max_image_pixels=100 * 100, max_images_per_request=2))) as api:
         wait_ready(api)
         alice = add_user(rap_home, "alice")
 
@@ -163,6 +163,15 @@ def test_uploads_are_checked_by_content_and_size(rap_home):
         assert add("wide", png((200, 100))).json()["error"]["message"].endswith("pixel limit")
         assert add("text", b"GIF89a but really text", "x.gif").json()["error"]["code"] == "invalid_image"
         assert add("small", png((60, 40)), "x.exe").status_code == 201
+        three = [("image", ("x.png", png(), "image/png"))] * 3
+        assert api.post("/v1/concepts", headers=alice, data={"name": "many"}, files=three).json()["error"]["code"] == "invalid_input"
+
+        def streamed():  # no Content-Length: counted as it arrives
+            yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+            yield from (bytes(2**16) for _ in range(40))
+        for body in (bytes(3 * 2**20), streamed()):
+            huge = api.post("/v1/concepts", headers=alice | {"Content-Type": "multipart/form-data; boundary=b"}, content=body)
+            assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
 
 
 def test_heic_and_exif_orientation(client, alice):

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from rap import __version__
 from rap.server import errors
-from rap.server.limits import TimeoutMiddleware
+from rap.server.limits import BodyLimitMiddleware, TimeoutMiddleware
 from rap.server.metrics import MetricsMiddleware
 from rap.server.routes import account, assistant, chat, concepts, health
 from rap.server.runtime import Runtime
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_upload_bytes * settings.max_images_per_request + 2**20,
+        # a text field may hold max_text_chars characters of up to 4 bytes each
         form_limits={"max_files": settings.max_images_per_request, "max_part_size": settings.max_text_chars * 4},
     )
     app.state.runtime = runtime
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     for module in (account, concepts, assistant, chat, health):
         app.include_router(module.router)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
+    # every image at its limit, plus room for the form's text fields
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes * settings.max_images_per_request + 2**20)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from rap.errors import Overloaded, RateLimited, RequestTimeout
+from rap.errors import Overloaded, PayloadTooLarge, RateLimited, RequestTimeout
 from rap.server.errors import error_body, error_code
 from rap.server.metrics import ASGIApp, Metrics, Scope
 
@@ -159,3 +159,48 @@ class TimeoutMiddleware:
             body = json.dumps(error_body(error_code(error), error.message)).encode()
             await send({"type": "http.response.start", "status": error.http_status, "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body larger than ``max_bytes`` with 413 and the JSON error body, whether
+    it declares its length or streams it, before it is parsed or spooled to disk."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send: Callable[[Any], Awaitable[None]]) -> None:
+        error = PayloadTooLarge(f"the request body is larger than the service's {self.max_bytes / 2**20:.1f} MiB limit")
+        body = json.dumps(error_body(error_code(error), error.message)).encode()
+        await send({"type": "http.response.start", "status": error.http_status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen, exceeded = 0, False
+
+        async def counted() -> Any:
+            nonlocal seen, exceeded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                exceeded = True  # the app sees the client leave, and its answer is replaced by the 413
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            await self._refuse(send)
