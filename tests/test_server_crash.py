@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from test_server_support import free_port
 
 from rap.server.users import UserDB
 
@@ -27,12 +27,6 @@ from test_server_support import settings
 from rap.server import create_app
 uvicorn.run(create_app(settings()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start(port: int) -> subprocess.Popen:
@@ -60,7 +54,7 @@ def _noise(seed: int) -> bytes:
 def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home):
     _, key = UserDB.at_home(rap_home).add("alice")
     headers = {"Authorization": f"Bearer {key}"}
-    port = _free_port()
+    port = free_port()
     server = _start(port)
     acknowledged: list[str] = []
     stop = threading.Event()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +43,12 @@ class SlowEchoGenerator(Generator):
 
 
 GENERATORS.register("slow-echo", help="test backend: echoes slowly")(SlowEchoGenerator)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def settings(**changes: Any) -> Settings:
