@@ -72,7 +72,7 @@ class Settings(BaseModel):
     rate_limit: int = Field(600, ge=1, description="requests per minute one API key may send to one worker (RAP_RATE_LIMIT)")
     generation_slots: int = Field(1, ge=1, le=64, description="answers one worker generates at once (RAP_GENERATION_SLOTS)")
     generation_queue: int = Field(16, ge=0, description="requests that may wait for a generation slot; beyond that: 503 with Retry-After (RAP_GENERATION_QUEUE)")
-    retry_after: int = Field(5, ge=1, description="seconds a client told 503 or 429 is asked to wait before retrying")
+    retry_after: int = Field(5, ge=1, description="seconds a client told 503 (generation queue full) is asked to wait before retrying")
     open_stores: int = Field(256, ge=1, description="users' stores one worker keeps open; the least recently used is dropped beyond that")
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -55,15 +55,13 @@ async def pieces(
         lease.release()
 
 
-def event_stream(
-    conversation: Conversation, question: str, lease: Lease, metrics: Metrics, done: Callable[[Answer], Any] = Answer.to_dict
-) -> StreamingResponse:
+def event_stream(conversation: Conversation, question: str, lease: Lease, metrics: Metrics) -> StreamingResponse:
     """``ask`` and ``caption`` streamed: token events, then the answer with its concepts."""
 
     async def events() -> AsyncIterator[str]:
         try:
             async for item in pieces(conversation, question, lease, metrics):
-                yield sse("done", done(item)) if isinstance(item, Answer) else sse("token", {"text": item})
+                yield sse("done", item.to_dict()) if isinstance(item, Answer) else sse("token", {"text": item})
         except RapError as exc:
             yield sse("error", error_body(error_code(exc), exc.message))
 
