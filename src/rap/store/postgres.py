@@ -41,6 +41,7 @@ from pgvector.psycopg import register_vector
 
 from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder, SpaceVector
+from rap.encoders import FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, RapError, StoreError
 from rap.images import decode_image
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
@@ -69,8 +70,8 @@ class PostgresConceptStore(ConceptStore):
         url: str,
         *,
         user: str,
-        encoder: str | None = None,
-        faces: str | None = None,
+        encoder: str | ImageEncoder | None = None,
+        faces: str | FaceAnalyzer | None = None,
         default_encoder: str,
         default_faces: str = "none",
         exact_below: int,

@@ -8,7 +8,8 @@ scheme, from rap itself or from a ``rap.plugins`` entry point.
 
 Every factory receives the argument and the same keyword options: the
 resolved ``settings``, the ``user`` the store is bound to, the ``encoder`` and
-``faces`` asked for (None: the ones the store recorded), whether to ``create``
+``faces`` asked for, by name or as loaded models a server shares between users
+(None: the ones the store recorded), whether to ``create``
 a missing store, ``on_encoder_change`` and a ``progress`` factory for re-embedding.
 """
 
@@ -16,11 +17,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rap.errors import InvalidInput
 from rap.registry import Registry
 from rap.settings import Settings
 from rap.store.base import ConceptStore, ProgressFactory
+
+if TYPE_CHECKING:
+    from rap.encoders import FaceAnalyzer, ImageEncoder
+
 
 STORES: Registry[ConceptStore] = Registry(
     "concept store",
@@ -43,8 +49,8 @@ def open_store(
     settings: Settings,
     *,
     user: str | None = None,
-    encoder: str | None = None,
-    faces: str | None = None,
+    encoder: str | ImageEncoder | None = None,
+    faces: str | FaceAnalyzer | None = None,
     create: bool = False,
     on_encoder_change: str = "refuse",
     progress: ProgressFactory | None = None,
@@ -77,8 +83,8 @@ def _local(
     *,
     settings: Settings,
     user: str | None,
-    encoder: str | None,
-    faces: str | None,
+    encoder: str | ImageEncoder | None,
+    faces: str | FaceAnalyzer | None,
     create: bool,
     on_encoder_change: str,
     progress: ProgressFactory | None,
@@ -103,8 +109,8 @@ def _postgres(
     *,
     settings: Settings,
     user: str | None,
-    encoder: str | None,
-    faces: str | None,
+    encoder: str | ImageEncoder | None,
+    faces: str | FaceAnalyzer | None,
     create: bool,
     on_encoder_change: str,
     progress: ProgressFactory | None,
