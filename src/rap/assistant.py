@@ -12,13 +12,14 @@ in the conversation are added.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from PIL import Image
 
 from rap.answers import parse_yes_no
+from rap.detectors import RegionDetector
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, as_rgb, load_image
@@ -87,6 +88,18 @@ class Conversation:
         assert self.last is not None
         return self.last
 
+    def replay(self, question: str, reply: str) -> None:
+        """Record a past exchange without generating, as if ``reply`` had been the answer.
+
+        A stateless client (an OpenAI-style chat API) sends the whole history
+        with each question; replaying it gives the same concepts and turns the
+        conversation had.
+        """
+        turn, used = self.assistant._next_turn(self, question)
+        turn.reply = reply.strip()
+        self.turns.append(turn)
+        self.concepts += used
+
     def stream(self, question: str) -> Iterator[str]:
         """Yield the reply as it is decoded; afterwards :attr:`last` holds the :class:`Answer`."""
         turn, used = self.assistant._next_turn(self, question)
@@ -139,13 +152,30 @@ class Assistant:
         return self._generator if isinstance(self._generator, Generator) else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: ConceptStore) -> Assistant:
-        """The assistant the settings in force describe (backend, model, options, K, threshold)."""
-        retriever = Retriever(
-            store, settings.detector, top_k=settings.top_k, per_region_k=settings.per_region_k, threshold=settings.threshold
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: ConceptStore,
+        *,
+        detector: RegionDetector | None = None,
+        generator: Generator | None = None,
+        retriever: Callable[..., Retriever] = Retriever,
+    ) -> Assistant:
+        """The assistant the settings in force describe (backend, model, options, K, threshold).
+
+        A service passes the ``detector`` and ``generator`` it loaded once, so
+        that each user's assistant shares them instead of loading its own, and
+        may pass a :class:`Retriever` subclass (one that records timings).
+        """
+        found = retriever(
+            store,
+            detector or settings.detector,
+            top_k=settings.top_k,
+            per_region_k=settings.per_region_k,
+            threshold=settings.threshold,
         )
         options = GenerationOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
-        return cls(store, retriever, settings.generator_spec, options, settings.generator_options)
+        return cls(store, found, generator or settings.generator_spec, options, settings.generator_options)
 
     def warm(self) -> int:
         """Prepare every concept's reference image in the backend (e.g. cache its vision features).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,6 +132,10 @@ class Concept(BaseModel):
     @property
     def is_person(self) -> bool:
         return self.category in PERSON_CATEGORIES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The concept as JSON: what ``rap concept show --json`` prints and the API returns."""
+        return self.model_dump(mode="json") | {"token": self.token}
 
     def describe(self) -> str:
         """The concept's text for a prompt: its info, then its attributes."""

@@ -94,3 +94,51 @@ class BackendError(RapError):
 
     exit_code = 7
     http_status = 502
+
+
+class Unauthorized(RapError):
+    """A service request lacks a valid API key (``Authorization: Bearer <key>``)."""
+
+    http_status = 401
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body (an upload, a text) is larger than the service accepts."""
+
+    http_status = 413
+
+
+class RateLimited(RapError):
+    """One API key sent more requests than its rate allows; retry after ``retry_after`` seconds."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(RapError):
+    """The service's generation queue is full; retry after ``retry_after`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(RapError):
+    """A request ran longer than the service allows."""
+
+    http_status = 504
+
+
+class ImageNotFound(ConceptNotFound):
+    """A concept has no reference image with the id asked for."""
+
+
+class NotReady(RapError):
+    """A service worker is still loading its models, or failed to."""
+
+    http_status = 503

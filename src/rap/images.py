@@ -9,6 +9,7 @@ image with its EXIF orientation applied, so a phone photo is the right way up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -21,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rap.errors import InvalidImage
 
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "HEIF"})
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 8000 x 8000; beyond that a decode costs gigabytes
 MIN_SIDE = 8
@@ -47,14 +48,25 @@ class LoadedImage:
         return ".jpg" if self.format in {"JPEG", "MPO"} else f".{self.format.lower()}"
 
 
-def decode_image(data: bytes, label: str = "image") -> LoadedImage:
-    """Decode image bytes, refusing anything rap could not use safely."""
+@functools.cache
+def _open_heif() -> None:
+    """Teach Pillow HEIC/HEIF, the format phones save photos in, when pillow-heif (the serve extra) is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def decode_image(
+    data: bytes, label: str = "image", *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS
+) -> LoadedImage:
+    """Decode image bytes, refusing anything rap could not use safely (a service passes its own limits)."""
     if not data:
         raise InvalidImage(f"{label}: the file is empty")
-    if len(data) > MAX_FILE_BYTES:
-        raise InvalidImage(
-            f"{label}: {len(data) / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES // 2**20} MiB limit"
-        )
+    if len(data) > max_bytes:
+        raise InvalidImage(f"{label}: {len(data) / 2**20:.1f} MiB is larger than the {max_bytes / 2**20:.1f} MiB limit")
+    _open_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -66,10 +78,8 @@ def decode_image(data: bytes, label: str = "image") -> LoadedImage:
                     f"{', '.join(sorted(SUPPORTED_FORMATS - {'MPO'}))}"
                 )
             width, height = probe.size
-            if width * height > MAX_PIXELS:
-                raise InvalidImage(
-                    f"{label}: {width}x{height} pixels is more than the {MAX_PIXELS:,} pixel limit"
-                )
+            if width * height > max_pixels:
+                raise InvalidImage(f"{label}: {width}x{height} pixels is more than the {max_pixels:,} pixel limit")
             probe.load()
             image = ImageOps.exif_transpose(probe).convert("RGB")
     except InvalidImage:

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rap.errors import ConfigError
+from rap.images import MAX_FILE_BYTES, MAX_PIXELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,10 +61,28 @@ class Settings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=8192, description="longest reply in tokens (RAP_MAX_NEW_TOKENS)")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature; 0 decodes greedily (RAP_TEMPERATURE)")
     threshold: float | None = Field(None, ge=0, description="max Euclidean distance for an image match; unset: the encoder's calibrated value; inf keeps all, as the paper does (RAP_THRESHOLD)")
+    # -- rap serve: every limit the service enforces ---------------------------------------
+    max_upload_bytes: int = Field(MAX_FILE_BYTES, ge=1024, description="largest image a request may upload, in bytes (RAP_MAX_UPLOAD_BYTES)")
+    max_image_pixels: int = Field(MAX_PIXELS, ge=64, description="largest image a request may upload, in pixels: refuses decompression bombs (RAP_MAX_IMAGE_PIXELS)")
+    max_images_per_request: int = Field(16, ge=1, le=1000, description="most image files one request may upload")
+    max_text_chars: int = Field(4000, ge=1, description="longest question or text a request may send, in characters")
+    max_page_size: int = Field(200, ge=1, description="most concepts one page of GET /v1/concepts returns")
+    max_thumbnail_side: int = Field(1024, ge=16, description="largest ?size= for a concept image thumbnail, in pixels")
+    request_timeout: float = Field(300.0, gt=0, description="seconds a request may run before the service answers 504 (RAP_REQUEST_TIMEOUT)")
+    rate_limit: int = Field(600, ge=1, description="requests per minute one API key may send to one worker (RAP_RATE_LIMIT)")
+    generation_slots: int = Field(1, ge=1, le=64, description="answers one worker generates at once (RAP_GENERATION_SLOTS)")
+    generation_queue: int = Field(16, ge=0, description="requests that may wait for a generation slot; beyond that: 503 with Retry-After (RAP_GENERATION_QUEUE)")
+    retry_after: int = Field(5, ge=1, description="seconds a client told 503 or 429 is asked to wait before retrying")
+    open_stores: int = Field(256, ge=1, description="users' stores one worker keeps open; the least recently used is dropped beyond that")
 
     @property
     def store_path(self) -> Path:
         return self.db if self.db is not None else self.home / "store"
+
+    @property
+    def server_path(self) -> Path:
+        """Where ``rap serve`` keeps its users' stores: ``$RAP_HOME/server``."""
+        return self.home / "server"
 
     @property
     def generator_spec(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, state, stdout
-from rap.cli.render import concept_json, concept_table, concepts_table
+from rap.cli.render import concept_table, concepts_table
 from rap.concepts import parse_attribute
 
 app = typer.Typer(help="Remember, edit and forget concepts.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def add(
     attrs = dict(parse_attribute(a) for a in attributes)
     concept = state(ctx).store().add(name, images, info=info, category=category, attributes=attrs)
     if as_json:
-        print_json(concept_json(concept))
+        print_json(concept.to_dict())
     else:
         stdout.print(f"remembered {concept.token} ({concept.category}, {len(concept.images)} image(s))")
 
@@ -40,7 +40,7 @@ def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List the remembered concepts."""
     concepts = state(ctx).store().list()
     if as_json:
-        print_json([concept_json(c) for c in concepts])
+        print_json([c.to_dict() for c in concepts])
     elif concepts:
         stdout.print(concepts_table(concepts))
     else:
@@ -52,7 +52,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(..., help="Concept name.
     """Show one concept in full."""
     concept = state(ctx).store().get(name)
     if as_json:
-        print_json(concept_json(concept))
+        print_json(concept.to_dict())
     else:
         stdout.print(concept_table(concept))
 
@@ -82,7 +82,7 @@ def edit(
         remove_images=remove_images,
     )
     if as_json:
-        print_json(concept_json(concept))
+        print_json(concept.to_dict())
     else:
         stdout.print(f"updated {concept.token}")
 

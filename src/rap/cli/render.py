@@ -1,17 +1,11 @@
-"""How concepts and retrievals look on a terminal and in JSON."""
+"""How concepts and retrievals look on a terminal."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rich.table import Table
 
 from rap.concepts import Concept
 from rap.retrieval import Retrieval, RetrievedConcept
-
-
-def concept_json(concept: Concept) -> dict[str, Any]:
-    return concept.model_dump(mode="json") | {"token": concept.token}
 
 
 def concepts_table(concepts: list[Concept]) -> Table:

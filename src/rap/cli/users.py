@@ -1,0 +1,47 @@
+"""``rap users add|list|revoke``: who may use ``rap serve``, and their API keys."""
+
+from __future__ import annotations
+
+import typer
+
+from rap.cli.context import print_json, state, stderr, stdout
+
+app = typer.Typer(help="Users of 'rap serve' and their API keys.", no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _users(ctx: typer.Context):
+    from rap.server.users import UserDB
+
+    return UserDB.at_home(state(ctx).resolved.settings.home)
+
+
+@app.command("add")
+def add(ctx: typer.Context, name: str = typer.Argument(..., help="The user's name."), as_json: bool = JSON) -> None:
+    """Make a user and print their API key: it is shown this once and stored only as a hash."""
+    user, key = _users(ctx).add(name)
+    if as_json:
+        print_json({"user": user.name, "key": key})
+        return
+    stdout.print(key)
+    stderr.print(f"[dim]the API key of {user.name}; it is not stored and cannot be shown again[/dim]")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
+    """List the users (never their keys)."""
+    users = _users(ctx).list()
+    if as_json:
+        print_json([{"user": u.name, "created_at": u.created_at, "revoked": revoked} for u, revoked in users])
+        return
+    for user, revoked in users:
+        stdout.print(f"{user.name}\t{user.created_at}" + ("\trevoked" if revoked else ""))
+    if not users:
+        stdout.print("no users yet; add one with: rap users add NAME")
+
+
+@app.command("revoke")
+def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The user whose key stops working.")) -> None:
+    """Refuse a user's key from now on; their concepts stay on disk."""
+    _users(ctx).revoke(name)
+    stdout.print(f"revoked the key of {name}")

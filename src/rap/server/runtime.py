@@ -1,0 +1,149 @@
+"""What one worker holds: the settings, the models loaded once, each user's store, the limits.
+
+Models (image encoder, face analyzer, detector, generator) are loaded once per
+worker and shared by every user; each user has a store of their own, opened on
+their first request through :func:`open_user_store` and kept among the
+``open_stores`` most recently used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import partial
+from typing import Any
+
+from rap.assistant import Assistant
+from rap.detectors import RegionDetector, create_detector
+from rap.embedding import Embedder
+from rap.errors import RapError
+from rap.generation import Generator, create_generator
+from rap.retrieval import Retriever
+from rap.server.limits import GenerationQueue, RateLimiter
+from rap.server.metrics import Metrics
+from rap.server.users import LOCAL_USER, User, UserDB
+from rap.settings import Settings
+from rap.store.base import ConceptStore
+from rap.store.local import LocalConceptStore
+
+LOCAL = User(0, LOCAL_USER, "")
+
+
+class SharedModels:
+    """The models every user's store and assistant share, loaded once on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedder = Embedder(settings.encoder, settings.faces)
+        self._lock = threading.Lock()
+        self._detector: RegionDetector | None = None
+        self._generator: Generator | None = None
+
+    @property
+    def detector(self) -> RegionDetector:
+        with self._lock:
+            if self._detector is None:
+                self._detector = create_detector(self.settings.detector)
+            return self._detector
+
+    @property
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                self._generator = create_generator(self.settings.generator_spec, **self.settings.generator_options)
+            return self._generator
+
+    def store_models(self) -> dict[str, Any]:
+        """The loaded encoder and face analyzer, as a store's constructor takes them."""
+        with self._lock:
+            return {"encoder": self.embedder.encoder, "faces": self.embedder.face_analyzer or "none"}
+
+    def load(self) -> None:
+        """Load everything now (at start-up), so the first user does not wait for it."""
+        self.store_models()
+        _ = self.detector, self.generator
+
+
+def open_user_store(settings: Settings, user: User, models: SharedModels) -> ConceptStore:
+    """The concept store of one user, and only theirs.
+
+    Each user has an embedded store in a folder named by their id (never by
+    their name) under ``$RAP_HOME/server/users``; the ``--no-auth`` local user
+    has the command line's own store. A shared PostgreSQL store would instead
+    return a view of the one database filtered by ``user.id``.
+    """
+    path = settings.store_path if user.id == LOCAL.id else settings.server_path / "users" / str(user.id) / "store"
+    return LocalConceptStore(path, **models.store_models())
+
+
+class TimedRetriever(Retriever):
+    """A retriever that records how long each retrieval takes in the service's metrics."""
+
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    def retrieve(self, *args: Any, **kwargs: Any) -> Any:
+        with self._metrics.retrieval.time():
+            return super().retrieve(*args, **kwargs)
+
+    def locate(self, *args: Any, **kwargs: Any) -> Any:
+        with self._metrics.retrieval.time():
+            return super().locate(*args, **kwargs)
+
+
+class Runtime:
+    """Everything one worker shares between requests."""
+
+    def __init__(self, settings: Settings, *, auth: bool = True) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.metrics = Metrics()
+        self.models = SharedModels(settings)
+        self.users = UserDB.at_home(settings.home) if auth else None
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.queue = GenerationQueue(settings.generation_slots, settings.generation_queue, settings.retry_after, self.metrics)
+        self.ready = threading.Event()
+        #: why loading the models failed, if it did (``/readyz`` says so)
+        self.load_error: str | None = None
+        self._stores: OrderedDict[int, ConceptStore] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the models; a failure is kept for ``/readyz`` (requests then report it themselves)."""
+        try:
+            self.models.load()
+        except RapError as exc:
+            self.load_error = exc.message
+            return
+        self.ready.set()
+
+    def store(self, user: User) -> ConceptStore:
+        """The user's store, opened on first use; the least recently used beyond ``open_stores`` is dropped
+        (not closed: a request may still hold it; it closes when the last one lets go)."""
+        with self._lock:
+            store = self._stores.pop(user.id, None)
+            if store is None:
+                store = open_user_store(self.settings, user, self.models)
+            self._stores[user.id] = store
+            while len(self._stores) > self.settings.open_stores:
+                self._stores.popitem(last=False)
+            return store
+
+    def assistant(self, user: User, k: int | None = None) -> Assistant:
+        settings = self.settings if k is None else self.settings.model_copy(update={"top_k": k})
+        return Assistant.from_settings(
+            settings,
+            self.store(user),
+            detector=self.models.detector,
+            generator=self.models.generator,
+            retriever=partial(TimedRetriever, metrics=self.metrics),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+        if self.users is not None:
+            self.users.close()
