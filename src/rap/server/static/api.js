@@ -79,7 +79,8 @@ export async function getJSON(path, options) {
 /** The sentence to show for a failed call; `what` names the thing being sent ("photo"). */
 export function explain(error, what = "file") {
   if (!(error instanceof ApiError)) return `Something went wrong in the page: ${error.message || error}`;
-  const said = error.message ? ` (${error.message})` : "";
+  const message = error.message.replace(/[.\s]+$/, "");
+  const said = message ? ` (${message})` : "";
   const wait = error.retryAfter != null ? ` Try again in ${error.retryAfter} s.` : " Try again in a moment.";
   switch (error.status) {
     case 0:
@@ -89,22 +90,23 @@ export function explain(error, what = "file") {
     case 403:
       return `Not allowed${said}.`;
     case 404:
-      return error.message ? `${error.message}.` : "Not found: it may have just been deleted.";
+      return message ? `${message}.` : "Not found: it may have just been deleted.";
     case 409:
-      return error.message ? `${error.message}.` : "That name is already taken; choose another.";
+      return message ? `${message}.` : "That name is already taken; choose another.";
     case 413:
       return `This ${what} is too large for the server${said}. Choose a smaller one.`;
     case 415:
       return `This ${what} is not an image the server can read${said}. Use a JPEG, PNG, WebP or HEIC photo.`;
     case 422:
-      return error.message ? `${error.message}.` : `The server could not use this ${what}.`;
+      if (error.code === "invalid_image") return explain(new ApiError(415, error.code, error.message), what);
+      return message ? `${message}.` : `The server could not use this ${what}.`;
     case 429:
       return `Too many requests.${wait}`;
     case 503:
       return `The assistant is busy.${wait}`;
     default:
       if (error.status >= 500) return `The server failed${said}. Try again; if it keeps failing, tell its operator.`;
-      return error.message ? `${error.message}.` : `The request failed (HTTP ${error.status}).`;
+      return message ? `${message}.` : `The request failed (HTTP ${error.status}).`;
   }
 }
 

@@ -2,7 +2,7 @@
 // as someone else forgets everything the page held, so nobody sees another
 // user's concepts or conversation.
 
-import { ApiError, apiKey, auth, explain, setApiKey } from "./api.js";
+import { ApiError, apiKey, auth, explain, getJSON, setApiKey } from "./api.js";
 import { initChat, resetChat } from "./chat.js";
 import { initConcepts, loadConcepts, resetConcepts } from "./concepts.js";
 import { forgetImages } from "./images.js";
@@ -23,9 +23,10 @@ function showSignIn(message = null) {
 
 async function start() {
   try {
-    await loadConcepts();
+    const me = await getJSON("/v1/me");
     $("#sign-out").hidden = !apiKey();
-    $("#session-user").textContent = apiKey() ? "Signed in" : "";
+    $("#session-user").textContent = apiKey() ? `Signed in as ${me.user}` : "";
+    await loadConcepts();
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return false; // the sign-in is showing

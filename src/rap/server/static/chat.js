@@ -184,16 +184,14 @@ async function stream(path, fields, turn, signal) {
   for await (const { event, data } of events(response)) {
     if (event === "error") {
       const error = (data && data.error) || {};
-      throw new ApiError(error.status || 500, error.code || "stream", error.message || String(data));
+      throw new ApiError(502, error.code || "stream", error.message || String(data));
     }
     if (data && typeof data === "object" && ("concepts" in data || "answer" in data)) {
       if (data.answer != null) text.textContent = data.answer;
       showUsed(turn, data.concepts || []);
       finished = true;
-    } else if (typeof data === "string") {
-      text.textContent += data;
-    } else if (data) {
-      text.textContent += data.token ?? data.text ?? data.delta ?? "";
+    } else if (event === "token" && data) {
+      text.textContent += data.text ?? "";
     }
   }
   text.classList.remove("streaming");

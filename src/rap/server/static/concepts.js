@@ -31,14 +31,6 @@ function upsert(concept, previousName = concept.name) {
   changed();
 }
 
-function pageItems(page) {
-  return page.concepts || page.items || page.data || [];
-}
-
-function nextCursor(page) {
-  return page.next_cursor || page.cursor || page.next || null;
-}
-
 /** Load every concept, page by page. */
 export async function loadConcepts() {
   setError($("#concepts-error"), null);
@@ -48,8 +40,8 @@ export async function loadConcepts() {
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (cursor) query.set("cursor", cursor);
     const page = await getJSON(`/v1/concepts?${query}`);
-    all.push(...pageItems(page));
-    cursor = nextCursor(page);
+    all.push(...page.concepts);
+    cursor = page.next_cursor;
   } while (cursor);
   concepts.list = all;
   changed();
