@@ -69,13 +69,13 @@ def browser() -> Iterator[object]:
 class Server:
     """The app under uvicorn in a thread, on a loopback port the OS picked."""
 
-    def __init__(self, auth: bool) -> None:
+    def __init__(self, auth: bool, **changes: object) -> None:
         import uvicorn
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        app = create_app(settings(detector="multiscale"), auth=auth)
+        app = create_app(settings(**{"detector": "multiscale"} | changes), auth=auth)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -227,6 +227,31 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         page.set_viewport_size(PHONE)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.screenshot(path=shots / "phone.png", full_page=True)
+
+
+def test_a_busy_server_is_said_plainly_and_the_page_recovers(page, shots):
+    with Server(auth=False, generator="slow-echo", generator_options={"delay": 0.1}, generation_slots=1, generation_queue=0) as server:
+        page.goto(server.url)
+        expect(page.locator("#concepts-empty")).to_be_visible()
+        question = {"question": " ".join(["word"] * 200), "stream": "true"}
+        with httpx.stream("POST", server.url + "/v1/ask", data=question, timeout=30) as held:  # holds the only slot
+            assert held.status_code == 200
+            lines = held.iter_lines()  # kept: dropping the iterator would hang up
+            next(lines)
+            page.get_by_label("Your question").fill("Are you there?")
+            page.get_by_role("button", name="Ask", exact=True).click()
+            failed = page.locator(".turn.assistant.failed")
+            expect(failed).to_contain_text("busy")
+            expect(failed).to_contain_text(re.compile(r"Try again in \d+ s"))
+            page.screenshot(path=shots / "busy.png")
+        # The slot is free again once that client hangs up; the page was left ready to ask.
+        expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+        for _ in range(50):
+            if httpx.post(server.url + "/v1/ask", data={"question": "ping"}, timeout=30).status_code == 200:
+                break
+            time.sleep(0.1)
+        answer = ask(page, "Are you there now?")
+        expect(answer.locator(".text")).to_contain_text("Are you there now?")
 
 
 def test_sign_in_shows_only_your_concepts(page, shots, rap_home):

@@ -4,7 +4,7 @@
 import { ApiError, events, explain, getJSON, request } from "./api.js";
 import { concepts, dropTarget } from "./concepts.js";
 import { showImage } from "./images.js";
-import { $, setError } from "./ui.js";
+import { $ } from "./ui.js";
 
 const COLORS = ["#e8590c", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599"];
 
@@ -76,8 +76,14 @@ function addTurn(role, text, note) {
     item.append(meta);
   }
   $("#chat-log").append(item);
-  item.scrollIntoView({ block: "nearest" });
+  follow(true);
   return item;
+}
+
+/** Keep the newest words in view while they arrive, unless the reader scrolled up. */
+function follow(force = false) {
+  const log = $("#chat-log");
+  if (force || log.scrollHeight - log.scrollTop - log.clientHeight < 80) log.scrollTop = log.scrollHeight;
 }
 
 function describe(r) {
@@ -117,6 +123,7 @@ function showUsed(turn, found) {
     list.append(chip);
   }
   turn.append(list);
+  follow(true);
   if (photo) drawBoxes(coloured);
 }
 
@@ -146,7 +153,6 @@ function form(fields) {
 
 /** Run one call; whatever happens, the controls come back and errors are said plainly. */
 async function call(turn, work) {
-  setError($("#chat-error"), null);
   running = new AbortController();
   updateTools();
   try {
@@ -160,7 +166,6 @@ async function call(turn, work) {
     } else {
       turn.classList.add("failed");
       text.textContent = explain(err, "photo");
-      setError($("#chat-error"), explain(err, "photo"));
     }
   } finally {
     running = null;
@@ -192,6 +197,7 @@ async function stream(path, fields, turn, signal) {
       finished = true;
     } else if (event === "token" && data) {
       text.textContent += data.text ?? "";
+      follow();
     }
   }
   text.classList.remove("streaming");
@@ -260,7 +266,6 @@ function fillConcepts() {
 export function resetChat() {
   if (running) running.abort();
   $("#chat-log").replaceChildren();
-  setError($("#chat-error"), null);
   setPhoto(null);
 }
 
