@@ -226,7 +226,7 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         # Readable at phone width: nothing wider than the screen.
         page.set_viewport_size(PHONE)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-        page.screenshot(path=shots / "phone.png", full_page=True)
+        page.screenshot(path=shots / "phone.png")
 
 
 def test_a_busy_server_is_said_plainly_and_the_page_recovers(page, shots):

@@ -136,6 +136,8 @@ function updateTools() {
   $("#recognize").disabled = busy || !photo || !name;
   $("#locate").disabled = busy || !photo || !name;
   $("#tool-concept").disabled = busy || !concepts.list.length;
+  const why = busy ? "Wait for the answer in progress" : !photo ? "Choose a photo first" : !name ? "Add a concept first" : "";
+  for (const id of ["#caption", "#recognize", "#locate"]) $(id).title = $(id).disabled ? why : "";
   $("#recognize").textContent = name ? `Is ${name} here?` : "Is it here?";
   $("#locate").textContent = name ? `Where is ${name}?` : "Where is it?";
   const ask = $("#ask");

@@ -12,6 +12,7 @@ const PAGE = 100;
 /** The signed-in user's concepts; fires "change" whenever the list changes. */
 export const concepts = Object.assign(new EventTarget(), {
   list: [],
+  loaded: false, // false until the first list arrives: no "nothing here" before we know
   find(name) {
     const key = name.toLowerCase();
     return this.list.find((c) => c.name.toLowerCase() === key) || null;
@@ -44,11 +45,13 @@ export async function loadConcepts() {
     cursor = page.next_cursor;
   } while (cursor);
   concepts.list = all;
+  concepts.loaded = true;
   changed();
 }
 
 export function resetConcepts() {
   concepts.list = [];
+  concepts.loaded = false;
   changed();
 }
 
@@ -65,7 +68,7 @@ function render() {
   const count = concepts.list.length;
   $("#concept-count").textContent = count ? String(count) : "";
   const empty = $("#concepts-empty");
-  empty.hidden = count > 0 && shown.length > 0;
+  empty.hidden = !concepts.loaded || (count > 0 && shown.length > 0);
   empty.textContent = count
     ? `No concept's name contains “${filter}”.`
     : "No concepts yet. Add a photo of your dog, a friend or your favourite mug, give it a name, " +
