@@ -192,6 +192,18 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         assert "carrots" in later and "sweet potatoes" not in later
         page.screenshot(path=shots / "edited.png")
 
+        # Add a reference image, then remove one; the last one cannot be removed.
+        card.get_by_role("button", name="Reference images of bo: 1").click()
+        images = page.get_by_role("dialog", name="Reference images of bo")
+        images.locator("#images-add").set_input_files(PHOTOS / "dog_02.jpg")
+        expect(images.get_by_role("listitem")).to_have_count(2)
+        expect(card.get_by_role("button", name="Reference images of bo: 2")).to_be_visible()
+        images.get_by_role("button", name="Remove image 1 of bo").click()
+        expect(images.get_by_role("listitem")).to_have_count(1)
+        expect(images.get_by_role("button", name="Remove image 1 of bo")).to_be_disabled()
+        images.get_by_role("button", name="Done").click()
+        assert len(httpx.get(server.url + "/v1/concepts/bo").json()["images"]) == 1
+
         # "Where is bo?" draws its box.
         page.get_by_label("Concept for “is it here” and “where is it”").select_option("bo")
         page.get_by_role("button", name="Where is bo?").click()
@@ -223,16 +235,41 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         expect(page.locator("#concept-grid .card")).to_have_count(1)
         assert httpx.get(server.url + "/v1/concepts/bo").status_code == 404
 
+        # Deleted elsewhere (another tab): editing it here says so and drops its card.
+        assert httpx.delete(server.url + "/v1/concepts/pot").status_code == 204
+        pot = page.locator('#concept-grid .card[data-name="pot"]')
+        pot.get_by_role("button", name="Edit the description of pot").click()
+        pot.get_by_role("textbox", name="Description").fill("gone")
+        pot.get_by_role("button", name="Save").click()
+        expect(page.locator("#concepts-error")).to_contain_text("pot")
+        expect(page.locator("#concept-grid .card")).to_have_count(0)
+
         # Readable at phone width: nothing wider than the screen.
         page.set_viewport_size(PHONE)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.screenshot(path=shots / "phone.png")
 
 
-def test_a_busy_server_is_said_plainly_and_the_page_recovers(page, shots):
-    with Server(auth=False, generator="slow-echo", generator_options={"delay": 0.1}, generation_slots=1, generation_queue=0) as server:
+def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
+    limits = {"generation_slots": 1, "generation_queue": 0, "max_upload_bytes": 16_000}
+    with Server(auth=False, generator="slow-echo", generator_options={"delay": 0.1}, **limits) as server:
         page.goto(server.url)
         expect(page.locator("#concepts-empty")).to_be_visible()
+
+        # A photo over the upload limit: said so in the form; a smaller one then goes through.
+        assert (PHOTOS / "astronaut.jpg").stat().st_size > 16_000
+        add_concept(page, "astronaut.jpg", "eileen", "person", "<eileen> is an astronaut.")
+        dialog = page.get_by_role("dialog", name="Add a concept")
+        dialog.get_by_role("button", name="Add concept").click()
+        expect(page.locator("#add-error")).to_contain_text("too large")
+        # The arrow keys draw a box too; the crop is small enough to upload.
+        page.locator("#crop-frame").focus()
+        for key in ["ArrowRight"] + ["Shift+ArrowLeft", "Shift+ArrowUp"] * 10:
+            page.keyboard.press(key)
+        expect(page.locator("#crop-box")).to_be_visible()
+        dialog.get_by_role("button", name="Add concept").click()
+        expect(page.locator("#concept-grid .card")).to_have_count(1)
+        assert httpx.get(server.url + "/v1/concepts/eileen").json()["images"][0]["width"] < 256
         question = {"question": " ".join(["word"] * 200), "stream": "true"}
         with httpx.stream("POST", server.url + "/v1/ask", data=question, timeout=30) as held:  # holds the only slot
             assert held.status_code == 200

@@ -348,7 +348,7 @@ export function initConcepts() {
     $("#crop-clear").hidden = !box;
     $("#crop-hint").textContent = box
       ? `Only the boxed part (${box[2] - box[0]} × ${box[3] - box[1]} px) will be kept.`
-      : "Drag on the photo to draw a box around the concept: only that part is kept.";
+      : "Drag on the photo (or use the arrow keys) to draw a box around the concept: only that part is kept.";
   });
   $("#crop-clear").addEventListener("click", () => selector.clear());
   $("#images-close").addEventListener("click", () => $("#images-dialog").close());

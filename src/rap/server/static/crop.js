@@ -2,6 +2,7 @@
 // so a concept can be taken from a larger picture.
 
 const MIN_SIDE = 8; // displayed pixels; anything smaller is a click, not a box
+const STEP = 0.02; // of the photo's side, per arrow key press
 
 export class BoxSelector {
   /** frame: positioned element holding `img` and the `box` outline. */
@@ -16,6 +17,37 @@ export class BoxSelector {
     frame.addEventListener("pointermove", (event) => this.#move(event));
     frame.addEventListener("pointerup", (event) => this.#up(event));
     frame.addEventListener("pointercancel", () => this.clear());
+    frame.addEventListener("keydown", (event) => this.#key(event));
+  }
+
+  /** Keyboard: arrows move the box (one appears in the middle), Shift+arrows resize it, Delete clears it. */
+  #key(event) {
+    const width = this.img.naturalWidth;
+    const height = this.img.naturalHeight;
+    if (!width) return;
+    if (event.key === "Delete" || event.key === "Backspace") {
+      event.preventDefault();
+      return this.clear();
+    }
+    const move = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[event.key];
+    if (!move) return;
+    event.preventDefault();
+    let [x0, y0, x1, y1] = this.box || [width / 4, height / 4, (3 * width) / 4, (3 * height) / 4];
+    const dx = move[0] * STEP * width;
+    const dy = move[1] * STEP * height;
+    if (event.shiftKey) {
+      x1 = Math.min(Math.max(x1 + dx, x0 + MIN_SIDE), width);
+      y1 = Math.min(Math.max(y1 + dy, y0 + MIN_SIDE), height);
+    } else if (this.box) {
+      const sx = Math.min(Math.max(dx, -x0), width - x1);
+      const sy = Math.min(Math.max(dy, -y0), height - y1);
+      [x0, y0, x1, y1] = [x0 + sx, y0 + sy, x1 + sx, y1 + sy];
+    }
+    this.box = [x0, y0, x1, y1].map(Math.round);
+    const rect = this.img.getBoundingClientRect();
+    const scale = rect.width / width;
+    this.#draw(x0 * scale, y0 * scale, x1 * scale, y1 * scale);
+    this.onChange(this.box);
   }
 
   clear() {
