@@ -36,6 +36,7 @@ CASES = {
     "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
+    "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
 }  # fmt: skip
 
 

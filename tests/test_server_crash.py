@@ -1,0 +1,106 @@
+"""``kill -9`` of a serving process in the middle of concept adds, then a restart: every
+acknowledged concept is there, whole, and retrievable; nothing is half-written."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from rap.server.users import UserDB
+
+TESTS = Path(__file__).parent
+SERVER = """
+import sys, uvicorn, conftest  # conftest registers the tiny encoder and the echo backend
+from test_server_support import settings
+from rap.server import create_app
+uvicorn.run(create_app(settings()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(port: int) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    process = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, cwd=TESTS)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the server did not start")
+
+
+def _noise(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home):
+    _, key = UserDB.at_home(rap_home).add("alice")
+    headers = {"Authorization": f"Bearer {key}"}
+    port = _free_port()
+    server = _start(port)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def writer(first: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as http:
+            for n in range(first, first + 10_000, 4):
+                if stop.is_set():
+                    return
+                try:
+                    response = http.post("/v1/concepts", data={"name": f"c{n}"}, files=[("image", ("x.png", _noise(n), "image/png"))])
+                except httpx.TransportError:
+                    return
+                if response.status_code == 201:
+                    acknowledged.append(f"c{n}")
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    while len(acknowledged) < 20:
+        time.sleep(0.01)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    stop.set()
+    for thread in writers:
+        thread.join()
+
+    server = _start(port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+            listed = http.get("/v1/concepts", params={"limit": 10_000}).json()["concepts"]
+            names = {c["name"] for c in listed}
+            assert set(acknowledged) <= names
+            for concept in listed:  # whatever was committed is whole
+                assert len(concept["images"]) == 1
+                assert http.get(f"/v1/concepts/{concept['name']}/images/{concept['images'][0]['id']}").status_code == 200
+            for name in acknowledged[-5:]:
+                n = int(name[1:])
+                found = http.post("/v1/retrieve", data={"k": "1"}, files=[("image", ("q.png", _noise(n), "image/png"))]).json()
+                assert found["concepts"][0]["name"] == name
+    finally:
+        server.kill()
+        server.wait()
