@@ -144,6 +144,15 @@ def ask(page, question: str):
     return answer
 
 
+def wait_for_free_slot(server: Server) -> None:
+    """A hung-up stream frees its generation slot at its next piece: wait for that."""
+    for _ in range(50):
+        if httpx.post(server.url + "/v1/ask", data={"question": "ping"}, timeout=30).status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the generation slot was never freed")
+
+
 def test_manage_a_concept_and_chat_about_it(page, shots):
     with Server(auth=False) as server:
         page.goto(server.url)
@@ -283,12 +292,19 @@ def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
             page.screenshot(path=shots / "busy.png")
         # The slot is free again once that client hangs up; the page was left ready to ask.
         expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
-        for _ in range(50):
-            if httpx.post(server.url + "/v1/ask", data={"question": "ping"}, timeout=30).status_code == 200:
-                break
-            time.sleep(0.1)
+        wait_for_free_slot(server)
         answer = ask(page, "Are you there now?")
         expect(answer.locator(".text")).to_contain_text("Are you there now?")
+
+        # Stop ends a long answer where it is; the next question works.
+        page.get_by_label("Your question").fill(" ".join(["slowly"] * 100))
+        page.get_by_role("button", name="Ask", exact=True).click()
+        expect(page.locator(".turn.assistant").last.locator(".text")).to_contain_text("slowly")
+        page.get_by_role("button", name="Stop").click()
+        expect(page.locator(".turn.assistant").last).to_contain_text("(stopped)")
+        wait_for_free_slot(server)
+        answer = ask(page, "And now?")
+        expect(answer.locator(".text")).to_contain_text("And now?")
 
 
 def test_sign_in_shows_only_your_concepts(page, shots, rap_home):

@@ -175,35 +175,28 @@ async function call(turn, work) {
   }
 }
 
-/** Stream an answer: tokens as they come, then the concepts it used. */
+/**
+ * Stream an answer: `token` events ({text}) as they come, then one `done`
+ * event with the whole answer and the concepts it used, or an `error` event.
+ */
 async function stream(path, fields, turn, signal) {
   const text = turn.querySelector(".text");
   text.classList.add("streaming");
   const response = await request(path, { method: "POST", form: form({ ...fields, stream: "true" }), signal });
-  if (!(response.headers.get("Content-Type") || "").includes("text/event-stream")) {
-    const answer = await response.json();
-    text.textContent = answer.answer;
-    text.classList.remove("streaming");
-    showUsed(turn, answer.concepts || []);
-    return;
-  }
-  let finished = false;
   for await (const { event, data } of events(response)) {
-    if (event === "error") {
-      const error = (data && data.error) || {};
-      throw new ApiError(502, error.code || "stream", error.message || String(data));
-    }
-    if (data && typeof data === "object" && ("concepts" in data || "answer" in data)) {
-      if (data.answer != null) text.textContent = data.answer;
-      showUsed(turn, data.concepts || []);
-      finished = true;
-    } else if (event === "token" && data) {
-      text.textContent += data.text ?? "";
+    if (event === "token") {
+      text.textContent += data.text;
       follow();
+    } else if (event === "done") {
+      text.textContent = data.answer;
+      text.classList.remove("streaming");
+      showUsed(turn, data.concepts);
+      return;
+    } else if (event === "error") {
+      throw new ApiError(502, data.error.code, data.error.message);
     }
   }
-  text.classList.remove("streaming");
-  if (!finished) throw new ApiError(502, "stream", "the answer stopped before it was complete");
+  throw new ApiError(502, "stream", "the answer stopped before it was complete");
 }
 
 function ask(event) {

@@ -321,7 +321,8 @@ async function submitAdd(event) {
   });
 }
 
-function dropTarget(zone, onFiles) {
+/** Let files be dropped on `zone`. */
+export function dropTarget(zone, onFiles) {
   zone.addEventListener("dragover", (event) => {
     event.preventDefault();
     zone.classList.add("over");
@@ -333,8 +334,6 @@ function dropTarget(zone, onFiles) {
     if (event.dataTransfer.files.length) onFiles(event.dataTransfer.files);
   });
 }
-
-export { dropTarget };
 
 export function initConcepts() {
   $("#concept-search").addEventListener("input", render);

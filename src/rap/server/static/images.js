@@ -10,7 +10,7 @@ export function conceptPath(name) {
 }
 
 /** An object URL for one reference image of a concept, `size` px on its long side. */
-export function imageURL(name, image, size = 256) {
+function imageURL(name, image, size = 256) {
   const key = `${name}\u0000${image.sha256 || image.id}\u0000${size}`;
   if (!cache.has(key)) {
     const url = request(`${conceptPath(name)}/images/${image.id}?size=${size}`)
