@@ -48,7 +48,7 @@ PHONE = {"width": 390, "height": 844}
 def find_chromium() -> str | None:
     """The system Chromium: $RAP_CHROMIUM, else the first of the usual names on PATH."""
     if os.environ.get("RAP_CHROMIUM"):
-        return os.environ["RAP_CHROMIUM"]
+        return shutil.which(os.environ["RAP_CHROMIUM"])
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if found := shutil.which(name):
             return found
@@ -59,7 +59,7 @@ def find_chromium() -> str | None:
 def browser() -> Iterator[object]:
     executable = find_chromium()
     if executable is None:
-        pytest.skip("no Chromium found: install Debian's `chromium` package (.ci/run does) or set RAP_CHROMIUM")
+        pytest.skip("no Chromium found: install Debian's `chromium` package (.ci/run does) or set RAP_CHROMIUM to its path")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield launched
