@@ -213,8 +213,16 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         images.get_by_role("button", name="Done").click()
         assert len(httpx.get(server.url + "/v1/concepts/bo").json()["images"]) == 1
 
-        # "Where is bo?" draws its box.
+        # Caption and "is bo here?" answer beside the concepts they used.
+        before = page.locator(".turn.assistant").count()
+        page.get_by_role("button", name="Caption").click()
+        expect(page.locator(".turn.assistant").nth(before).locator(".used")).to_contain_text("bo")
         page.get_by_label("Concept for “is it here” and “where is it”").select_option("bo")
+        page.get_by_role("button", name="Is bo here?").click()
+        expect(page.locator(".turn.assistant").nth(before + 1).locator(".text")).to_contain_text("bo")
+        expect(page.locator(".turn.assistant").nth(before + 1).locator(".used")).to_contain_text("bo")
+
+        # "Where is bo?" draws its box.
         page.get_by_role("button", name="Where is bo?").click()
         expect(page.locator(".turn.assistant").last).to_contain_text("in the box")
         expect(page.locator("#chat-boxes .box")).to_have_count(1)
