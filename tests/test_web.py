@@ -243,6 +243,21 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         page.get_by_role("button", name="Cancel").click()
         expect(page.locator("#concept-grid .card")).to_have_count(2)
 
+        # A pasted photo becomes the photo asked about.
+        page.get_by_role("button", name="Remove photo").click()
+        expect(page.locator("#chat-figure")).to_be_hidden()
+        page.get_by_label("Your question").focus()
+        page.evaluate(
+            """bytes => {
+                const data = new DataTransfer();
+                data.items.add(new File([new Uint8Array(bytes)], "pasted.jpg", {type: "image/jpeg"}));
+                document.activeElement.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
+            }""",
+            list((PHOTOS / "cat_00.jpg").read_bytes()),
+        )
+        expect(page.locator("#chat-figure")).to_be_visible()
+        expect(page.locator("#chat-photo-name")).to_have_text("pasted.jpg")
+
         # Delete, with confirmation; cancelling keeps it.
         card.get_by_role("button", name="Delete bo").click()
         page.get_by_role("button", name="Keep it").click()

@@ -280,6 +280,14 @@ export function initChat() {
   $("#chat-clear").addEventListener("click", resetChat);
   dropTarget($("#chat-drop"), (files) => setPhoto(files[0]));
   dropTarget($("#chat-figure"), (files) => setPhoto(files[0]));
+  // A photo pasted while in the chat (a screenshot, a copied picture) becomes the photo asked about.
+  $("#chat").addEventListener("paste", (event) => {
+    const file = [...event.clipboardData.files].find((f) => f.type.startsWith("image/"));
+    if (file && !running) {
+      event.preventDefault();
+      setPhoto(file);
+    }
+  });
   $("#caption").addEventListener("click", caption);
   $("#recognize").addEventListener("click", recognize);
   $("#locate").addEventListener("click", locate);
