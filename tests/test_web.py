@@ -117,6 +117,11 @@ def page(browser, request):
     assert not errors, f"the page threw: {errors}"
 
 
+def shoot(page, path: Path) -> None:
+    """A screenshot of the page as it is, less the passing confirmation toast that would cover it."""
+    page.screenshot(path=path, style="#toast { display: none !important; }")
+
+
 def add_concept(page, photo: str, name: str, category: str, info: str, box: tuple[float, float, float, float] | None = None):
     page.get_by_role("button", name="Add concept").click()
     form = page.get_by_role("dialog", name="Add a concept")
@@ -163,7 +168,7 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
 
         # Add a concept through the form with a real photo, boxing the dog out of it.
         add_concept(page, "dog_00.jpg", "bo", "dog", "<bo> is my corgi; he loves sweet potatoes.", box=(0.08, 0.05, 0.92, 0.97))
-        page.screenshot(path=shots / "add-concept.png")
+        shoot(page, shots / "add-concept.png")
         page.get_by_role("dialog").get_by_role("button", name="Add concept").click()
         card = page.locator('#concept-grid .card[data-name="bo"]')
         expect(card).to_have_count(1)
@@ -181,7 +186,7 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         expect(page.locator("#concept-grid .card")).to_have_count(1)
         page.get_by_label("Search concepts by name").fill("")
         expect(page.locator("#concept-grid .card")).to_have_count(2)
-        page.screenshot(path=shots / "concepts.png")
+        shoot(page, shots / "concepts.png")
 
         # Ask about another photo of it: the answer streams in, bo is named and boxed on the photo.
         page.set_input_files("#chat-photo", PHOTOS / "dog_01.jpg")
@@ -191,7 +196,11 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         box = page.locator("#chat-boxes .box", has_text="bo")
         expect(box).to_be_visible()
         assert box.bounding_box()["width"] > 10
-        page.screenshot(path=shots / "chat.png")
+        shoot(page, shots / "chat.png")
+        page.set_viewport_size(PHONE)  # readable at phone width: nothing wider than the screen
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        shoot(page, shots / "phone.png")
+        page.set_viewport_size(DESKTOP)
 
         # Edit the description inline; the next answer uses it, with no reload.
         assert "sweet potatoes" in ask(page, "What does <bo> like to eat?").inner_text()
@@ -201,7 +210,7 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         expect(card.locator(".info")).to_have_text("<bo> is my corgi; he only eats carrots now.")
         later = ask(page, "What does <bo> like to eat?").inner_text()
         assert "carrots" in later and "sweet potatoes" not in later
-        page.screenshot(path=shots / "edited.png")
+        shoot(page, shots / "edited.png")
 
         # Add a reference image, then remove one; the last one cannot be removed.
         card.get_by_role("button", name="Reference images of bo: 1").click()
@@ -239,7 +248,7 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         error = page.locator("#add-error")
         expect(error).to_be_visible()
         expect(error).to_contain_text("not an image")
-        page.screenshot(path=shots / "error.png")
+        shoot(page, shots / "error.png")
         submit = page.get_by_role("dialog").get_by_role("button", name="Add concept")
         expect(submit).to_be_enabled()
         page.get_by_role("button", name="Cancel").click()
@@ -292,10 +301,8 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         expect(page.locator("#concepts-error")).to_contain_text("pot")
         expect(page.locator("#concept-grid .card")).to_have_count(1)
 
-        # Readable at phone width: nothing wider than the screen.
         page.set_viewport_size(PHONE)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-        page.screenshot(path=shots / "phone.png")
 
 
 def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
@@ -328,7 +335,7 @@ def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
             failed = page.locator(".turn.assistant.failed")
             expect(failed).to_contain_text("busy")
             expect(failed).to_contain_text(re.compile(r"Try again in \d+ s"))
-            page.screenshot(path=shots / "busy.png")
+            shoot(page, shots / "busy.png")
         # The slot is free again once that client hangs up; the page was left ready to ask.
         expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
         wait_for_free_slot(server)
@@ -364,7 +371,7 @@ def test_sign_in_shows_only_your_concepts(page, shots, rap_home):
         page.get_by_label("API key").fill("not-a-key")
         page.keyboard.press("Enter")
         expect(dialog.get_by_role("alert")).to_contain_text("not accepted")
-        page.screenshot(path=shots / "sign-in.png")
+        shoot(page, shots / "sign-in.png")
 
         page.get_by_label("API key").fill(alice["Authorization"].removeprefix("Bearer "))
         page.keyboard.press("Enter")
