@@ -335,6 +335,7 @@ def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
             failed = page.locator(".turn.assistant.failed")
             expect(failed).to_contain_text("busy")
             expect(failed).to_contain_text(re.compile(r"Try again in \d+ s"))
+            expect(page.get_by_label("Your question")).to_have_value("Are you there?")  # ready to resend
             shoot(page, shots / "busy.png")
         # The slot is free again once that client hangs up; the page was left ready to ask.
         expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()

@@ -153,8 +153,11 @@ function form(fields) {
   return body;
 }
 
-/** Run one call; whatever happens, the controls come back and errors are said plainly. */
-async function call(turn, work) {
+/**
+ * Run one call; whatever happens, the controls come back and errors are said
+ * plainly. A question that failed goes back into the box, ready to resend.
+ */
+async function call(turn, work, question = null) {
   running = new AbortController();
   updateTools();
   try {
@@ -168,6 +171,7 @@ async function call(turn, work) {
     } else {
       turn.classList.add("failed");
       text.textContent = explain(err, "photo");
+      if (question && !$("#question").value) $("#question").value = question;
     }
   } finally {
     running = null;
@@ -207,7 +211,7 @@ function ask(event) {
   addTurn("user", question, photo ? `about ${photo.name}` : null);
   $("#question").value = "";
   const turn = addTurn("assistant", "");
-  return call(turn, (signal) => stream("/v1/ask", { question }, turn, signal));
+  return call(turn, (signal) => stream("/v1/ask", { question }, turn, signal), question);
 }
 
 function caption() {
