@@ -28,6 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+expect.set_options(timeout=15_000)  # a loaded CI machine is slower than Playwright's 5 s default expects
 
 from rap.server import create_app  # noqa: E402
 from test_server_support import PHOTOS, add_user, settings  # noqa: E402
