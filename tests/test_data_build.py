@@ -309,6 +309,45 @@ def test_the_command_line_chooses_the_annotator_by_name(
     assert "unknown annotator 'openai:gpt-4o'" in error and "generator" in error and "Traceback" not in error
 
 
+def test_the_command_line_takes_its_defaults_from_build_config(
+    coco: Path, tmp_path: Path, rap_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rap.cli import run
+
+    assert run(["data", "build", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for flag, name in [("--noise-ratio", "noise_ratio"), ("--noise-k", "noise_k"), ("--general-fraction", "general_fraction")]:
+        assert f"[default: {BuildConfig.model_fields[name].default}]" in shown.split(flag, 1)[1].split("--", 1)[0]
+    assert run(["data", "build", f"coco:{coco},images={coco.parent / 'images'}", "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"] == BuildConfig().model_dump(mode="json")
+
+
+class _Untouched(TemplateAnnotator):
+    def describe(self, image: Image.Image, category: str) -> str:
+        raise AssertionError("the build started work before its general file was checked")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"conversations": []}, "llava.json: LLaVA-Instruct JSON: Input should be a valid list"),
+        ([{"conversations": []}, {"id": "b"}], "llava.json: record 2: field 'conversations': Field required"),
+        ([{"conversations": [{"from": "human"}]}], "llava.json: record 1: field 'conversations.0.value': Field required"),
+        ([{"conversations": []}, "text"], "llava.json: record 2: Input should be a valid dictionary"),
+        ([{"conversations": [], "image": 3}], "llava.json: record 1: field 'image"),
+    ],
+)
+def test_a_malformed_general_record_is_one_line_naming_file_record_and_field(
+    coco: Path, tmp_path: Path, content: object, message: str
+) -> None:
+    general = tmp_path / "llava.json"
+    general.write_text(json.dumps(content))
+    with pytest.raises(InvalidFormat) as error:
+        build_dataset(_source(coco), tmp_path / "out", _Untouched(), BuildConfig(general=general))
+    assert message in error.value.message and "\n" not in error.value.message
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.staging-*"))
+
+
 def test_a_process_pool_builds_the_same_dataset(coco: Path, tmp_path: Path) -> None:
     serial = build_dataset(_source(coco), tmp_path / "a", config=BuildConfig(workers=0))
     pooled = build_dataset(_source(coco), tmp_path / "b", config=BuildConfig(workers=2))
