@@ -330,10 +330,10 @@ class _Untouched(TemplateAnnotator):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"conversations": []}, "llava.json: LLaVA-Instruct JSON: Input should be a valid list"),
-        ([{"conversations": []}, {"id": "b"}], "llava.json: record 2: field 'conversations': Field required"),
-        ([{"conversations": [{"from": "human"}]}], "llava.json: record 1: field 'conversations.0.value': Field required"),
-        ([{"conversations": []}, "text"], "llava.json: record 2: Input should be a valid dictionary"),
+        ({"conversations": []}, "llava.json: LLaVA-Instruct JSON: "),
+        ([{"conversations": []}, {"id": "b"}], "llava.json: record 2: field 'conversations'"),
+        ([{"conversations": [{"from": "human"}]}], "llava.json: record 1: field 'conversations.0.value'"),
+        ([{"conversations": []}, "text"], "llava.json: record 2: "),
         ([{"conversations": [], "image": 3}], "llava.json: record 1: field 'image"),
     ],
 )
