@@ -153,10 +153,10 @@ def test_stats_read_the_folder(coco: Path, general: Path, tmp_path: Path) -> Non
     ("line", "message"),
     [
         ("{not json", "line 2: Invalid JSON"),
-        ('["a list"]', "line 2: Input should be an object"),
+        ('["a list"]', "line 2: should be a JSON object"),
         ('{"meta": {"task": "qa", "source": "coco", "noise": "1"}}', "line 2: field 'meta.noise': Input should be a valid integer"),
         ('{"meta": {"task": "qa", "source": "coco", "noise": 0, "nosie": 1}}', "line 2: unknown field 'meta.nosie'; known: task, source, noise"),
-        ('{"meta": {"task": "qa", "source": "coco", "noise": 0}, "extra": ["crops/a.jpg"]}', "line 2: field 'extra': Input should be an object"),
+        ('{"meta": {"task": "qa", "source": "coco", "noise": 0}, "extra": ["crops/a.jpg"]}', "line 2: field 'extra': should be a JSON object"),
     ],
 )
 def test_stats_name_the_line_and_field_of_a_hand_edited_record(tmp_path: Path, line: str, message: str) -> None:
@@ -307,6 +307,45 @@ def test_the_command_line_chooses_the_annotator_by_name(
     assert run([*args, "--overwrite", "--annotator", "openai:gpt-4o"]) == 6
     error = capsys.readouterr().err
     assert "unknown annotator 'openai:gpt-4o'" in error and "generator" in error and "Traceback" not in error
+
+
+def test_the_command_line_takes_its_defaults_from_build_config(
+    coco: Path, tmp_path: Path, rap_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rap.cli import run
+
+    assert run(["data", "build", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for flag, name in [("--noise-ratio", "noise_ratio"), ("--noise-k", "noise_k"), ("--general-fraction", "general_fraction")]:
+        assert f"[default: {BuildConfig.model_fields[name].default}]" in shown.split(flag, 1)[1].split("--", 1)[0]
+    assert run(["data", "build", f"coco:{coco},images={coco.parent / 'images'}", "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"] == BuildConfig().model_dump(mode="json")
+
+
+class _Untouched(TemplateAnnotator):
+    def describe(self, image: Image.Image, category: str) -> str:
+        raise AssertionError("the build started work before its general file was checked")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"conversations": []}, "llava.json: LLaVA-Instruct JSON: "),
+        ([{"conversations": []}, {"id": "b"}], "llava.json: record 2: field 'conversations'"),
+        ([{"conversations": [{"from": "human"}]}], "llava.json: record 1: field 'conversations.0.value'"),
+        ([{"conversations": []}, "text"], "llava.json: record 2: "),
+        ([{"conversations": [], "image": 3}], "llava.json: record 1: field 'image"),
+    ],
+)
+def test_a_malformed_general_record_is_one_line_naming_file_record_and_field(
+    coco: Path, tmp_path: Path, content: object, message: str
+) -> None:
+    general = tmp_path / "llava.json"
+    general.write_text(json.dumps(content))
+    with pytest.raises(InvalidFormat) as error:
+        build_dataset(_source(coco), tmp_path / "out", _Untouched(), BuildConfig(general=general))
+    assert message in error.value.message and "\n" not in error.value.message
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.staging-*"))
 
 
 def test_a_process_pool_builds_the_same_dataset(coco: Path, tmp_path: Path) -> None:

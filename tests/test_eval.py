@@ -1,6 +1,7 @@
 """`rap eval` end to end: outputs, resume, baselines, bad input (tiny encoder, echo backend)."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -140,3 +141,20 @@ def test_missing_images_are_reported_before_anything_runs(rap, photos, tmp_path)
 def test_bad_eval_requests(rap, dreambooth, tmp_path, args, message):
     code, _, err = rap(*[a.format(db=dreambooth) if isinstance(a, str) else a for a in args], "--out", tmp_path / "o")
     assert code == 2 and message in err
+
+
+def test_eval_options_default_to_the_request_defaults(capsys):
+    from rap.cli.evaluate import MODES
+    from rap.cli.options import field_default
+    from rap.evaluation.session import EvalRequest
+
+    assert run(["eval", "--help"]) == 0
+    shown = re.sub(r"[\s│]", "", capsys.readouterr().out)  # the help table wraps anywhere
+
+    def default_of(flag, next_flag):
+        return shown.split(flag, 1)[1].split(next_flag, 1)[0]
+
+    assert f"[default:{','.join(map(str, field_default(EvalRequest, 'ks')))}]" in default_of("--ks", "--distractors")
+    assert f"[default:{field_default(EvalRequest, 'repeats')}]" in default_of("--repeats", "--seed")
+    mode = next(name for name, modes in MODES.items() if modes == field_default(EvalRequest, "recognition_modes"))
+    assert f"[default:{mode}]" in default_of("--mode", "--baselines")

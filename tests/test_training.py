@@ -425,3 +425,38 @@ def test_two_processes_train_as_one_with_the_whole_batch(base: Path, tmp_path: P
     assert any(not torch.equal(w, torch.zeros_like(w)) for w in whole.values())
     for key, weight in whole.items():
         assert torch.allclose(apart[key], weight, atol=1e-5), key
+
+
+TRAIN_FLAGS = {"--rank": "rank", "--alpha": "alpha", "--dropout": "dropout", "--lr": "learning_rate", "--epochs": "epochs",
+               "--batch-size": "batch_size", "--gradient-accumulation": "gradient_accumulation", "--workers": "workers",
+               "--precision": "precision"}  # fmt: skip
+
+
+def test_train_help_shows_the_defaults_of_train_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from rap.cli import run
+
+    assert run(["train", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for flag, name in TRAIN_FLAGS.items():
+        after = shown.split(f"{flag} ", 1)[1].split(" --", 1)[0]
+        assert f"[default: {TrainOptions.model_fields[name].default}]" in after, flag
+
+
+def test_train_without_flags_runs_with_train_options_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import rap.training
+    from rap.cli import run
+    from rap.training import TrainResult
+
+    received: list[TrainOptions] = []
+
+    def record(base: str, data: Path, out: Path, options: TrainOptions, resume: bool = False) -> TrainResult:
+        received.append(options)
+        return TrainResult(adapter_dir=out / "adapter", steps=0, losses=[], records=0)
+
+    monkeypatch.setattr(rap.training, "train", record)
+    args = ["train", "--base", "tiny", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run"), "--json"]
+    assert run(args) == 0
+    assert run([*args, "--rank", "8", "--gradient-checkpointing"]) == 0
+    assert received == [TrainOptions(), TrainOptions(rank=8, activation_checkpointing=True)]

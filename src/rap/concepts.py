@@ -22,6 +22,8 @@ MAX_NAME_LENGTH = 64
 MAX_INFO_LENGTH = 2000
 MAX_CATEGORY_LENGTH = 64
 MAX_ATTRIBUTES = 64
+DEFAULT_CATEGORY = "object"
+"""The category of a concept given none."""
 
 # A name is one "word" a user can type and the retriever can find in text: letters,
 # digits, and inner "_", "-" or "." (``bo``, ``my_dog``, ``Mr.Bean``, ``toy-2``).

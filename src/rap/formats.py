@@ -9,12 +9,12 @@ not break. Models are strict: ``"true"`` is not a boolean, ``1`` is not text.
 
 :func:`validated` turns the first thing wrong into a one-line
 :class:`~rap.errors.InvalidFormat` such as ``qa.json: bo/1.png: field
-'options': Input should be a valid dictionary``.
+'options': should be a JSON object``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
@@ -53,7 +53,8 @@ def problem(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     first = errors[0]
     field = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        known = f"; known: {', '.join(model.model_fields)}" if model is not None and len(first["loc"]) == 1 else ""
+        owner = _model_at(model, first["loc"][:-1])
+        known = f"; known: {', '.join(owner.model_fields)}" if owner is not None else ""
         said = f"unknown field {field!r}{known}"
     else:
         error = first.get("ctx", {}).get("error")
@@ -66,3 +67,12 @@ def problem(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
         said = f"field {field!r}: {message}" if field else message
     more = len(errors) - 1
     return said + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _model_at(model: type[BaseModel] | None, path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model a nested field path leads to, through fields that are models themselves; None elsewhere."""
+    for part in path:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        candidates = (field.annotation, *get_args(field.annotation)) if field is not None else ()
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model

@@ -8,7 +8,7 @@ import typer
 
 from rap.cli.context import print_json, state, stdout
 from rap.cli.render import concept_table, concepts_table
-from rap.concepts import parse_attribute
+from rap.concepts import DEFAULT_CATEGORY, parse_attribute
 
 app = typer.Typer(help="Remember, edit and forget concepts.", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def add(
     name: str = typer.Argument(..., help="The handle you will type, e.g. bo (the model sees <bo>)."),
     images: list[Path] = IMAGE,
     info: str = typer.Option("", "--info", help="A short description: '<bo> is my Shiba Inu with a black collar'."),
-    category: str = typer.Option("object", "--category", "-c", help="What it is (dog, person, plush toy): the detector looks for it."),
+    category: str = typer.Option(DEFAULT_CATEGORY, "--category", "-c", help="What it is (dog, person, plush toy): the detector looks for it."),
     attributes: list[str] = typer.Option([], "--attr", help="KEY=VALUE, e.g. --attr age=3; repeat for several."),
     as_json: bool = JSON,
 ) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, state, stdout
+from rap.cli.options import field_option
+from rap.data.build import BuildConfig
 
 app = typer.Typer(help="Build and inspect personalization training sets.", no_args_is_help=True)
 
@@ -17,21 +19,21 @@ def build(
     sources: list[str] = typer.Argument(..., help="KIND:PATH[,images=DIR][,instances=FILE][,name=LABEL]; KIND: coco, refcoco, video, identities, folders."),
     out: Path = typer.Option(..., "--out", "-o", help="A new folder for data.jsonl, crops/ and manifest.json."),
     annotator: str | None = typer.Option(None, "--annotator", help="Who writes descriptions and answers: offline (the default; templates from class names) or generator:<backend spec>, e.g. generator:openai:gpt-4o."),
-    names: str = typer.Option("random", "--names", help="random (pronounceable) or sks (<sks1>, <sks2>, ...)."),
-    noise_ratio: float = typer.Option(0.5, "--noise-ratio", help="Share of samples given noise concepts."),
-    noise_k: int = typer.Option(2, "--noise-k", help="K: a noisy sample holds K-1 distractor concepts."),
-    general: Path | None = typer.Option(None, "--general", help="LLaVA-Instruct JSON to mix in unchanged."),
-    general_fraction: float = typer.Option(0.1, "--general-fraction", help="Share of the general records kept."),
-    workers: int = typer.Option(0, "--workers", help="Crop and augmentation processes (0: in this process)."),
-    limit: int | None = typer.Option(None, "--limit", help="Most scenes read per source."),
-    seed: int = typer.Option(0, "--seed", help="Seeds names, templates, noise and augmentation."),
+    names: str = field_option(BuildConfig, "names", "--names", help="random (pronounceable) or sks (<sks1>, <sks2>, ...)."),
+    noise_ratio: float = field_option(BuildConfig, "noise_ratio", "--noise-ratio"),
+    noise_k: int = field_option(BuildConfig, "noise_k", "--noise-k"),
+    general: Path | None = field_option(BuildConfig, "general", "--general"),
+    general_fraction: float = field_option(BuildConfig, "general_fraction", "--general-fraction"),
+    workers: int = field_option(BuildConfig, "workers", "--workers"),
+    limit: int | None = field_option(BuildConfig, "limit", "--limit"),
+    seed: int = field_option(BuildConfig, "seed", "--seed"),
     calls_per_minute: float | None = typer.Option(None, "--calls-per-minute", help="Calls per minute a generator annotator makes at most; default: the annotator's own."),
     price: float | None = typer.Option(None, "--price-per-1k-tokens", help="For the cost report of a generator annotator."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Build training conversations (the paper's section 3.2) from annotated images."""
-    from rap.data import BuildConfig, SourceSpec, build_dataset, create_annotator
+    from rap.data import SourceSpec, build_dataset, create_annotator
     from rap.data.annotator import DEFAULT_ANNOTATOR
     from rap.generation.base import validated_options
 

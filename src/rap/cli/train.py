@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, stdout
+from rap.cli.options import field_option
+from rap.training.trainer import TrainOptions
 
 app = typer.Typer(
     help="Fine-tune a backend with LoRA on personalization data, and merge the adapter.",
@@ -24,25 +26,21 @@ def train(
     base: str | None = typer.Option(None, "--base", help="The model to fine-tune: a LLaVA (llava-hf) or Qwen2-VL / Qwen2.5-VL folder or hub name."),
     data: Path | None = typer.Option(None, "--data", help="data.jsonl from rap data build (LLaVA format, RAP-260K 'extra')."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for checkpoints, TensorBoard logs and the adapter."),
-    rank: int = typer.Option(128, "--rank", help="LoRA rank (the paper: 128)."),
-    alpha: int = typer.Option(256, "--alpha", help="LoRA alpha (the paper: 256)."),
-    dropout: float = typer.Option(0.05, "--dropout", help="LoRA dropout."),
-    learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate (the paper: 1e-4)."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (the paper: 1)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Conversations per device per step."),
-    accumulation: int = typer.Option(1, "--gradient-accumulation", help="Steps per optimizer update."),
-    max_concepts: int | None = typer.Option(
-        None, "--max-concepts", help="Concepts kept per sample [default: the backend's; the paper: 2 for LLaVA, 3 for Phi3-V]."
-    ),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where supported), bf16 or fp32."),
-    checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Less memory, slower."),
-    workers: int = typer.Option(4, "--workers", help="Processes per device encoding data while training; 0: none."),
+    rank: int = field_option(TrainOptions, "rank", "--rank"),
+    alpha: int = field_option(TrainOptions, "alpha", "--alpha"),
+    dropout: float = field_option(TrainOptions, "dropout", "--dropout"),
+    learning_rate: float = field_option(TrainOptions, "learning_rate", "--lr"),
+    epochs: float = field_option(TrainOptions, "epochs", "--epochs"),
+    max_steps: int | None = field_option(TrainOptions, "max_steps", "--max-steps"),
+    batch_size: int = field_option(TrainOptions, "batch_size", "--batch-size"),
+    accumulation: int = field_option(TrainOptions, "gradient_accumulation", "--gradient-accumulation"),
+    max_concepts: int | None = field_option(TrainOptions, "max_concepts", "--max-concepts"),
+    precision: str = field_option(TrainOptions, "precision", "--precision", help="auto (bf16 where CUDA supports it), bf16 or fp32."),
+    checkpointing: bool = field_option(TrainOptions, "activation_checkpointing", "--gradient-checkpointing"),
+    workers: int = field_option(TrainOptions, "workers", "--workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
-    fsdp: str | None = typer.Option(None, "--fsdp", help="Shard with FSDP under torchrun, e.g. 'full_shard auto_wrap'."),
-    deepspeed: str | None = typer.Option(
-        None, "--deepspeed", help="zero2, zero3 (rap's configs; the paper trained with ZeRO-3) or a DeepSpeed JSON config file."
-    ),
+    fsdp: str | None = field_option(TrainOptions, "fsdp", "--fsdp"),
+    deepspeed: str | None = field_option(TrainOptions, "deepspeed", "--deepspeed"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train a LoRA adapter; for several GPUs run it under `accelerate launch` or torchrun."""
@@ -52,7 +50,7 @@ def train(
         stdout.print(ctx.get_help())
         raise typer.Exit(2)
     from rap.generation.base import validated_options
-    from rap.training import TrainOptions, train as run_training
+    from rap.training import train as run_training
 
     options = validated_options(
         TrainOptions,

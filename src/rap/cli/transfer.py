@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, progress_bar, state, stdout
+from rap.concepts import DEFAULT_CATEGORY
 from rap.store.interchange import export_rap, import_concepts, read_concepts
 
 
 def import_command(
     ctx: typer.Context,
     path: Path = typer.Argument(..., help="A RAP database.json folder, or a folder with one subfolder per concept."),
-    category: str = typer.Option("object", "--category", "-c", help="Category for plain-folder concepts without a category.txt."),
+    category: str = typer.Option(DEFAULT_CATEGORY, "--category", "-c", help="Category for plain-folder concepts without a category.txt."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip concepts whose name is taken instead of failing."),
     allow_outside: bool = typer.Option(
         False, "--allow-outside", help="Let database.json name images outside its folder (absolute or ../ paths)."

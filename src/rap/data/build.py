@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from rap.data.annotator import Annotator, TemplateAnnotator
 from rap.data.augment import (
@@ -50,8 +50,10 @@ from rap.data.names import concept_tokens
 from rap.data.sources import Scene, SourceSpec, read_scenes
 from rap.data.tasks import TASKS, Concept, Placed, Sample, add_noise, scene_samples
 from rap.errors import InvalidFormat, InvalidInput, RapError
+from rap.formats import validated
 from rap.generation import PromptConcept, user_turn
 from rap.images import load_image
+from rap.training.data import TrainingRecord
 
 FORMAT = "rap-data/1"
 MAX_WARNINGS = 50
@@ -184,6 +186,7 @@ def _build(
     report: BuildReport,
     novel_view: NovelView | None,
 ) -> None:
+    general = _general(config)  # a bad file fails before any crop is cut or annotator call paid for
     rng = random.Random(config.seed)
     scenes = [scene for spec in sources for scene in _limited(read_scenes(spec, config.seed), config.limit)]
     references: dict[str, CropJob] = {}
@@ -216,7 +219,7 @@ def _build(
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     report.tasks[sample.task] += 1
                     report.sources[sample.source] += 1
-        for record in _general(config, rng):
+        for record in rng.sample(general, round(len(general) * config.general_fraction)):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             report.tasks["general"] += 1
             report.sources["general"] += 1
@@ -333,14 +336,21 @@ def _record(sample: Sample, staging: Path, annotator: Annotator, report: BuildRe
     }
 
 
-def _general(config: BuildConfig, rng: random.Random) -> list[dict[str, Any]]:
-    """A seeded share of a LLaVA-Instruct file, unchanged, to keep general skills (paper 3.2)."""
+def _general(config: BuildConfig) -> list[dict[str, Any]]:
+    """The records of the LLaVA-Instruct file, checked; a seeded share is mixed in unchanged to keep general skills (paper 3.2)."""
     if config.general is None:
         return []
     try:
         records = json.loads(Path(config.general).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidFormat(f"{config.general}: not readable LLaVA-Instruct JSON ({exc})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "conversations" in r for r in records):
-        raise InvalidFormat(f"{config.general}: expected a JSON list of records with 'conversations'")
-    return rng.sample(records, round(len(records) * config.general_fraction))
+    records = validated(_JsonList, records, f"{config.general}: LLaVA-Instruct JSON").root
+    for number, record in enumerate(records, 1):
+        validated(TrainingRecord, record, f"{config.general}: record {number}")
+    return records
+
+
+class _JsonList(RootModel[list[Any]]):
+    """LLaVA-Instruct's layout: a JSON list, each item then checked as a :class:`TrainingRecord`."""
+
+    model_config = ConfigDict(strict=True)

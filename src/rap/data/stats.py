@@ -62,7 +62,7 @@ def dataset_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
             try:
                 record = BuiltRecord.model_validate_json(line)
             except ValidationError as exc:
-                raise InvalidFormat(f"{data} line {number}: {problem(exc, BuildMeta)}") from None
+                raise InvalidFormat(f"{data} line {number}: {problem(exc, BuiltRecord)}") from None
             if record.meta is None:
                 tasks["general"] += 1
                 sources["general"] += 1

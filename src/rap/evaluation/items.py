@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rap.concepts import DEFAULT_CATEGORY
+
 Task = Literal["caption", "qa", "recognition", "retrieval"]
 
 
@@ -21,7 +23,7 @@ class ConceptSource:
     name: str
     images: tuple[Path, ...]
     info: str = ""
-    category: str = "object"
+    category: str = DEFAULT_CATEGORY
 
 
 @dataclass(frozen=True)

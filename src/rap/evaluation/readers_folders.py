@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rap.concepts import DEFAULT_CATEGORY
 from rap.errors import InvalidFormat, InvalidInput
 from rap.evaluation.items import ConceptSource, EvalItem, EvalSet, Task
 from rap.evaluation.readers_json import ImageResolver, load_json
@@ -44,7 +45,7 @@ def read_concept_folders(folder: Path, task: Task = "caption", references: int =
     A subfolder may also hold ``info.txt`` and ``category.txt``, as for ``rap import``.
     """
     folder = folder.expanduser().resolve()
-    concepts = read_plain_folder(folder, "object")
+    concepts = read_plain_folder(folder, DEFAULT_CATEGORY)
     return _split(folder, [(c, read_captions(folder / c.name)) for c in concepts], task, references, seed)
 
 
@@ -52,7 +53,7 @@ def read_dreambooth(folder: Path, task: Task = "caption", references: int = 1, s
     """The DreamBooth subjects: ``SUBJECT/NN.jpg``, each subject's class read from ``prompts_and_classes.txt``."""
     folder = folder.expanduser().resolve()
     classes = read_classes(folder / CLASSES_FILE)
-    concepts = read_plain_folder(folder, "object")
+    concepts = read_plain_folder(folder, DEFAULT_CATEGORY)
     for concept in concepts:
         concept.category = classes.get(concept.name, concept.category)
     return _split(folder, [(c, {}) for c in concepts], task, references, seed)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rap.concepts import DEFAULT_CATEGORY
 from rap.errors import InvalidInput
 from rap.evaluation import environment
 from rap.evaluation.datasets import read_eval_set
@@ -66,7 +67,7 @@ def _distractors(folder: Path | None) -> list[NewConcept]:
     if not folder.is_dir():
         raise InvalidInput(f"--distractors {folder}: no such folder")
     photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return [NewConcept(f"distractor-{n:05d}", [photo], category=photo.parent.name or "object") for n, photo in enumerate(photos)]
+    return [NewConcept(f"distractor-{n:05d}", [photo], category=photo.parent.name or DEFAULT_CATEGORY) for n, photo in enumerate(photos)]
 
 
 def evaluate(request: EvalRequest, settings: Settings, progress: ProgressFactory) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rap.concepts import Concept
+from rap.concepts import DEFAULT_CATEGORY, Concept
 from rap.embedding import Embedder
 from rap.images import LoadedImage
 
@@ -44,7 +44,7 @@ class NewConcept:
     name: str
     images: Sequence[ImageSource]
     info: str = ""
-    category: str = "object"
+    category: str = DEFAULT_CATEGORY
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -87,7 +87,7 @@ class ConceptStore(ABC):
         images: Sequence[ImageSource],
         *,
         info: str = "",
-        category: str = "object",
+        category: str = DEFAULT_CATEGORY,
         attributes: Mapping[str, str] | None = None,
     ) -> Concept: ...
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rap.concepts import validate_name
+from rap.concepts import DEFAULT_CATEGORY, validate_name
 from rap.errors import InvalidFormat, InvalidInput, StoreError
 from rap.formats import validated
 from rap.images import IMAGE_SUFFIXES
@@ -45,7 +45,7 @@ DATABASE_JSON = "database.json"
 
 
 def read_concepts(
-    path: str | os.PathLike[str], default_category: str = "object", *, allow_outside: bool = False
+    path: str | os.PathLike[str], default_category: str = DEFAULT_CATEGORY, *, allow_outside: bool = False
 ) -> list[NewConcept]:
     """Read a RAP ``database.json`` folder (or the file itself) or a plain folder.
 
@@ -72,7 +72,7 @@ class _Entry(BaseModel):
     name: str | None = None
     image: list[str] = Field(min_length=1)
     info: str = ""
-    category: str = "object"
+    category: str = DEFAULT_CATEGORY
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("image", mode="before")

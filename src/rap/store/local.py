@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
+from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, StoreError
@@ -410,7 +410,7 @@ class LocalConceptStore(ConceptStore):
         images: Sequence[ImageSource],
         *,
         info: str = "",
-        category: str = "object",
+        category: str = DEFAULT_CATEGORY,
         attributes: Mapping[str, str] | None = None,
     ) -> Concept:
         return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]

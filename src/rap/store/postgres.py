@@ -39,7 +39,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
+from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder, SpaceVector
 from rap.encoders import FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, RapError, StoreError
@@ -368,7 +368,7 @@ class PostgresConceptStore(ConceptStore):
         images: Sequence[ImageSource],
         *,
         info: str = "",
-        category: str = "object",
+        category: str = DEFAULT_CATEGORY,
         attributes: Mapping[str, str] | None = None,
     ) -> Concept:
         return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]

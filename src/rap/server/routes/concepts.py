@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from PIL import Image
 
-from rap.concepts import Concept, name_key
+from rap.concepts import DEFAULT_CATEGORY, Concept, name_key
 from rap.errors import ImageNotFound, InvalidInput
 from rap.images import load_image
 from rap.server.auth import CurrentUser, RuntimeDep
@@ -32,7 +32,7 @@ async def add_concept(
     name: Name,
     image: Images,
     info: Annotated[str, Form(description="a short description: '<bo> is my Shiba Inu'")] = "",
-    category: Annotated[str, Form(description="what it is (dog, person, plush toy); the detector looks for it")] = "object",
+    category: Annotated[str, Form(description="what it is (dog, person, plush toy); the detector looks for it")] = DEFAULT_CATEGORY,
     attributes: Annotated[str | None, Form(description='a JSON object of strings, e.g. {"age": "3"}')] = None,
 ) -> dict:
     images = await read_images(image, rt.settings)
