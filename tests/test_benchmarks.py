@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each case starts a Python process that imports torch
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).parent / "photos"
 

@@ -56,6 +56,7 @@ def start_worker(target: StoreTarget, seed: int, tests: Path = TESTS) -> subproc
     return worker
 
 
+@pytest.mark.slow
 def test_kill_9_during_writes_never_breaks_the_store(store_target):
     rng = random.Random(7)
     for round_ in range(6):
@@ -91,6 +92,7 @@ def test_temp_files_of_a_killed_writer_are_removed_on_open(tmp_path, photos, fol
     assert not stale.exists() and live.exists()
 
 
+@pytest.mark.slow
 def test_readers_work_while_another_process_writes(store_target, photos):
     with store_target.open() as store:
         store.add("seed", [photos / "dog_00.jpg"])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from rap.errors import ConceptExists, InvalidFormat, InvalidInput, StoreError
+from rap.errors import ConceptExists, InvalidFormat, InvalidImage, InvalidInput, StoreError
 from rap.store.interchange import export_rap, import_concepts, read_concepts
 
 
@@ -128,7 +128,7 @@ def test_images_outside_the_folder_need_allow_outside(store, photos, tmp_path, l
 def test_a_bad_image_aborts_the_whole_import(store, photos, tmp_path):
     folder = rap_database(tmp_path, photos)
     (folder / "cat_00.jpg").write_bytes(b"broken")
-    with pytest.raises(Exception, match="cat_00"):
+    with pytest.raises(InvalidImage, match="cat_00"):
         import_concepts(store, read_concepts(folder))
     assert len(store) == 0
 

@@ -18,7 +18,7 @@ from conftest import StoreTarget
 from postgres_server import new_database
 from rap import open_store
 from rap.cli import run
-from rap.errors import ConceptExists, ConceptNotFound, StoreError, UnknownBackend
+from rap.errors import ConceptExists, ConceptNotFound, InvalidInput, StoreError, UnknownBackend
 from rap.settings import resolve
 
 
@@ -140,7 +140,7 @@ def test_postgres_unreachable_server_or_bad_user_is_one_line(postgres_url, tmp_p
     with pytest.raises(StoreError) as caught:
         StoreTarget(f"postgresql://nobody:secret@/nothing?host={tmp_path}", "me").open()
     assert "secret" not in str(caught.value)  # a password never reaches a message
-    with pytest.raises(Exception, match="bad user name"):
+    with pytest.raises(InvalidInput, match="bad user name"):
         StoreTarget(postgres_url, "../etc").open()
     with pytest.raises(UnknownBackend, match="postgresql"):
         StoreTarget("mysql://me@host/db", None).open()
