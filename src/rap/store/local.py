@@ -18,6 +18,7 @@ a store where every concept is retrievable and no vector dangles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -42,14 +44,15 @@ from rap.concepts import (
     validate_name,
     validate_text,
 )
-from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
+from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder, SpaceVector
 from rap.encoders import ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidInput, StoreError
-from rap.images import LoadedImage, load_image
+from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidImage, InvalidInput, StoreError
+from rap.images import ImageFile, LoadedImage, check_image, load_image, reduce, suffix_for
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
 from rap.store.schema import STORE_FORMAT, migrate
 from rap.store.index_cache import IndexCache
+from rap.settings import Settings
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -63,13 +66,41 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class _Prepared:
-    """A concept validated, its images decoded and embedded, nothing written yet."""
+@dataclass(frozen=True)
+class _Keyed:
+    """One reference image embedded but not written: its vectors and what names its bytes.
 
-    def __init__(self, name: str, info: str, category: str, attributes: dict[str, str], images: list[LoadedImage]):
+    Only these are held while a bulk add embeds the rest, never the decoded image;
+    a file's bytes are read again when it is written, and must hash as they did.
+    """
+
+    source: ImageFile | LoadedImage
+    sha256: str
+    format: str
+    size: tuple[int, int]
+    vectors: list[SpaceVector]
+
+    @property
+    def suffix(self) -> str:
+        return suffix_for(self.format)
+
+    @property
+    def data(self) -> bytes:
+        if isinstance(self.source, LoadedImage):
+            return self.source.data
+        data = self.source.read()
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise InvalidImage(f"{self.source.path}: the file changed while it was being added; add it again")
+        return data
+
+
+class _Prepared:
+    """A concept validated and its image files checked; embedded by ``_embed``; nothing written yet."""
+
+    def __init__(self, name: str, info: str, category: str, attributes: dict[str, str], images: list[ImageFile | LoadedImage]):
         self.name, self.info, self.category, self.attributes = name, info, category, attributes
         self.images = images
-        self.vectors: list[list] = []
+        self.keyed: list[_Keyed] = []
 
 
 class LocalConceptStore(ConceptStore):
@@ -84,8 +115,14 @@ class LocalConceptStore(ConceptStore):
         on_encoder_change: OnEncoderChange = "refuse",
         progress: ProgressFactory | None = None,
         approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
+        image_side: int = Settings.model_fields["image_side"].default,
+        batch_images: int = Settings.model_fields["batch_images"].default,
     ) -> None:
         self.path = Path(path).expanduser()
+        #: reference images are decoded reduced to this shorter side to be embedded
+        self.image_side = image_side
+        #: reference images decoded and embedded at once
+        self.batch_images = batch_images
         self._lock = threading.RLock()
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False
@@ -320,8 +357,9 @@ class LocalConceptStore(ConceptStore):
             ]
 
     # -- writing ----------------------------------------------------------------
-    def _decode(self, images: Sequence[ImageSource]) -> list[LoadedImage]:
-        return [image if isinstance(image, LoadedImage) else load_image(image) for image in images]
+    def _decode(self, images: Sequence[ImageSource]) -> list[ImageFile | LoadedImage]:
+        """Check each file by its header (cheap); decoding waits for ``_embed``'s batches."""
+        return [image if isinstance(image, LoadedImage) else check_image(image) for image in images]
 
     def _prepare(self, new: NewConcept, taken: set[str]) -> _Prepared:
         name = validate_name(new.name)
@@ -340,28 +378,30 @@ class LocalConceptStore(ConceptStore):
         )
 
     def _embed(self, prepared: Sequence[_Prepared], progress: Progress | None) -> None:
+        """Decode and embed ``batch_images`` images at a time, keeping only their vectors."""
         flat = [(p, image) for p in prepared for image in p.images]
-        step = 32
-        for start in range(0, len(flat), step):
-            chunk = flat[start : start + step]
+        for start in range(0, len(flat), self.batch_images):
+            chunk = flat[start : start + self.batch_images]
+            loaded = [image.load(self.image_side) if isinstance(image, ImageFile) else image for _, image in chunk]
             keyed = self.embedder.reference_vectors(
-                [image.image for _, image in chunk], [p.category in PERSON_CATEGORIES for p, _ in chunk]
+                [reduce(image.image, self.image_side) for image in loaded], [p.category in PERSON_CATEGORIES for p, _ in chunk]
             )
-            for (p, _), vectors in zip(chunk, keyed):
-                p.vectors.append(vectors)
+            for (p, source), image, vectors in zip(chunk, loaded, keyed):
+                assert image.size is not None
+                p.keyed.append(_Keyed(source, image.sha256, image.format, image.size, vectors))
             if progress:
                 progress(len(chunk))
 
-    def _insert_images(self, db: sqlite3.Connection, concept_id: int, images: list[LoadedImage], vectors: list[list]) -> list[str]:
+    def _insert_images(self, db: sqlite3.Connection, concept_id: int, keyed: list[_Keyed]) -> list[str]:
         files = []
-        for image, keyed in zip(images, vectors):
+        for image in keyed:
             file = self.files.write(image)
             files.append(file)
             image_id = db.execute(
                 "INSERT INTO images (concept_id, file, sha256, width, height) VALUES (?, ?, ?, ?, ?)",
-                (concept_id, file, image.sha256, image.image.width, image.image.height),
+                (concept_id, file, image.sha256, *image.size),
             ).lastrowid
-            for entry in keyed:
+            for entry in image.vectors:
                 self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
         return files
 
@@ -408,7 +448,7 @@ class LocalConceptStore(ConceptStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (p.name, name_key(p.name), p.info, p.category, json.dumps(p.attributes), now, now),
                     ).lastrowid
-                    self._insert_images(db, concept_id, p.images, p.vectors)
+                    self._insert_images(db, concept_id, p.keyed)
             self._after_write()
             return self.lookup([p.name for p in prepared])
 
@@ -469,7 +509,7 @@ class LocalConceptStore(ConceptStore):
                     )
                     for image_id, face in face_vectors.items():
                         self._insert_vector(db, image_id, FACE_SPACE, face.vector, face.box)
-                self._insert_images(db, concept_id, prepared.images, prepared.vectors)
+                self._insert_images(db, concept_id, prepared.keyed)
             self._delete_unreferenced([image.file for image in current.images if image.id in drop])
             self._after_write()
             return self.get(new_name)
@@ -480,7 +520,7 @@ class LocalConceptStore(ConceptStore):
             return {}
         found = {}
         for image in images:
-            faces = analyzer.faces(load_image(self.image_path(image.file)).image)
+            faces = analyzer.faces(load_image(self.image_path(image.file), shorter_side=self.image_side).image)
             if faces:
                 found[image.id] = faces[0]
         return found
@@ -509,9 +549,9 @@ class LocalConceptStore(ConceptStore):
                 "SELECT i.id, i.file, c.category FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
             ).fetchall()
             keyed: list[tuple[int, list]] = []
-            for start in range(0, len(rows), 32):
-                chunk = rows[start : start + 32]
-                images = [load_image(self.image_path(file)).image for _, file, _ in chunk]
+            for start in range(0, len(rows), self.batch_images):
+                chunk = rows[start : start + self.batch_images]
+                images = [load_image(self.image_path(file), shorter_side=self.image_side).image for _, file, _ in chunk]
                 vectors = self.embedder.reference_vectors(images, [c in PERSON_CATEGORIES for *_, c in chunk])
                 keyed += [(image_id, v) for (image_id, _, _), v in zip(chunk, vectors)]
                 if progress:
@@ -531,3 +571,4 @@ class LocalConceptStore(ConceptStore):
         with self._lock:
             self._index.checkpoint_all(force=True)
             self._db.close()
+
