@@ -67,6 +67,15 @@ def _now() -> str:
 
 
 @dataclass(frozen=True)
+class _Bytes:
+    """An image file's bytes as they are written into the store."""
+
+    data: bytes
+    sha256: str
+    suffix: str
+
+
+@dataclass(frozen=True)
 class _Keyed:
     """One reference image embedded but not written: its vectors and what names its bytes.
 
@@ -80,18 +89,15 @@ class _Keyed:
     size: tuple[int, int]
     vectors: list[SpaceVector]
 
-    @property
-    def suffix(self) -> str:
-        return suffix_for(self.format)
-
-    @property
-    def data(self) -> bytes:
+    def verified(self) -> _Bytes:
+        """The bytes to write, refused if the file changed since it was embedded."""
         if isinstance(self.source, LoadedImage):
-            return self.source.data
-        data = self.source.read()
-        if hashlib.sha256(data).hexdigest() != self.sha256:
-            raise InvalidImage(f"{self.source.path}: the file changed while it was being added; add it again")
-        return data
+            data = self.source.data
+        else:
+            data = self.source.read()
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                raise InvalidImage(f"{self.source.path}: the file changed while it was being added; add it again")
+        return _Bytes(data, self.sha256, suffix_for(self.format))
 
 
 class _Prepared:
@@ -395,7 +401,7 @@ class LocalConceptStore(ConceptStore):
     def _insert_images(self, db: sqlite3.Connection, concept_id: int, keyed: list[_Keyed]) -> list[str]:
         files = []
         for image in keyed:
-            file = self.files.write(image)
+            file = self.files.write(image.verified())
             files.append(file)
             image_id = db.execute(
                 "INSERT INTO images (concept_id, file, sha256, width, height) VALUES (?, ?, ?, ?, ?)",
