@@ -48,9 +48,8 @@ def main() -> None:
                 if not link.exists():
                     link.symlink_to(photo.resolve())
                 paths.append(str(link))
-            command = [sys.executable, "-m", "rap", "--db", str(db), "retrieve", "--json", *paths]
-            if args.detector:
-                command[4:4] = ["--detector", args.detector]
+            detector = ["--detector", args.detector] if args.detector else []
+            command = [sys.executable, "-m", "rap", "--db", str(db), *detector, "retrieve", "--json", *paths]
             megapixels = sum(_megapixels(Path(p)) for p in paths)
             start = time.perf_counter()
             with open(os.devnull, "wb") as sink:

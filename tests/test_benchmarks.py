@@ -36,6 +36,8 @@ CASES = {
     "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
+    "photo_retrieval_speed": (["{dreambooth}", "--single", "2", "--batch", "2"], "single_p50_ms"),
+    "retrieve_memory": (["{dreambooth}", "--counts", "1,3", "--concepts", "2", "--detector", "none"], "peak_rss_mb"),
 }  # fmt: skip
 
 
