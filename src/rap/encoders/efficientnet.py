@@ -20,8 +20,9 @@ For speed on a CPU (a query photo is some eleven crops), the loaded model is
 rewritten once for inference, computing the same function: each batch norm is
 folded into the convolution before it, the symmetric "same" padding of the
 stride-1 convolutions becomes the convolution's own padding (no separate pad
-op and copy), and weights and inputs are channels-last, the layout oneDNN's
-CPU convolutions are fastest in. See BENCHMARKS.md for the effect.
+op and copy), ReLU6 works in place (no new activation tensor per layer), and
+weights and inputs are channels-last, the layout oneDNN's CPU convolutions are
+fastest in. See BENCHMARKS.md for the effect.
 
 torch and the model packages are imported when an encoder is built, not when
 this module is, so listing encoders stays instant and works without them.
@@ -107,7 +108,8 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 def _for_inference(model: torch.nn.Module, torch: Any) -> torch.nn.Module:
     """``model`` with batch norms folded into convolutions, symmetric padding moved into
-    the convolutions, and channels-last weights; the same function, fewer and faster ops."""
+    the convolutions, ReLU6 in place and channels-last weights; the same function,
+    fewer ops and fewer large allocations."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
@@ -122,6 +124,9 @@ def _for_inference(model: torch.nn.Module, torch: Any) -> torch.nn.Module:
             _absorb_padding(fused, torch)
             setattr(owner, conv_name, fused)
             setattr(owner, bn_name, torch.nn.Identity())
+    for module in model.modules():
+        if isinstance(module, torch.nn.ReLU6):
+            module.inplace = True  # each follows a convolution whose output nothing else reads
     return model.to(memory_format=torch.channels_last)
 
 
