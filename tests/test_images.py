@@ -88,7 +88,7 @@ def test_retrieve_checks_every_file_before_any_work(kind, tmp_path, photos, caps
 
 def test_check_reads_the_header_only(tmp_path):
     checked = check_image(_png_header(tmp_path / "big.png", 4000, 3000))  # its pixels are missing
-    assert (checked.format, checked.size, checked.pixels) == ("PNG", (4000, 3000), 12_000_000)
+    assert (checked.format, checked.size) == ("PNG", (4000, 3000))
     with pytest.raises(InvalidImage, match="corrupt or truncated"):
         checked.load()
     assert MAX_PIXELS < 8001 * 8001

@@ -87,10 +87,6 @@ class ImageFile:
     #: (width, height) as stored, before any EXIF rotation
     size: tuple[int, int]
 
-    @property
-    def pixels(self) -> int:
-        return self.size[0] * self.size[1]
-
     def read(self) -> bytes:
         """The file's bytes, read again (so nothing is held between check and use)."""
         return read_file(self.path)
