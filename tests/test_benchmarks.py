@@ -39,6 +39,8 @@ CASES = {
     "pgvector_search": (["--sizes", "2000", "--dim", "32", "--queries", "20", "--url", "{postgres}"], "recall_at_5_vs_exact"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
+    "photo_retrieval_speed": (["{dreambooth}", "--single", "2", "--batch", "2"], "single_p50_ms"),
+    "retrieve_memory": (["{dreambooth}", "--counts", "1,3", "--concepts", "2", "--detector", "none"], "peak_rss_mb"),
     "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
 }  # fmt: skip
 

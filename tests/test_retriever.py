@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from rap import Retriever
+from rap.errors import InvalidImage
 from rap.retrieval import candidate_names
 
 
@@ -90,3 +91,27 @@ def test_empty_store_and_pil_input(store):
 
 def test_candidate_names():
     assert candidate_names("Is <Bo> with bob? bo's toy-2, Mr.Bean.") == ["Is", "Bo", "with", "bob", "bo", "s", "toy-2", "Mr.Bean"]
+
+
+def test_retrieve_many_decodes_batch_by_batch(filled, photos, tmp_path):
+    """A bad file late in the list fails only when its batch comes: earlier batches were
+    decoded, retrieved and released without it (callers check files up front)."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("garbage")
+    retriever = Retriever(filled, "none", top_k=1, threshold=math.inf, batch_images=2)
+    results = retriever.retrieve_many([photos / "dog_00.jpg", photos / "cat_00.jpg", bad])
+    assert [next(results).names(), next(results).names()] == [["bo"], ["kit"]]
+    with pytest.raises(InvalidImage, match="not an image"):
+        next(results)
+
+
+def test_reduced_queries_match_full_ones(filled, photos, tmp_path):
+    """Decoding a large photo reduced changes what is retrieved by no more than resampling does."""
+    big = tmp_path / "big.jpg"
+    Image.open(photos / "dog_01.jpg").resize((1536, 1536), Image.BICUBIC).save(big, quality=95)
+    full = Retriever(filled, "multiscale", top_k=3, threshold=math.inf, image_side=4096).retrieve(big)
+    small = Retriever(filled, "multiscale", top_k=3, threshold=math.inf, image_side=256).retrieve(big)
+    assert small.names() == full.names() and small.image_size == full.image_size == (1536, 1536)
+    assert [r.box for r in small.regions] == [r.box for r in full.regions]
+    for a, b in zip(small.concepts, full.concepts):
+        assert a.distance == pytest.approx(b.distance, abs=0.05)

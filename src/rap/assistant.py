@@ -12,7 +12,7 @@ in the conversation are added.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -168,21 +168,15 @@ class Assistant:
         *,
         detector: RegionDetector | None = None,
         generator: Generator | None = None,
-        retriever: Callable[..., Retriever] = Retriever,
+        retriever: Retriever | None = None,
     ) -> Assistant:
         """The assistant the settings in force describe (backend, model, options, K, threshold).
 
         A service passes the ``detector`` and ``generator`` it loaded once, so
         that each user's assistant shares them instead of loading its own, and
-        may pass a :class:`Retriever` subclass (one that records timings).
+        may pass a ``retriever`` of its own (one that records timings).
         """
-        found = retriever(
-            store,
-            detector or settings.detector,
-            top_k=settings.top_k,
-            per_region_k=settings.per_region_k,
-            threshold=settings.threshold,
-        )
+        found = retriever or Retriever.from_settings(store, settings, detector=detector)
         options = GenerationOptions(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
         return cls(store, found, generator or settings.generator_spec, options, settings.generator_options)
 

@@ -9,10 +9,8 @@ import typer
 from rap.cli.context import print_json, progress_bar, state, stdout
 from rap.cli.render import retrieval_table
 from rap.errors import InvalidInput
-from rap.images import load_image
+from rap.images import check_image
 from rap.retrieval import Retriever
-
-BATCH = 8
 
 
 def retrieve_command(
@@ -29,23 +27,17 @@ def retrieve_command(
         raise InvalidInput("give at least one image or --text")
     st = state(ctx)
     settings = st.resolved.settings
-    loaded = [load_image(path) for path in images]  # every file checked before any work
-    retriever = Retriever(
-        st.store(),
-        settings.detector,
-        top_k=k or settings.top_k,
-        per_region_k=settings.per_region_k,
-        threshold=threshold if threshold is not None else settings.threshold,
-    )
-    if not loaded:
+    # Every file is checked by its header before any work; each is decoded only when its
+    # batch comes, so memory stays flat however many photos are given.
+    checked = [check_image(path) for path in images]
+    retriever = Retriever.from_settings(st.store(), settings, top_k=k, threshold=threshold)
+    if not checked:
         _emit(None, retriever.retrieve(text=text), as_json)
         return
-    with progress_bar("retrieving", len(loaded)) as advance:
-        for start in range(0, len(loaded), BATCH):
-            chunk = loaded[start : start + BATCH]
-            for path, retrieval in zip(images[start : start + BATCH], retriever.retrieve_batch(chunk, [text] * len(chunk))):
-                _emit(path, retrieval, as_json)
-            advance(len(chunk))
+    with progress_bar("retrieving", len(checked)) as advance:
+        for path, retrieval in zip(images, retriever.retrieve_many(checked, [text] * len(checked))):
+            _emit(path, retrieval, as_json)
+            advance(1)
 
 
 def _emit(path: Path | None, retrieval, as_json: bool) -> None:

@@ -22,7 +22,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from rap.data.sources import FloatBox
 from rap.errors import RapError
-from rap.images import crop, load_image
+from rap.images import MIN_SIDE, crop, load_image
 
 NovelView = Callable[[Image.Image, random.Random], Image.Image]
 """Makes a new view of a crop (e.g. a novel-view synthesis model). It must be a
@@ -108,6 +108,6 @@ def make_crops(job: CropJob) -> CropResult:
 def image_size(path: Path) -> tuple[int, int] | str:
     """An image's size as rap sees it (EXIF orientation applied), or why it cannot be read."""
     try:
-        return load_image(path).image.size
+        return load_image(path, shorter_side=MIN_SIDE).size  # decoded small: only its size is wanted
     except RapError as exc:
         return exc.message

@@ -26,7 +26,8 @@ from rap.evaluation.readers_json import (
     recognition_items,
     with_database,
 )
-from rap.store.interchange import DATABASE_JSON, IMAGE_SUFFIXES
+from rap.images import IMAGE_SUFFIXES
+from rap.store.interchange import DATABASE_JSON
 
 FORMATS: dict[str, str] = {
     "qa": "Yo'LLaVA / RAP QA JSON {concept: {image path or index: {question, options (or option), correct_answer}}}",

@@ -30,7 +30,8 @@ from rap.concepts import name_key
 from rap.errors import InvalidFormat, InvalidInput
 from rap.evaluation.items import ConceptSource, EvalItem, EvalSet, Task
 from rap.formats import OTHERS, OWN, NonBlank, validated
-from rap.store.interchange import IMAGE_SUFFIXES, read_concepts
+from rap.images import IMAGE_SUFFIXES
+from rap.store.interchange import read_concepts
 
 TASKS: tuple[Task, ...] = ("caption", "qa", "recognition", "retrieval")
 # The QA files write the concept as "sks" or "<sks>"; whole words only, so "asks" stays.

@@ -132,10 +132,9 @@ class _Assistants:
                 made.generator = self._generator
             return made
         s = self.settings
-        retriever = Retriever(
-            self.store, detector, top_k=k or s.top_k, per_region_k=s.per_region_k,
-            threshold=threshold if threshold is not None else s.threshold, whole_image=whole_image,
-        )  # fmt: skip
+        retriever = Retriever.from_settings(
+            self.store, s, detector=detector, top_k=k, threshold=threshold, whole_image=whole_image
+        )
         options = GenerationOptions(max_new_tokens=s.max_new_tokens, temperature=s.temperature)
         made = self._made[key] = Assistant(self.store, retriever, self._generator, options, s.generator_options, max_concepts)
         return made

@@ -24,7 +24,7 @@ from rap.evaluation.runner import EvalConfig, ProgressFactory, run
 from rap.redact import redact
 from rap.settings import Settings
 from rap.store.base import NewConcept
-from rap.store.interchange import IMAGE_SUFFIXES
+from rap.images import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ What the official code lacks, and this adds:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -33,9 +33,9 @@ from PIL import Image
 from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
-from rap.images import Box, ImageInput, as_rgb, crop
+from rap.images import Box, ImageInput, crop, reduced
 from rap.retrieval.text import candidate_names
-from rap.settings import default
+from rap.settings import Settings, default
 from rap.store.base import ConceptStore
 
 Query = ImageInput
@@ -89,6 +89,26 @@ class Retrieval:
         }
 
 
+@dataclass(frozen=True)
+class _Photo:
+    """A query decoded at working size, and the size of the full image its boxes are reported in."""
+
+    image: Image.Image
+    size: tuple[int, int]
+
+    def full_box(self, box: Box) -> Box:
+        """``box`` (working pixels) in the full image's pixels."""
+        sx, sy = self.size[0] / self.image.width, self.size[1] / self.image.height
+        if sx == sy == 1:
+            return box
+        return (
+            math.floor(box[0] * sx),
+            math.floor(box[1] * sy),
+            min(self.size[0], math.ceil(box[2] * sx)),
+            min(self.size[1], math.ceil(box[3] * sy)),
+        )
+
+
 @dataclass
 class _Candidate:
     concept: str
@@ -110,8 +130,14 @@ class Retriever:
         per_region_k: int | None = None,
         threshold: float | None = None,
         whole_image: bool = True,
+        image_side: int = default("image_side"),
+        batch_images: int = default("batch_images"),
     ) -> None:
         self.store = store
+        #: query photos are decoded with their shorter side reduced to this (boxes stay in full pixels)
+        self.image_side = image_side
+        #: photos decoded at once by :meth:`retrieve_many`
+        self.batch_images = batch_images
         #: whether the whole image is a query beside the detector's regions (off only to measure)
         self.whole_image = whole_image
         # None: the built-in default (rap.settings.Settings), as for every setting
@@ -120,7 +146,22 @@ class Retriever:
         self.per_region_k = per_region_k if per_region_k is not None else default("per_region_k")
         #: image-space distance threshold; None uses the encoder's calibrated one, inf keeps all
         self.threshold = threshold
-        self._recent: dict[tuple[str, tuple[str, ...], str], tuple[Image.Image, list[Region], np.ndarray]] = {}
+        self._recent: dict[tuple[str, tuple[str, ...], str], tuple[_Photo, list[Region], np.ndarray]] = {}
+
+    @classmethod
+    def from_settings(
+        cls, store: ConceptStore, settings: Settings, *, detector: str | RegionDetector | None = None, **overrides: Any
+    ) -> Retriever:
+        """The retriever the settings in force describe; ``overrides`` given as None keep the settings' values."""
+        options: dict[str, Any] = {
+            "top_k": settings.top_k,
+            "per_region_k": settings.per_region_k,
+            "threshold": settings.threshold,
+            "image_side": settings.image_side,
+            "batch_images": settings.batch_images,
+        }
+        options.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(store, detector if detector is not None else settings.detector, **options)
 
     @property
     def detector(self) -> RegionDetector:
@@ -143,21 +184,39 @@ class Retriever:
     def retrieve_batch(
         self, images: Sequence[Query], texts: Sequence[str | None] | None = None, k: int | None = None
     ) -> list[Retrieval]:
-        """Concepts for many images at once: one detector pass and batched embedding."""
+        """Concepts for many images: one detector pass and batched embedding per
+        :attr:`batch_images` photos. See :meth:`retrieve_many` to hold fewer results."""
+        return list(self.retrieve_many(images, texts, k))
+
+    def retrieve_many(
+        self, images: Sequence[Query], texts: Sequence[str | None] | None = None, k: int | None = None
+    ) -> Iterator[Retrieval]:
+        """Concepts for each image in turn, decoding :attr:`batch_images` photos at a time, so
+        memory does not grow with the number of images (give paths or
+        :class:`~rap.images.ImageFile` objects, not decoded images, for that)."""
         texts = list(texts) if texts is not None else [None] * len(images)
         if len(texts) != len(images):
             raise ValueError("give one text per image, or none")
         k = k or self.top_k
-        decoded = [as_rgb(image) for image in images]
-        regions = self._regions(decoded)
-        candidates = self._visual_candidates(decoded, regions)
+        for start in range(0, len(images), self.batch_images):
+            photos = [self._photo(image) for image in images[start : start + self.batch_images]]
+            yield from self._retrieve_photos(photos, texts[start : start + self.batch_images], k)
+
+    def _photo(self, image: Query) -> _Photo:
+        picture, size = reduced(image, self.image_side)
+        return _Photo(picture, size)
+
+    def _retrieve_photos(self, photos: list[_Photo], texts: Sequence[str | None], k: int) -> list[Retrieval]:
+        pictures = [photo.image for photo in photos]
+        regions = self._regions(pictures)
+        candidates = self._visual_candidates(pictures, regions)
         return [
             Retrieval(
-                self._merge(text or "", found, k).concepts,
-                regions=image_regions,
-                image_size=image.size,
+                self._merge(text or "", [replace(c, box=photo.full_box(c.box)) for c in found], k).concepts,
+                regions=[replace(r, box=photo.full_box(r.box)) for r in image_regions],
+                image_size=photo.size,
             )
-            for image, image_regions, found, text in zip(decoded, regions, candidates, texts)
+            for photo, image_regions, found, text in zip(photos, regions, candidates, texts)
         ]
 
     def _regions(self, images: list[Image.Image]) -> list[list[Region]]:
@@ -202,15 +261,15 @@ class Retriever:
                     break
             found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
 
-    def _embedded_regions(self, image: Query) -> tuple[Image.Image, list[Region], np.ndarray]:
+    def _embedded_regions(self, image: Query) -> tuple[_Photo, list[Region], np.ndarray]:
         """The image, its regions and their vectors; remembered for the last few image files,
         since "is X here?" is often asked of one photo for many X."""
         key = (str(image), tuple(self.store.categories()), self.store.encoder_id) if isinstance(image, (str, Path)) else None
         if key is not None and key in self._recent:
             return self._recent[key]
-        picture = as_rgb(image)
-        regions = self._regions([picture])[0]
-        embedded = (picture, regions, self.store.embedder.embed([crop(picture, r.box) for r in regions]))
+        photo = self._photo(image)
+        regions = self._regions([photo.image])[0]
+        embedded = (photo, regions, self.store.embedder.embed([crop(photo.image, r.box) for r in regions]))
         if key is not None:
             self._recent[key] = embedded
             while len(self._recent) > 4:
@@ -224,7 +283,7 @@ class Retriever:
         vectors directly, so the answer does not depend on the other concepts.
         """
         concept = self.store.get(name)
-        picture, regions, region_vectors = self._embedded_regions(image)
+        photo, regions, region_vectors = self._embedded_regions(image)
         embedder = self.store.embedder
         best: _Candidate | None = None
         queries: list[tuple[str, np.ndarray, list[Region]]] = []
@@ -233,7 +292,7 @@ class Retriever:
             queries.append((IMAGE_SPACE, region_vectors, regions))
         faces_of_concept = self.store.concept_vectors(concept.name, FACE_SPACE)
         if len(faces_of_concept) and embedder.face_analyzer is not None:
-            faces = embedder.face_analyzer.faces(picture)
+            faces = embedder.face_analyzer.faces(photo.image)
             if faces:
                 face_regions = [Region(f.box, label="face", source="face") for f in faces]
                 queries.append((FACE_SPACE, np.stack([f.vector for f in faces]), face_regions))
@@ -248,7 +307,7 @@ class Retriever:
         if best is None:
             return RetrievedConcept(concept, "image"), False
         space = FACE_SPACE if best.region == "face" else IMAGE_SPACE
-        return _retrieved(concept, "image", best), self._keeps(space, best.distance, best.score)
+        return _retrieved(concept, "image", replace(best, box=photo.full_box(best.box))), self._keeps(space, best.distance, best.score)
 
     def _merge(self, text: str, candidates: list[_Candidate], k: int) -> Retrieval:
         best: dict[str, _Candidate] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from functools import partial
 from typing import Any
 
 from rap.assistant import Assistant
@@ -136,12 +135,10 @@ class Runtime:
 
     def assistant(self, user: User, k: int | None = None) -> Assistant:
         settings = self.settings if k is None else self.settings.model_copy(update={"top_k": k})
+        store = self.store(user)
+        retriever = TimedRetriever.from_settings(store, settings, detector=self.models.detector, metrics=self.metrics)
         return Assistant.from_settings(
-            settings,
-            self.store(user),
-            detector=self.models.detector,
-            generator=self.models.generator,
-            retriever=partial(TimedRetriever, metrics=self.metrics),
+            settings, store, detector=self.models.detector, generator=self.models.generator, retriever=retriever
         )
 
     def close(self) -> None:

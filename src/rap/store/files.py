@@ -18,8 +18,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-from rap.images import LoadedImage
+from typing import Protocol
 
 ORPHAN_AGE_SECONDS = 600
 """Orphans younger than this may belong to a write still in progress in another process."""
@@ -68,14 +67,27 @@ def remove_stale_temp_files(folders: Iterable[Path]) -> int:
     return removed
 
 
+class ImageBytes(Protocol):
+    """An image's bytes and what names them (a :class:`~rap.images.LoadedImage` is one)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def suffix(self) -> str: ...
+
+
 class ImageFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def relative(self, image: LoadedImage) -> str:
+    def relative(self, image: ImageBytes) -> str:
         return f"images/{image.sha256[:2]}/{image.sha256}{image.suffix}"
 
-    def write(self, image: LoadedImage) -> str:
+    def write(self, image: ImageBytes) -> str:
         """Store the image's bytes durably (write, fsync, rename); return its relative path."""
         relative = self.relative(image)
         target = self.root / relative

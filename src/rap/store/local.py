@@ -43,13 +43,13 @@ from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptIm
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, StoreError
-from rap.images import LoadedImage, load_image
-from rap.settings import Settings
+from rap.images import load_image
+from rap.settings import Settings, default
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
-from rap.store.prepare import embed, plan_edit, prepare
+from rap.store.prepare import Keyed, embed, plan_edit, prepare
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,17 @@ class LocalConceptStore(ConceptStore):
         on_encoder_change: OnEncoderChange = "refuse",
         progress: ProgressFactory | None = None,
         approximate_above: int = DEFAULT_APPROXIMATE_ABOVE,
+        image_side: int = default("image_side"),
+        batch_images: int = default("batch_images"),
     ) -> None:
         self.path = Path(path).expanduser()
         for registry, spec in ((ENCODERS, encoder), (FACE_ANALYZERS, faces)):
             if isinstance(spec, str):
                 registry.canonical(spec)  # an unknown name is the first thing to hear about
+        #: reference images are decoded reduced to this shorter side to be embedded
+        self.image_side = image_side
+        #: reference images decoded and embedded at once
+        self.batch_images = batch_images
         self._lock = _Guard(self.path / DB_FILE)
         #: whether opening re-embedded the store for a new encoder
         self.reembedded_on_open = False
@@ -374,16 +380,16 @@ class LocalConceptStore(ConceptStore):
             ]
 
     # -- writing ----------------------------------------------------------------
-    def _insert_images(self, db: sqlite3.Connection, concept_id: int, images: list[LoadedImage], vectors: list[list]) -> list[str]:
+    def _insert_images(self, db: sqlite3.Connection, concept_id: int, keyed: list[Keyed]) -> list[str]:
         files = []
-        for image, keyed in zip(images, vectors):
-            file = self.files.write(image)
+        for image in keyed:
+            file = self.files.write(image.verified())
             files.append(file)
             image_id = db.execute(
                 "INSERT INTO images (concept_id, file, sha256, width, height) VALUES (?, ?, ?, ?, ?)",
-                (concept_id, file, image.sha256, image.image.width, image.image.height),
+                (concept_id, file, image.sha256, *image.size),
             ).lastrowid
-            for entry in keyed:
+            for entry in image.vectors:
                 self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
         return files
 
@@ -419,7 +425,7 @@ class LocalConceptStore(ConceptStore):
         with self._lock:
             taken = {row[0] for row in self._db.execute("SELECT name_key FROM concepts")}
             prepared = [prepare(new, taken) for new in concepts]
-            embed(self.embedder, prepared, progress)
+            embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
             now = _now()
             with self._write() as db:
                 for p in prepared:
@@ -430,7 +436,7 @@ class LocalConceptStore(ConceptStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (p.name, name_key(p.name), p.info, p.category, json.dumps(p.attributes), now, now),
                     ).lastrowid
-                    self._insert_images(db, concept_id, p.images, p.vectors)
+                    self._insert_images(db, concept_id, p.keyed)
             self._after_write()
             return self.lookup([p.name for p in prepared])
 
@@ -460,6 +466,8 @@ class LocalConceptStore(ConceptStore):
                 unset_attributes=unset_attributes,
                 add_images=add_images,
                 remove_images=remove_images,
+                image_side=self.image_side,
+                batch_images=self.batch_images,
             )
             changed, drop, kept = plan.changed, plan.drop, plan.kept
             person_now = changed.category in PERSON_CATEGORIES
@@ -488,7 +496,7 @@ class LocalConceptStore(ConceptStore):
                     )
                     for image_id, face in face_vectors.items():
                         self._insert_vector(db, image_id, FACE_SPACE, face.vector, face.box)
-                self._insert_images(db, concept_id, changed.images, changed.vectors)
+                self._insert_images(db, concept_id, changed.keyed)
             self._delete_unreferenced([image.file for image in current.images if image.id in drop])
             self._after_write()
             return self.get(changed.name)
@@ -499,7 +507,7 @@ class LocalConceptStore(ConceptStore):
             return {}
         found = {}
         for image in images:
-            faces = analyzer.faces(load_image(self.image_path(image.file)).image)
+            faces = analyzer.faces(load_image(self.image_path(image.file), shorter_side=self.image_side).image)
             if faces:
                 found[image.id] = faces[0]
         return found
@@ -534,9 +542,9 @@ class LocalConceptStore(ConceptStore):
             only = None if image_ids is None else set(image_ids)
             rows = [row for row in rows if only is None or row[0] in only]
             keyed: list[tuple[int, list]] = []
-            for start in range(0, len(rows), 32):
-                chunk = rows[start : start + 32]
-                images = [load_image(self.image_path(file)).image for _, file, _ in chunk]
+            for start in range(0, len(rows), self.batch_images):
+                chunk = rows[start : start + self.batch_images]
+                images = [load_image(self.image_path(file), shorter_side=self.image_side).image for _, file, _ in chunk]
                 vectors = self.embedder.reference_vectors(images, [c in PERSON_CATEGORIES for *_, c in chunk])
                 keyed += [(image_id, v) for (image_id, _, _), v in zip(chunk, vectors)]
                 if progress:
@@ -560,3 +568,4 @@ class LocalConceptStore(ConceptStore):
         with self._lock:
             self._index.checkpoint_all(force=True)
             self._db.close()
+

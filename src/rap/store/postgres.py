@@ -47,7 +47,8 @@ from rap.images import decode_image
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
-from rap.store.prepare import EMBED_BATCH, Prepared, embed, plan_edit, prepare
+from rap.settings import default
+from rap.store.prepare import Prepared, embed, plan_edit, prepare
 from rap.store.postgres_search import nearest
 from rap.redact import redact
 
@@ -78,8 +79,12 @@ class PostgresConceptStore(ConceptStore):
         ef_search: int,
         on_encoder_change: OnEncoderChange = "refuse",
         progress: ProgressFactory | None = None,
+        image_side: int = default("image_side"),
+        batch_images: int = default("batch_images"),
     ) -> None:
         self.url, self.user = url, user
+        #: reference images are decoded reduced to this shorter side, this many at a time, to be embedded
+        self.image_side, self.batch_images = image_side, batch_images
         self.exact_below, self.ef_search = exact_below, ef_search
         self._lock = threading.RLock()
         self._cache: Path | None = None
@@ -334,25 +339,17 @@ class PostgresConceptStore(ConceptStore):
                 self._indexed_dims.add(dim)
 
     def _insert_images(self, db: psycopg.Connection, concept_id: int, prepared: Prepared) -> None:
-        for image, keyed in zip(prepared.images, prepared.vectors):
+        for keyed in prepared.keyed:
+            image = keyed.verified()
             number = db.execute(
                 "UPDATE rap.users SET last_image = last_image + 1 WHERE id = %s RETURNING last_image", (self._user_id,)
             ).fetchone()[0]
             image_id = db.execute(
                 "INSERT INTO rap.images (user_id, number, concept_id, file, sha256, width, height, data) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (
-                    self._user_id,
-                    number,
-                    concept_id,
-                    self._names.relative(image),
-                    image.sha256,
-                    image.image.width,
-                    image.image.height,
-                    image.data,
-                ),
+                (self._user_id, number, concept_id, self._names.relative(image), image.sha256, *keyed.size, image.data),
             ).fetchone()[0]
-            for entry in keyed:
+            for entry in keyed.vectors:
                 self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
 
     def _insert_vector(self, db: psycopg.Connection, image_id: int, space: str, vector: np.ndarray, box: object) -> None:
@@ -379,8 +376,8 @@ class PostgresConceptStore(ConceptStore):
                 row[0] for row in db.execute("SELECT name_key FROM rap.concepts WHERE user_id = %s", (self._user_id,))
             }
         prepared = [prepare(new, taken) for new in concepts]
-        embed(self.embedder, prepared, progress)
-        self._ensure_indexes(keyed for p in prepared for keyed in p.vectors)
+        embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
+        self._ensure_indexes(k.vectors for p in prepared for k in p.keyed)
         now = datetime.now(timezone.utc)
         with self._write() as db:
             for p in prepared:
@@ -418,10 +415,12 @@ class PostgresConceptStore(ConceptStore):
             unset_attributes=unset_attributes,
             add_images=add_images,
             remove_images=remove_images,
+            image_side=self.image_side,
+            batch_images=self.batch_images,
         )
         changed = plan.changed
         faces = self._face_vectors(plan.kept) if plan.refresh_faces and changed.category in PERSON_CATEGORIES else {}
-        self._ensure_indexes(changed.vectors)
+        self._ensure_indexes(k.vectors for k in changed.keyed)
         with self._write() as db:
             concept_id, _ = self._concept_row(current.name)
             try:
@@ -469,7 +468,7 @@ class PostgresConceptStore(ConceptStore):
                 (self._user_id, [image.id for image in images]),
             ).fetchall()
         for image_id, data in rows:
-            faces = analyzer.faces(decode_image(data).image)
+            faces = analyzer.faces(decode_image(data, shorter_side=self.image_side).image)
             if faces:
                 found[image_id] = faces[0]
         return found
@@ -488,8 +487,8 @@ class PostgresConceptStore(ConceptStore):
                 (self._user_id,),
             ).fetchall()
         keyed: list[tuple[int, list]] = []
-        for start in range(0, len(rows), EMBED_BATCH):
-            chunk = rows[start : start + EMBED_BATCH]
+        for start in range(0, len(rows), self.batch_images):
+            chunk = rows[start : start + self.batch_images]
             with self._session() as db:
                 data = dict(
                     db.execute(
@@ -497,7 +496,7 @@ class PostgresConceptStore(ConceptStore):
                         (self._user_id, [image_id for image_id, _ in chunk]),
                     ).fetchall()
                 )
-            images = [decode_image(data[image_id]).image for image_id, _ in chunk]
+            images = [decode_image(data[image_id], shorter_side=self.image_side).image for image_id, _ in chunk]
             people = [category in PERSON_CATEGORIES for _, category in chunk]
             keyed += [(image_id, v) for (image_id, _), v in zip(chunk, self.embedder.reference_vectors(images, people))]
             if progress:

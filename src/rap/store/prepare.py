@@ -3,10 +3,16 @@
 A store checks a whole request here first (names, texts, images, the images
 an edit removes) and computes every vector, so that its write transaction
 only inserts: bad input fails before any change, whatever the backend.
+
+Memory stays flat in the number of images: every file is checked by its header
+first (so a bad one fails before any work), then decoded reduced, embedded and
+released ``batch_images`` at a time. Only vectors are held until the write; a
+file's bytes are read again when it is written, and must hash as they did.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,27 +28,58 @@ from rap.concepts import (
     validate_text,
 )
 from rap.embedding import Embedder, SpaceVector
-from rap.errors import ConceptExists, InvalidInput
-from rap.images import LoadedImage, load_image
+from rap.errors import ConceptExists, InvalidImage, InvalidInput
+from rap.images import ImageFile, LoadedImage, check_image, reduce, suffix_for
+from rap.settings import default
 from rap.store.base import ImageSource, NewConcept, Progress
 
-EMBED_BATCH = 32
+
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image file's bytes as a store writes them, named by their SHA-256."""
+
+    data: bytes
+    sha256: str
+    suffix: str
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """One reference image embedded but not written: its vectors and what names its bytes."""
+
+    source: ImageFile | LoadedImage
+    sha256: str
+    format: str
+    #: (width, height) of the full image, the right way up
+    size: tuple[int, int]
+    vectors: list[SpaceVector]
+
+    def verified(self) -> ImageBytes:
+        """The bytes to write, refused if the file changed since it was embedded."""
+        if isinstance(self.source, LoadedImage):
+            data = self.source.data
+        else:
+            data = self.source.read()
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                raise InvalidImage(f"{self.source.path}: the file changed while it was being added; add it again")
+        return ImageBytes(data, self.sha256, suffix_for(self.format))
 
 
 @dataclass
 class Prepared:
-    """A concept validated, its images decoded and embedded, nothing written yet."""
+    """A concept validated and its image files checked; :func:`embed` keys them; nothing written yet."""
 
     name: str
     info: str
     category: str
     attributes: dict[str, str]
-    images: list[LoadedImage]
-    vectors: list[list[SpaceVector]] = field(default_factory=list)
+    images: list[ImageFile | LoadedImage]
+    keyed: list[Keyed] = field(default_factory=list)
 
 
-def decode(images: Sequence[ImageSource]) -> list[LoadedImage]:
-    return [image if isinstance(image, LoadedImage) else load_image(image) for image in images]
+def check(images: Sequence[ImageSource]) -> list[ImageFile | LoadedImage]:
+    """Each file checked by its header (cheap); decoding waits for :func:`embed`'s batches."""
+    return [image if isinstance(image, LoadedImage) else check_image(image) for image in images]
 
 
 def prepare(new: NewConcept, taken: set[str]) -> Prepared:
@@ -59,20 +96,29 @@ def prepare(new: NewConcept, taken: set[str]) -> Prepared:
         validate_text(new.info, "info", MAX_INFO_LENGTH),
         validate_category(new.category),
         validate_attributes(dict(new.attributes)),
-        decode(new.images),
+        check(new.images),
     )
 
 
-def embed(embedder: Embedder, prepared: Sequence[Prepared], progress: Progress | None = None) -> None:
-    """Fill in each prepared concept's vectors, in batches across concepts."""
+def embed(
+    embedder: Embedder,
+    prepared: Sequence[Prepared],
+    progress: Progress | None = None,
+    *,
+    image_side: int = default("image_side"),
+    batch_images: int = default("batch_images"),
+) -> None:
+    """Key each prepared concept's images: decoded reduced to ``image_side``, ``batch_images`` at a time."""
     flat = [(p, image) for p in prepared for image in p.images]
-    for start in range(0, len(flat), EMBED_BATCH):
-        chunk = flat[start : start + EMBED_BATCH]
+    for start in range(0, len(flat), batch_images):
+        chunk = flat[start : start + batch_images]
+        loaded = [image.load(image_side) if isinstance(image, ImageFile) else image for _, image in chunk]
         keyed = embedder.reference_vectors(
-            [image.image for _, image in chunk], [p.category in PERSON_CATEGORIES for p, _ in chunk]
+            [reduce(image.image, image_side) for image in loaded], [p.category in PERSON_CATEGORIES for p, _ in chunk]
         )
-        for (p, _), vectors in zip(chunk, keyed):
-            p.vectors.append(vectors)
+        for (p, source), image, vectors in zip(chunk, loaded, keyed):
+            assert image.size is not None
+            p.keyed.append(Keyed(source, image.sha256, image.format, image.size, vectors))
         if progress:
             progress(len(chunk))
 
@@ -99,6 +145,8 @@ def plan_edit(
     unset_attributes: Iterable[str],
     add_images: Sequence[ImageSource],
     remove_images: Iterable[int],
+    image_side: int = default("image_side"),
+    batch_images: int = default("batch_images"),
 ) -> EditPlan:
     """Check an edit of ``current`` in full and embed its new images; ``exists`` asks about names."""
     new_name = validate_name(rename) if rename is not None else current.name
@@ -116,11 +164,11 @@ def plan_edit(
     known = {image.id for image in current.images}
     if drop - known:
         raise InvalidInput(f"{current.name} has no image {sorted(drop - known)[0]}; its images are {sorted(known)}")
-    added = decode(add_images)
+    added = check(add_images)
     if len(known - drop) + len(added) == 0:
         raise InvalidInput(f"{current.name} would have no image left; add one before removing the last")
     changed = Prepared(new_name, new_info, new_category, attributes, added)
-    embed(embedder, [changed])
+    embed(embedder, [changed], image_side=image_side, batch_images=batch_images)
     return EditPlan(
         changed,
         drop,

@@ -99,6 +99,7 @@ def _local(
     return LocalConceptStore(
         path, encoder=encoder, faces=faces, settings=settings, create=create,
         on_encoder_change=on_encoder_change, progress=progress,  # type: ignore[arg-type]
+        image_side=settings.image_side, batch_images=settings.batch_images,
     )
 
 
@@ -132,4 +133,6 @@ def _postgres(
         ef_search=settings.pgvector_ef_search,
         on_encoder_change=on_encoder_change,  # type: ignore[arg-type]
         progress=progress,
+        image_side=settings.image_side,
+        batch_images=settings.batch_images,
     )
