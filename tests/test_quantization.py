@@ -35,9 +35,12 @@ def test_quantization_on_the_cpu_device_is_refused_and_bad_values_too():
 
 
 @pytest.mark.skipif(CUDA, reason="the refusal is for machines without CUDA")
-def test_cli_refuses_quantization_in_one_line(capsys, tmp_path, monkeypatch):
+def test_cli_refuses_quantization_in_one_line(capsys, tmp_path, monkeypatch, photos):
+    flags = ["--db", str(tmp_path / "db"), "--encoder", "tiny", "--faces", "none"]
+    assert run([*flags, "concept", "add", "bo", "-i", str(photos / "dog_00.jpg")]) == 0
+    capsys.readouterr()
     monkeypatch.setenv("RAP_GENERATOR_OPTIONS", json.dumps({"quantize": "4bit"}))
-    code = run(["--db", str(tmp_path / "db"), "--encoder", "tiny", "--faces", "none", "ask", "hi", "--backend", "llava:/nowhere/model"])
+    code = run([*flags, "ask", "hi", "--backend", "llava:/nowhere/model"])
     err = capsys.readouterr().err
     assert code == 6 and "needs a CUDA device" in err and err.count("\n") == 1
 
