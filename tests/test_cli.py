@@ -258,3 +258,22 @@ def test_data_build_and_stats(capsys, photos, tmp_path):
     assert stats["samples"] == manifest["samples"] and stats["missing_crops"] == 0
     assert run(["data", "build", f"folders:{tmp_path / 'src'}", "--out", str(tmp_path / "out")]) == 2  # exists
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["concept", "add", "bo", "-i", "{missing}"], "no such file"),
+        (["concept", "add", "bad/name", "-i", "{photo}"], "name"),
+        (["import", "{folder}"], "not an image"),
+    ],
+    ids=["missing-image", "bad-name", "import-with-a-broken-image"],
+)
+def test_a_refused_first_add_makes_no_store(rap, photos, tmp_path, command, message):
+    folder = tmp_path / "to-import" / "bo"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(b"not a jpeg")
+    filled = [part.format(missing=tmp_path / "nowhere.jpg", photo=photos / "dog_00.jpg", folder=folder.parent) for part in command]
+    code, _, err = rap(*filled)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "db").exists()

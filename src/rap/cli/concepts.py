@@ -8,7 +8,8 @@ import typer
 
 from rap.cli.context import print_json, state, stdout
 from rap.cli.render import concept_table, concepts_table
-from rap.concepts import DEFAULT_CATEGORY, parse_attribute
+from rap.concepts import DEFAULT_CATEGORY, parse_attribute, validate_name
+from rap.images import check_image
 
 app = typer.Typer(help="Remember, edit and forget concepts.", no_args_is_help=True)
 
@@ -28,7 +29,8 @@ def add(
 ) -> None:
     """Remember a new concept; the next retrieval sees it."""
     attrs = dict(parse_attribute(a) for a in attributes)
-    concept = state(ctx).store(create=True).add(name, images, info=info, category=category, attributes=attrs)
+    name, checked = validate_name(name), [check_image(image) for image in images]  # bad input makes no store
+    concept = state(ctx).store(create=True).add(name, checked, info=info, category=category, attributes=attrs)
     if as_json:
         print_json(concept.to_dict())
     else:

@@ -8,6 +8,7 @@ import typer
 
 from rap.cli.context import print_json, progress_bar, state, stdout
 from rap.concepts import DEFAULT_CATEGORY
+from rap.images import check_image
 from rap.store.interchange import export_rap, import_concepts, read_concepts
 
 
@@ -23,6 +24,8 @@ def import_command(
 ) -> None:
     """Import concepts, all or nothing, with batched encoding."""
     concepts = read_concepts(path, category, allow_outside=allow_outside)
+    for concept in concepts:  # every file checked by its header before a new store is made
+        concept.images = [check_image(image) if isinstance(image, (str, Path)) else image for image in concept.images]
     store = state(ctx).store(create=True)
     with progress_bar("importing", sum(len(c.images) for c in concepts)) as advance:
         added, skipped = import_concepts(store, concepts, skip_existing=skip_existing, progress=advance)

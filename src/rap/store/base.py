@@ -19,9 +19,9 @@ import numpy as np
 
 from rap.concepts import DEFAULT_CATEGORY, Concept
 from rap.embedding import Embedder
-from rap.images import LoadedImage
+from rap.images import ImageFile, LoadedImage
 
-ImageSource = str | Path | LoadedImage
+ImageSource = str | Path | ImageFile | LoadedImage
 Progress = Callable[[int], None]
 """Called with the number of items just finished, for progress bars."""
 ProgressFactory = Callable[[str, int], AbstractContextManager[Progress]]

@@ -79,7 +79,7 @@ class Prepared:
 
 def check(images: Sequence[ImageSource]) -> list[ImageFile | LoadedImage]:
     """Each file checked by its header (cheap); decoding waits for :func:`embed`'s batches."""
-    return [image if isinstance(image, LoadedImage) else check_image(image) for image in images]
+    return [image if isinstance(image, (ImageFile, LoadedImage)) else check_image(image) for image in images]
 
 
 def prepare(new: NewConcept, taken: set[str]) -> Prepared:
