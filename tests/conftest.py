@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,27 @@ def any_store(store_target: StoreTarget):
     """A new, empty store of each backend (test ids ``local`` and ``postgres``)."""
     with store_target.open() as opened:
         yield opened
+
+
+@contextmanager
+def read_only_folder(folder: Path, mount: Path):
+    """``folder`` as a read-only place: a read-only bind mount at ``mount`` for root (whom
+    file modes do not stop), else the folder itself with its write bits taken away."""
+    if os.geteuid() != 0:
+        folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+        for each in folders:
+            each.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            for each in folders:
+                each.chmod(0o755)
+        return
+    mount.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True, capture_output=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

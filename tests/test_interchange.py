@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from conftest import read_only_folder
+
 from rap.errors import ConceptExists, InvalidFormat, InvalidImage, InvalidInput, StoreError
 from rap.store.interchange import export_rap, import_concepts, read_concepts
 
@@ -147,17 +149,13 @@ def test_export_with_a_stored_image_gone_is_one_line_and_writes_nothing(store, p
     assert sorted(os.listdir(tmp_path)) == ["store"]
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
 def test_export_into_a_read_only_folder_is_one_line(store, photos, tmp_path):
     store.add("bo", [photos / "dog_00.jpg"], category="dog")
     (tmp_path / "locked").mkdir()
-    (tmp_path / "locked").chmod(0o500)
-    try:
-        with pytest.raises(InvalidInput, match="cannot write .*locked"):
-            export_rap(store, tmp_path / "locked" / "out")
-        assert os.listdir(tmp_path / "locked") == []
-    finally:
-        (tmp_path / "locked").chmod(0o700)
+    with read_only_folder(tmp_path / "locked", tmp_path / "mounted") as locked:
+        with pytest.raises(InvalidInput, match="cannot write"):
+            export_rap(store, locked / "out")
+        assert os.listdir(locked) == []
 
 
 def test_export_under_a_file_is_one_line(store, photos, tmp_path):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import read_only_folder
 
 from rap.cli import run
 
@@ -194,23 +195,8 @@ def test_a_read_command_on_a_missing_store_creates_nothing(tmp_path, capsys, pho
 @pytest.fixture
 def read_only(filled, tmp_path):
     """The filled store on a read-only file system (root, whom modes do not stop), else made unwritable."""
-    if os.geteuid() != 0:
-        folders = [filled, *(p for p in filled.rglob("*") if p.is_dir())]
-        for folder in folders:
-            folder.chmod(0o555)
-        yield filled
-        for folder in folders:
-            folder.chmod(0o755)
-        return
-    mount = tmp_path / "mounted"
-    mount.mkdir()
-    if subprocess.run(["mount", "--bind", str(filled), str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot bind-mount here")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True, capture_output=True)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+    with read_only_folder(filled, tmp_path / "mounted") as folder:
+        yield folder
 
 
 def test_a_read_only_store_is_listed_and_refuses_writes(read_only, capsys, photos):
