@@ -38,6 +38,7 @@ CASES = {
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
     "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
+    "serve_load-postgres": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2", "--store-url", "pgserver"], "requests_per_s"),
 }  # fmt: skip
 
 
