@@ -173,8 +173,12 @@ class PostgresUsers(Users):
         self.url = url
         self._lock = threading.Lock()
         self._db: psycopg.Connection | None = None
-        with self._session() as db:
-            migrate(db)
+        try:
+            with self._session() as db:
+                migrate(db)
+        except BaseException:
+            self.close()
+            raise
 
     @contextmanager
     def _session(self) -> Iterator[psycopg.Connection]:
