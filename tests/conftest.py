@@ -99,6 +99,12 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def server_store_url() -> str | None:
+    """The store the API tests' ``client`` serves: the embedded one (None); a module overrides it to add PostgreSQL."""
+    return None
+
+
 @dataclass(frozen=True)
 class StoreTarget:
     """Where a test's store lives: a folder, or a fresh user in the shared test database.

@@ -42,6 +42,7 @@ CASES = {
     "photo_retrieval_speed": (["{dreambooth}", "--single", "2", "--batch", "2"], "single_p50_ms"),
     "retrieve_memory": (["{dreambooth}", "--counts", "1,3", "--concepts", "2", "--detector", "none"], "peak_rss_mb"),
     "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
+    "serve_load-postgres": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2", "--store-url", "pgserver"], "requests_per_s"),
 }  # fmt: skip
 
 

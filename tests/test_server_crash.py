@@ -16,9 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from test_server_support import free_port
-
-from rap.server.users import UserDB
+from test_server_support import add_user, free_port, server_store
 
 TESTS = Path(__file__).parent
 SERVER = """
@@ -29,8 +27,8 @@ uvicorn.run(create_app(settings()), host="127.0.0.1", port=int(sys.argv[1]), log
 """
 
 
-def _start(port: int) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+def _start(port: int, store_url: str | None) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])} | ({"RAP_STORE_URL": store_url} if store_url else {})
     process = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, cwd=TESTS)
     for _ in range(300):
         try:
@@ -50,12 +48,16 @@ def _noise(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.fixture(params=["local", "postgres"])
+def server_store_url(request):
+    return server_store(request)
+
+
 @pytest.mark.slow
-def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home):
-    _, key = UserDB.at_home(rap_home).add("alice")
-    headers = {"Authorization": f"Bearer {key}"}
+def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home, server_store_url):
+    headers = add_user(rap_home, "alice", server_store_url)
     port = free_port()
-    server = _start(port)
+    server = _start(port, server_store_url)
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -82,7 +84,7 @@ def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home):
     for thread in writers:
         thread.join()
 
-    server = _start(port)
+    server = _start(port, server_store_url)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
             listed = http.get("/v1/concepts", params={"limit": 10_000}).json()["concepts"]

@@ -6,12 +6,17 @@ import base64
 import json
 
 import pytest
-from test_server_support import PHOTOS, add_concept, add_user, client, photo  # noqa: F401
+from test_server_support import PHOTOS, add_concept, add_user, client, photo, server_store  # noqa: F401
+
+
+@pytest.fixture(params=["local", "postgres"])
+def server_store_url(request):
+    return server_store(request)
 
 
 @pytest.fixture
-def pair(client, rap_home):
-    alice, bob = add_user(rap_home, "alice"), add_user(rap_home, "bob")
+def pair(client, rap_home, server_store_url):
+    alice, bob = add_user(rap_home, "alice", server_store_url), add_user(rap_home, "bob", server_store_url)
     add_concept(client, alice, "bo", "dog_00.jpg", info="<bo> is alice's secret dog", category="dog")
     add_concept(client, alice, "kit", "cat_00.jpg", info="<kit> is alice's cat", category="cat")
     add_concept(client, bob, "bo", "teapot_00.jpg", info="<bo> is bob's teapot", category="teapot")

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from postgres_server import new_database
 
 from rap.generation import GENERATORS, Generator
 from rap.server import create_app
-from rap.server.users import UserDB
+from rap.server.users import open_users
 from rap.settings import Settings, resolve
 
 PHOTOS = Path(__file__).parent / "photos"
@@ -65,9 +66,10 @@ def png(size: tuple[int, int] = (32, 32), colour: str = "red") -> bytes:
     return buffer.getvalue()
 
 
-def add_user(home: Path, name: str) -> dict[str, str]:
-    """Make a user; return the header that authenticates as them."""
-    _, key = UserDB.at_home(home).add(name)
+def add_user(home: Path, name: str, store_url: str | None = None) -> dict[str, str]:
+    """Make a user of the server on ``store_url`` (default: the embedded store); return the header that authenticates as them."""
+    with open_users(settings(home=home, store_url=store_url)) as users:
+        _, key = users.add(name)
     return {"Authorization": f"Bearer {key}"}
 
 
@@ -79,10 +81,17 @@ def wait_ready(client: TestClient) -> None:
     raise AssertionError(client.get("/readyz").json())
 
 
+def server_store(request: pytest.FixtureRequest) -> str | None:
+    """For a module's ``server_store_url`` fixture with params ``["local", "postgres"]``: None, or a new empty database."""
+    if request.param == "local":
+        return None
+    return new_database(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-def client(rap_home: Path) -> Iterator[TestClient]:
-    """The API in process (auth on, tiny models), ready."""
-    with TestClient(create_app(settings())) as test_client:
+def client(rap_home: Path, server_store_url: str | None) -> Iterator[TestClient]:
+    """The API in process (auth on, tiny models) on ``server_store_url`` (conftest), ready."""
+    with TestClient(create_app(settings(store_url=server_store_url))) as test_client:
         wait_ready(test_client)
         yield test_client
 

@@ -11,15 +11,17 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _users(ctx: typer.Context):
-    from rap.server.users import UserDB
+    """The users of a server with these settings: in its PostgreSQL database with ``--store postgresql://...``."""
+    from rap.server.users import open_users
 
-    return UserDB.at_home(state(ctx).resolved.settings.home)
+    return open_users(state(ctx).resolved.settings)
 
 
 @app.command("add")
 def add(ctx: typer.Context, name: str = typer.Argument(..., help="The user's name."), as_json: bool = JSON) -> None:
     """Make a user and print their API key: it is shown this once and stored only as a hash."""
-    user, key = _users(ctx).add(name)
+    with _users(ctx) as users:
+        user, key = users.add(name)
     if as_json:
         print_json({"user": user.name, "key": key})
         return
@@ -30,7 +32,8 @@ def add(ctx: typer.Context, name: str = typer.Argument(..., help="The user's nam
 @app.command("list")
 def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List the users (never their keys)."""
-    users = _users(ctx).list()
+    with _users(ctx) as db:
+        users = db.list()
     if as_json:
         print_json([{"user": u.name, "created_at": u.created_at, "revoked": revoked} for u, revoked in users])
         return
@@ -42,6 +45,7 @@ def list_(ctx: typer.Context, as_json: bool = JSON) -> None:
 
 @app.command("revoke")
 def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The user whose key stops working.")) -> None:
-    """Refuse a user's key from now on; their concepts stay on disk."""
-    _users(ctx).revoke(name)
+    """Refuse a user's key from now on; their concepts stay in the store."""
+    with _users(ctx) as users:
+        users.revoke(name)
     stdout.print(f"revoked the key of {name}")

@@ -20,7 +20,7 @@ from rap.generation import Generator, create_generator
 from rap.retrieval import Retriever
 from rap.server.limits import GenerationQueue, RateLimiter
 from rap.server.metrics import Metrics
-from rap.server.users import LOCAL_USER, User, UserDB
+from rap.server.users import LOCAL_USER, User, open_users
 from rap.settings import Settings
 from rap.store.base import ConceptStore
 from rap.store.registry import open_store
@@ -103,7 +103,7 @@ class Runtime:
         self.auth = auth
         self.metrics = Metrics()
         self.models = SharedModels(settings)
-        self.users = UserDB.at_home(settings.home) if auth else None
+        self.users = open_users(settings) if auth else None
         self.limiter = RateLimiter(settings.rate_limit)
         self.queue = GenerationQueue(settings.generation_slots, settings.generation_queue, settings.retry_after, self.metrics)
         self.ready = threading.Event()

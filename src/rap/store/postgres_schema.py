@@ -76,6 +76,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX vectors_user_space ON rap.vectors (user_id, space, dim);
     CREATE INDEX vectors_image ON rap.vectors (image_id);
     """,
+    # 2: the users of 'rap serve' and their key hashes (rap.users above are the stores' owners;
+    # a server binds each API user's store to the store user named by the API user's id).
+    """
+    CREATE TABLE rap.api_users (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        key_sha256 text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        revoked boolean NOT NULL DEFAULT false
+    );
+    """,
 )
 
 HNSW_MAX_DIM = 2000

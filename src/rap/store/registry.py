@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from rap.encoders import FaceAnalyzer, ImageEncoder
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+"""The schemes of a PostgreSQL store URL; a server on one keeps its users in the same database."""
+
 STORES: Registry[ConceptStore] = Registry(
     "concept store",
-    {scheme: "rap.store.registry" for scheme in ("local", "postgresql", "postgres")},
+    {scheme: "rap.store.registry" for scheme in ("local", *POSTGRES_SCHEMES)},
 )
 
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
