@@ -7,6 +7,8 @@ The operations, bad-input, crash and concurrency tests run on this store too
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from uuid import uuid4
 
 import numpy as np
@@ -214,3 +216,18 @@ def test_faces_follow_the_category_on_every_backend(store_target, photos):
         again = store.edit("ann", category="woman")
         assert again.images[0].face_box == person.images[0].face_box
         assert store.search("face", store.concept_vectors("ann", "face"), 1)[0][0].concept == "ann"
+
+
+def test_postgres_encoder_mismatch_suggests_a_command_that_runs(postgres_url, photos, capsys, monkeypatch):
+    """The re-embed command the mismatch error prints works as printed, user and store included."""
+    monkeypatch.setenv("RAP_STORE_USER", postgres_user())
+    store = ["--store", postgres_url, "--faces", "none"]
+    assert run([*store, "--encoder", "tiny", "concept", "add", "bo", "-i", str(photos / "dog_00.jpg")]) == 0
+    capsys.readouterr()
+    assert run([*store, "--encoder", "tiny:other", "concept", "list"]) == 5
+    [suggested] = re.findall(r"'((?:RAP_STORE_USER=\S+ )?rap [^']+)'", capsys.readouterr().err)
+    words = shlex.split(suggested)
+    if words[0].startswith("RAP_STORE_USER="):
+        monkeypatch.setenv("RAP_STORE_USER", words.pop(0).partition("=")[2])
+    assert run(words[1:]) == 0
+    assert run([*store, "--encoder", "tiny:other", "concept", "list"]) == 0

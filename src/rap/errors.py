@@ -8,6 +8,8 @@ bad input. Messages are one line and say what to do.
 
 from __future__ import annotations
 
+import shlex
+
 
 class RapError(Exception):
     """Base class of all errors that rap reports to a user."""
@@ -142,3 +144,14 @@ class NotReady(RapError):
     """A service worker is still loading its models, or failed to."""
 
     http_status = 503
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one shell word for a command an error message suggests.
+
+    Double quotes where quoting is needed, because messages put a suggested
+    command in single quotes.
+    """
+    if shlex.quote(text) == text:
+        return text
+    return '"' + "".join("\\" + c if c in '\\"$`' else c for c in text) + '"'

@@ -31,7 +31,6 @@ never used and simply age out.
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from PIL import Image
 from pydantic import ConfigDict, Field
 
 from rap._imports import loading_checkpoint, require
-from rap.errors import ConfigError, InvalidInput
+from rap.errors import ConfigError, InvalidInput, shell_word
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
 from rap.generation.hf import TransformersOptions, stream_generate
@@ -262,8 +261,8 @@ def refuse_original_format(name_or_path: str) -> None:
     except (OSError, ValueError):
         original = False
     if original:
-        converted = shlex.quote(str(folder.resolve()) + "-hf")
+        converted = shell_word(str(folder.resolve()) + "-hf")
         raise ConfigError(
             f"{name_or_path} is in the original LLaVA format; convert it first with "
-            f"'rap convert llava {shlex.quote(str(folder))} {converted}', then use --model {converted}"
+            f"'rap convert llava {shell_word(str(folder))} {converted}', then use --model {converted}"
         )

@@ -13,12 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
 
 from rap.concepts import DEFAULT_CATEGORY, Concept
 from rap.embedding import Embedder
+from rap.encoders import FaceAnalyzer, ImageEncoder
+from rap.errors import EncoderMismatch
 from rap.images import ImageFile, LoadedImage
 
 ImageSource = str | Path | ImageFile | LoadedImage
@@ -79,6 +82,49 @@ class ConceptStore(ABC):
     @abstractmethod
     def reembed(self, progress: Progress | None = None) -> None:
         """Recompute every vector with the current encoder and face analyzer, all or nothing."""
+
+    @abstractmethod
+    def _count_images(self) -> int: ...
+
+    @abstractmethod
+    def _reembed_command(self, encoder: str, faces: str) -> str:
+        """The command line that re-embeds this store with these models, runnable as printed."""
+
+    def _choose_models(
+        self,
+        recorded: tuple[str | None, str | None],
+        encoder: str | ImageEncoder | None,
+        faces: str | FaceAnalyzer | None,
+        defaults: tuple[str, str],
+        on_change: Literal["refuse", "reembed"],
+        progress: ProgressFactory | None,
+        record: Callable[[tuple[str, str]], None],
+    ) -> Embedder:
+        """The models that key this store: those asked for, else the ones it ``recorded``, else ``defaults``.
+
+        A new store ``record``s its choice. Models other than the recorded ones
+        are refused while vectors exist (vectors of two encoders are never
+        mixed), or re-embed every vector with ``on_change="reembed"``.
+        """
+        chosen = Embedder(encoder or recorded[0] or defaults[0], faces or recorded[1] or defaults[1])
+        wanted = (chosen.encoder_id, chosen.faces_id)
+        if recorded == (None, None):
+            record(wanted)
+        elif recorded != wanted:
+            if on_change == "refuse" and len(self):
+                raise EncoderMismatch(
+                    f"{self.location} holds vectors of encoder {recorded[0]} (faces: {recorded[1]}), not "
+                    f"{wanted[0]} (faces: {wanted[1]}); use --encoder {recorded[0]}, or re-embed with "
+                    f"'{self._reembed_command(*wanted)}'"
+                )
+            self.embedder = chosen
+            self.reembedded_on_open = True
+            if progress is None:
+                self.reembed()
+            else:
+                with progress("re-embedding", self._count_images()) as advance:
+                    self.reembed(advance)
+        return chosen
 
     @abstractmethod
     def add(

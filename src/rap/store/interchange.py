@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rap.concepts import DEFAULT_CATEGORY, validate_name
-from rap.errors import InvalidFormat, InvalidInput, StoreError
+from rap.errors import InvalidFormat, InvalidInput, StoreError, shell_word
 from rap.formats import validated
 from rap.images import IMAGE_SUFFIXES
 from rap.store.base import ConceptStore, NewConcept
@@ -234,7 +233,7 @@ def _write_rap(store: ConceptStore, folder: Path, name: str) -> None:
             file = f"{concept.name}{suffix}" if n == 0 else f"{concept.name}_{n + 1}{suffix}"
             stored = store.image_path(image.file)
             if not stored.is_file():
-                db = shlex.quote(str(store.image_path("")))  # image files are named relative to the store folder
+                db = shell_word(str(store.image_path("")))  # image files are named relative to the store folder
                 drop = f"concept edit {concept.name} --remove-image {image.id}" if len(concept.images) > 1 else f"concept remove {concept.name}"
                 raise StoreError(f"{stored}: an image of {concept.name!r} is missing from the store; restore the file, or drop it with 'rap --db {db} {drop}'")
             shutil.copyfile(stored, folder / file)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,9 +39,9 @@ from typing import Literal
 import numpy as np
 
 from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
-from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder
+from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, StoreError
+from rap.errors import ConceptExists, ConceptNotFound, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
@@ -123,7 +122,11 @@ class LocalConceptStore(ConceptStore):
                     self.path / "index", self._db, (IMAGE_SPACE, FACE_SPACE), approximate_above, not self.read_only
                 )
                 self._open_schema(create)
-                self.embedder = self._choose_models(encoder, faces, settings or Settings(), on_encoder_change, progress)
+                defaults = settings or Settings()
+                recorded = (self._meta("encoder:image"), self._meta("encoder:face"))
+                self.embedder = self._choose_models(
+                    recorded, encoder, faces, (defaults.encoder, defaults.faces), on_encoder_change, progress, self._record_models
+                )
                 self._index.refresh()
                 if not self.read_only:
                     remove_stale_temp_files([self.path / "index", *self.files.folders()])
@@ -195,36 +198,13 @@ class LocalConceptStore(ConceptStore):
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def _choose_models(
-        self,
-        encoder: str | ImageEncoder | None,
-        faces: str | None,
-        settings: Settings,
-        on_change: OnEncoderChange,
-        progress: ProgressFactory | None,
-    ) -> Embedder:
-        recorded = (self._meta("encoder:image"), self._meta("encoder:face"))
-        chosen = Embedder(encoder or recorded[0] or settings.encoder, faces or recorded[1] or settings.faces)
-        wanted = (chosen.encoder_id, chosen.faces_id)
-        if recorded == (None, None):
-            with self._write():
-                self._set_meta("encoder:image", wanted[0])
-                self._set_meta("encoder:face", wanted[1])
-        elif recorded != wanted:
-            if on_change == "refuse" and len(self):
-                raise EncoderMismatch(
-                    f"{self.path} holds vectors of encoder {recorded[0]} (faces: {recorded[1]}), not "
-                    f"{wanted[0]} (faces: {wanted[1]}); use --encoder {recorded[0]}, or re-embed with "
-                    f"'rap --db {shlex.quote(str(self.path))} --encoder {wanted[0]} --faces {wanted[1]} reembed'"
-                )
-            self.embedder = chosen
-            self.reembedded_on_open = True
-            if progress is None:
-                self.reembed()
-            else:
-                with progress("re-embedding", self._count_images()) as advance:
-                    self.reembed(advance)
-        return chosen
+    def _record_models(self, models: tuple[str, str]) -> None:
+        with self._write():
+            self._set_meta("encoder:image", models[0])
+            self._set_meta("encoder:face", models[1])
+
+    def _reembed_command(self, encoder: str, faces: str) -> str:
+        return f"rap --db {shell_word(str(self.path))} --encoder {encoder} --faces {faces} reembed"
 
     # -- transactions and the index ---------------------------------------------
     @contextmanager

@@ -40,9 +40,9 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
-from rap.embedding import FACE_SPACE, IMAGE_SPACE, Embedder, SpaceVector
+from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import FaceAnalyzer, ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, RapError, StoreError
+from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
@@ -98,8 +98,12 @@ class PostgresConceptStore(ConceptStore):
                 migrate(self._db)
                 register_vector(self._db)
                 self._user_id = self._ensure_user()
+                recorded = self._db.execute(
+                    "SELECT encoder_image, encoder_face FROM rap.users WHERE id = %s", (self._user_id,)
+                ).fetchone()
                 self.embedder = self._choose_models(
-                    encoder, faces, default_encoder, default_faces, on_encoder_change, progress
+                    tuple(recorded), encoder, faces, (default_encoder, default_faces), on_encoder_change, progress,
+                    self._record_models,
                 )
         except BaseException:
             self._db.close()
@@ -151,37 +155,9 @@ class PostgresConceptStore(ConceptStore):
             row = self._db.execute("SELECT id FROM rap.users WHERE name = %s", (self.user,)).fetchone()
         return row[0]
 
-    def _choose_models(
-        self,
-        encoder: str | None,
-        faces: str | None,
-        default_encoder: str,
-        default_faces: str,
-        on_change: OnEncoderChange,
-        progress: ProgressFactory | None,
-    ) -> Embedder:
-        recorded = self._db.execute(
-            "SELECT encoder_image, encoder_face FROM rap.users WHERE id = %s", (self._user_id,)
-        ).fetchone()
-        chosen = Embedder(encoder or recorded[0] or default_encoder, faces or recorded[1] or default_faces)
-        wanted = (chosen.encoder_id, chosen.faces_id)
-        if tuple(recorded) == (None, None):
-            self._record_models(wanted)
-        elif tuple(recorded) != wanted:
-            if on_change == "refuse" and len(self):
-                raise EncoderMismatch(
-                    f"{self.user}'s concepts hold vectors of encoder {recorded[0]} (faces: {recorded[1]}), not "
-                    f"{wanted[0]} (faces: {wanted[1]}); use --encoder {recorded[0]}, or re-embed with "
-                    f"'rap reembed --encoder {wanted[0]} --faces {wanted[1]}'"
-                )
-            self.embedder = chosen
-            self.reembedded_on_open = True
-            if progress is None:
-                self.reembed()
-            else:
-                with progress("re-embedding", self._count_images()) as advance:
-                    self.reembed(advance)
-        return chosen
+    def _reembed_command(self, encoder: str, faces: str) -> str:
+        user = "" if self.user == default("store_user") else f"RAP_STORE_USER={self.user} "
+        return f"{user}rap --store {shell_word(redact(self.url))} --encoder {encoder} --faces {faces} reembed"
 
     def _record_models(self, models: tuple[str, str]) -> None:
         self._db.execute(
