@@ -29,15 +29,11 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import faiss
 import numpy as np
@@ -49,6 +45,7 @@ from search_scaling import concept_like  # noqa: E402
 from rap.encoders import ENCODERS, ImageEncoder  # noqa: E402
 from rap.settings import resolve  # noqa: E402
 from rap.store.postgres_schema import ensure_hnsw_index, hnsw_index_name  # noqa: E402
+from rap.store.postgres_throwaway import new_database, postgres_server  # noqa: E402
 from rap.store.registry import open_store  # noqa: E402
 from rap.store.vectors import VectorIndex  # noqa: E402
 
@@ -70,27 +67,12 @@ ENCODERS.register("bench", help="benchmark stand-in")(Unused)
 
 @contextmanager
 def server(url: str | None) -> Iterator[str]:
+    """The server at ``url``, or a throwaway one started for this run."""
     if url:
         yield url
         return
-    folder = Path(tempfile.mkdtemp(prefix="rap-pgbench-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        started = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
-    try:
-        yield started.get_uri()
-    finally:
-        started.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def fresh_database(url: str, name: str) -> str:
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        db.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    with postgres_server() as started:
+        yield started
 
 
 def load(url: str, vectors: np.ndarray, owners: np.ndarray, users: list[str]) -> float:
@@ -159,7 +141,7 @@ def bench(url: str, n: int, dim: int, queries: int, share: float, small: int, se
     users = ["big", "small", *(f"other{u}" for u in range(others))]
     owners = np.concatenate([np.zeros(big, int), np.ones(small, int), 2 + np.arange(n - big - small) % others])
     rng.shuffle(owners)
-    database = fresh_database(url, f"bench_{n}")
+    database = new_database(url, f"bench_{n}")
     settings = resolve({"store_url": database}).settings
     cutoffs = {"pgvector exact": 10**12, "pgvector hnsw": 0}
     with open_store(settings, user="big", encoder=f"bench:{dim}", faces="none"):

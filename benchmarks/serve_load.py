@@ -170,9 +170,9 @@ def main() -> None:
     with ExitStack() as stack:
         home = stack.enter_context(tempfile.TemporaryDirectory())
         if args.store_url == "pgserver":
-            from pgvector_search import server as pgserver  # the same throwaway server its benchmark starts
+            from rap.store.postgres_throwaway import postgres_server
 
-            args.store_url = stack.enter_context(pgserver(None))
+            args.store_url = stack.enter_context(postgres_server())
         env = os.environ | {
             "RAP_HOME": home, "RAP_ENCODER": args.encoder, "RAP_DETECTOR": args.detector, "RAP_FACES": "none",
             "RAP_GENERATOR": args.generator, "RAP_MAX_NEW_TOKENS": str(args.max_new_tokens),

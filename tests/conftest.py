@@ -89,12 +89,12 @@ from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from uuid import uuid4  # noqa: E402
 
-from postgres_server import postgres_server  # noqa: E402
+from rap.store.postgres_throwaway import postgres_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """One PostgreSQL + pgvector server for the whole session (see tests/postgres_server.py)."""
+    """One PostgreSQL + pgvector server for the whole session (see rap.store.postgres_throwaway)."""
     with postgres_server() as url:
         yield url
 

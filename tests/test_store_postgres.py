@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import StoreTarget
-from postgres_server import new_database
+from rap.store.postgres_throwaway import new_database
 from rap import open_store
 from rap.cli import run
 from rap.errors import ConceptExists, ConceptNotFound, InvalidInput, StoreError, UnknownBackend

