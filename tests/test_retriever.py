@@ -90,3 +90,59 @@ def test_empty_store_and_pil_input(store):
 
 def test_candidate_names():
     assert candidate_names("Is <Bo> with bob? bo's toy-2, Mr.Bean.") == ["Is", "Bo", "with", "bob", "bo", "s", "toy-2", "Mr.Bean"]
+
+
+# -- which matches count: thresholds per detector, faces that admit, confirm or reject ------
+from rap.retrieval.evidence import Candidate, combine  # noqa: E402
+
+
+def test_image_threshold_is_calibrated_per_detector(filled, photos, monkeypatch):
+    encoder = filled.embedder.encoder
+    monkeypatch.setattr(encoder, "match_threshold", 2.0)
+    monkeypatch.setattr(encoder, "region_match_thresholds", {"multiscale": 0.5, "selective-search": 0.7}, raising=False)
+    assert encoder.threshold_for("none") == 2.0
+    assert encoder.threshold_for("multiscale:0.75,0.5") == 0.5
+    assert encoder.threshold_for("owlv2:x") == 0.5  # not calibrated: the strictest known
+    query = photos / "dog_02.jpg"
+    [whole] = Retriever(filled, "none", top_k=1).retrieve(query).concepts
+    [cut] = Retriever(filled, "multiscale", top_k=1, threshold=math.inf).retrieve(query).concepts
+    assert whole.score == pytest.approx(whole.distance / 2.0) and whole.score <= 1
+    assert cut.score == pytest.approx(cut.distance / 0.5) and cut.score > 1
+    assert Retriever(filled, "multiscale", top_k=1).retrieve(query).concepts == []
+
+
+def candidate(concept: str, score: float, region: str = "image") -> Candidate:
+    return Candidate(concept, score, score, (0, 0, 8, 8), region)
+
+
+def decide(image: list[Candidate], faces: list[Candidate], people: set[str], reject: bool = True) -> list[str]:
+    kept = combine(
+        image,
+        faces,
+        image_match=lambda c: c.score <= 1,
+        face_match=lambda c: c.score <= 1,
+        confirm_score=1.5,
+        has_face_keys=lambda names: people & set(names),
+        faces_reject=reject,
+    )
+    return sorted(f"{c.concept}:{c.region}" for c in kept)
+
+
+def test_a_close_face_admits_a_person_on_its_own():
+    assert decide([], [candidate("ann", 0.9, "face")], {"ann"}) == ["ann:face"]
+
+
+def test_a_face_in_the_doubtful_band_only_confirms_an_image_match():
+    doubtful = [candidate("ann", 1.2, "face")]
+    assert decide([], doubtful, {"ann"}) == []
+    assert decide([candidate("ann", 2.0)], doubtful, {"ann"}) == []  # the image does not match either
+    assert decide([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:face", "ann:image"]
+
+
+def test_a_face_unlike_the_persons_rejects_their_image_match():
+    image = [candidate("ann", 0.8), candidate("mug", 0.7)]
+    stranger = [candidate("ann", 1.9, "face")]
+    assert decide(image, stranger, {"ann"}) == ["mug:image"]
+    assert decide(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
+    assert decide(image, [], {"ann"}, reject=False) == ["ann:image", "mug:image"]  # no face: the image decides
+    assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:face", "ann:image", "mug:image"]

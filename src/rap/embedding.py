@@ -57,11 +57,12 @@ class Embedder:
         assert self._faces_spec is not None
         return FACE_ANALYZERS.create(self._faces_spec)
 
-    def threshold(self, space: str) -> float:
-        """The distance under which a match in ``space`` counts, per the model's calibration."""
+    def threshold(self, space: str, detector: str = "none") -> float:
+        """The distance under which a match in ``space`` counts, per the model's calibration
+        for queries cut into regions by ``detector`` (faces are one region each)."""
         if space == FACE_SPACE and self.face_analyzer is not None:
             return self.face_analyzer.match_threshold
-        return self.encoder.match_threshold
+        return self.encoder.threshold_for(detector)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Image-space vectors for many images (the encoder batches them)."""

@@ -11,7 +11,7 @@ rank matches from different spaces on one calibrated scale.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +30,24 @@ class ImageEncoder(ABC):
     #: Euclidean distance (on normalised vectors, so in [0, 2]) under which two
     #: images are taken to show the same concept; calibrated per encoder
     match_threshold: float
+    #: the same for the *best* of a query's regions, per detector scheme: the more
+    #: crops a query is cut into, the closer its best one comes to an unrelated
+    #: key by chance, so a threshold calibrated on whole-image pairs admits
+    #: strangers when it is applied to the best of ten crops
+    region_match_thresholds: Mapping[str, float] = {}
     #: images per forward pass when embedding many
     batch_size: int = 16
+
+    def threshold_for(self, detector: str) -> float:
+        """The match distance for the best region of a query cut by ``detector`` (an id or scheme).
+
+        ``none`` (the whole image alone) uses :attr:`match_threshold`; a detector
+        that was not calibrated with this encoder gets the strictest calibrated value.
+        """
+        scheme = detector.partition(":")[0]
+        if scheme == "none" or not self.region_match_thresholds:
+            return self.match_threshold
+        return self.region_match_thresholds.get(scheme, min(self.region_match_thresholds.values()))
 
     @abstractmethod
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -51,7 +67,12 @@ class FaceAnalyzer(ABC):
 
     id: str
     dim: int
+    #: distance under which a face alone admits a person: below the closest
+    #: pairs of different people this analyzer is known to put together
     match_threshold: float
+    #: distance under which a face confirms an image match of the person, and
+    #: beyond which it rejects one (see rap.retrieval.evidence)
+    confirm_threshold: float
 
     @abstractmethod
     def faces(self, image: Image.Image) -> list[Face]:

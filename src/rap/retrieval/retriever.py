@@ -15,7 +15,10 @@ What the official code lacks, and this adds:
 * a distance threshold, so "none of my concepts is here" is a possible answer.
   Matches from different spaces are ranked on one scale, ``score`` = distance
   divided by the space's calibrated match distance, where ``score <= 1`` means
-  "a match"; a user threshold replaces the image space's calibrated one;
+  "a match"; the image space's is calibrated per detector (the best of ten
+  crops comes closer to a stranger than one whole image does), and a user
+  threshold replaces it. A face admits, confirms or rejects a person
+  (:mod:`rap.retrieval.evidence`);
 * concepts named in the text are always retrieved, ahead of visual matches.
 """
 
@@ -34,6 +37,7 @@ from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.images import Box, ImageInput, as_rgb, crop
+from rap.retrieval.evidence import Candidate, combine
 from rap.retrieval.text import candidate_names
 from rap.store.base import ConceptStore
 
@@ -88,15 +92,6 @@ class Retrieval:
         }
 
 
-@dataclass
-class _Candidate:
-    concept: str
-    distance: float
-    score: float
-    box: Box
-    region: str
-
-
 class Retriever:
     """Retrieves concepts from a store for images and text."""
 
@@ -132,6 +127,10 @@ class Retriever:
             return distance <= self.threshold
         return score <= 1.0
 
+    def _calibrated(self, space: str) -> float:
+        """The space's match distance for this retriever's queries: per detector for images."""
+        return self.store.embedder.threshold(space, self.detector.id)
+
     def retrieve(self, image: Query | None = None, text: str | None = None, k: int | None = None) -> Retrieval:
         """Concepts for one query: an image, a text, or both."""
         if image is None:
@@ -165,13 +164,14 @@ class Retriever:
         detected = self.detector.detect(images, self.store.categories())
         return [w + d for w, d in zip(whole, detected)]
 
-    def _visual_candidates(self, images: list[Image.Image], regions: list[list[Region]]) -> list[list[_Candidate]]:
-        found: list[list[_Candidate]] = [[] for _ in images]
+    def _visual_candidates(self, images: list[Image.Image], regions: list[list[Region]]) -> list[list[Candidate]]:
+        found: list[list[Candidate]] = [[] for _ in images]
         if not len(self.store):
             return found
         spaces = self.store.spaces()
         embedder = self.store.embedder
         queries = [(n, region) for n, image_regions in enumerate(regions) for region in image_regions]
+        by_face: list[list[Candidate]] = [[] for _ in images]
         if IMAGE_SPACE in spaces:
             vectors = embedder.embed([crop(images[n], region.box) for n, region in queries])
             self._match(IMAGE_SPACE, vectors, queries, found)
@@ -180,25 +180,42 @@ class Retriever:
             if faces:
                 vectors = np.stack([face.vector for _, face in faces])
                 queries = [(n, Region(face.box, label="face", source="face")) for n, face in faces]
-                self._match(FACE_SPACE, vectors, queries, found)
+                self._match(FACE_SPACE, vectors, queries, by_face)
                 for n, region in queries:
                     regions[n].append(region)
-        return found
+            return [self._combine(*pair, regions[n]) for n, pair in enumerate(zip(found, by_face))]
+        return [[c for c in image_found if self._keeps(IMAGE_SPACE, c.distance, c.score)] for image_found in found]
 
-    def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[_Candidate]]) -> None:
-        calibrated = self.store.embedder.threshold(space)
+    def _combine(self, image: list[Candidate], faces: list[Candidate], regions: list[Region]) -> list[Candidate]:
+        """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
+        analyzer = self.store.embedder.face_analyzer
+        assert analyzer is not None
+        keep_all = self.threshold is not None and math.isinf(self.threshold)
+        return combine(
+            image,
+            faces,
+            image_match=lambda c: self._keeps(IMAGE_SPACE, c.distance, c.score),
+            face_match=lambda c: self._keeps(FACE_SPACE, c.distance, c.score),
+            confirm_score=analyzer.confirm_threshold / analyzer.match_threshold,
+            has_face_keys=lambda names: {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))},
+            faces_reject=not keep_all and any(r.source == "face" for r in regions),
+        )
+
+    def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[Candidate]]) -> None:
+        """Each region's ``per_region_k`` nearest concepts, whether they count or not (see _combine)."""
+        calibrated = self._calibrated(space)
         # Ask for more neighbours than needed: several may be images of one concept.
         hits = self.store.search(space, vectors, self.per_region_k * 4)
         for (n, region), region_hits in zip(queries, hits):
-            kept: dict[str, _Candidate] = {}
+            kept: dict[str, Candidate] = {}
             for hit in region_hits:
                 if hit.concept in kept:
                     continue
                 score = hit.distance / calibrated
-                kept[hit.concept] = _Candidate(hit.concept, hit.distance, score, region.box, region.source)
+                kept[hit.concept] = Candidate(hit.concept, hit.distance, score, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
-            found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
+            found[n].extend(kept.values())
 
     def _embedded_regions(self, image: Query) -> tuple[Image.Image, list[Region], np.ndarray]:
         """The image, its regions and their vectors; remembered for the last few image files,
@@ -224,7 +241,7 @@ class Retriever:
         concept = self.store.get(name)
         picture, regions, region_vectors = self._embedded_regions(image)
         embedder = self.store.embedder
-        best: _Candidate | None = None
+        best: Candidate | None = None
         queries: list[tuple[str, np.ndarray, list[Region]]] = []
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
         if len(references):
@@ -238,9 +255,9 @@ class Retriever:
         for space, vectors, space_regions in queries:
             keys = references if space == IMAGE_SPACE else faces_of_concept
             distances = np.linalg.norm(vectors[:, None, :] - keys[None, :, :], axis=2).min(axis=1)
-            calibrated = embedder.threshold(space)
+            calibrated = self._calibrated(space)
             for region, distance in zip(space_regions, distances.tolist()):
-                candidate = _Candidate(concept.name, distance, distance / calibrated, region.box, region.source)
+                candidate = Candidate(concept.name, distance, distance / calibrated, region.box, region.source)
                 if best is None or candidate.score < best.score:
                     best = candidate
         if best is None:
@@ -248,8 +265,8 @@ class Retriever:
         space = FACE_SPACE if best.region == "face" else IMAGE_SPACE
         return _retrieved(concept, "image", best), self._keeps(space, best.distance, best.score)
 
-    def _merge(self, text: str, candidates: list[_Candidate], k: int) -> Retrieval:
-        best: dict[str, _Candidate] = {}
+    def _merge(self, text: str, candidates: list[Candidate], k: int) -> Retrieval:
+        best: dict[str, Candidate] = {}
         for candidate in sorted(candidates, key=lambda c: c.score):
             best.setdefault(candidate.concept, candidate)
         named = self.store.lookup(candidate_names(text)) if text else []
@@ -261,7 +278,7 @@ class Retriever:
         return Retrieval(result)
 
 
-def _retrieved(concept: Concept, via: Literal["text", "image"], match: _Candidate | None) -> RetrievedConcept:
+def _retrieved(concept: Concept, via: Literal["text", "image"], match: Candidate | None) -> RetrievedConcept:
     if match is None:
         return RetrievedConcept(concept, via)
     return RetrievedConcept(concept, via, match.distance, match.score, match.box, match.region)

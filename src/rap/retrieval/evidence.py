@@ -1,0 +1,66 @@
+"""Which visual matches count: image evidence, face evidence, and how they combine.
+
+A region's match with a concept's key is a *candidate*; its ``score`` is the
+distance divided by the space's calibrated match distance, so ``score <= 1``
+means "a match" in every space. The image space's distance is calibrated for
+the detector that cut the query (see ``ImageEncoder.threshold_for``).
+
+Faces decide about people, but a face descriptor alone is not proof: dlib's
+descriptor puts some pairs of different people (two women measured 0.30 and
+0.33 apart) closer than some pairs of photos of one person (up to 0.31). So a
+face is used in three bands (``FaceAnalyzer``'s two distances):
+
+* within ``match_threshold``: the person is admitted on the face alone;
+* between that and ``confirm_threshold``: the face only *confirms* an image
+  match of the same person in the same photo; alone it admits no one;
+* beyond ``confirm_threshold`` for every face in the photo: the face *rejects*
+  that person, even where the image encoder matched their clothes or setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from rap.images import Box
+
+
+@dataclass
+class Candidate:
+    """One concept matched by one query region in one space."""
+
+    concept: str
+    distance: float
+    score: float
+    box: Box
+    #: what produced the region: ``image`` (whole image), ``detector`` or ``face``
+    region: str
+
+
+def combine(
+    image: list[Candidate],
+    faces: list[Candidate],
+    *,
+    image_match: Callable[[Candidate], bool],
+    face_match: Callable[[Candidate], bool],
+    confirm_score: float,
+    has_face_keys: Callable[[Collection[str]], set[str]],
+    faces_reject: bool,
+) -> list[Candidate]:
+    """The candidates of one query photo that count, image and face together.
+
+    ``image_match`` and ``face_match`` say whether a candidate counts on its own;
+    ``confirm_score`` is the face score up to which a face confirms an image
+    match; ``has_face_keys`` names which of some concepts have stored faces;
+    ``faces_reject`` is whether the photo's faces may reject a person: it has
+    faces, and the caller does not keep every match (as the paper does).
+    """
+    images = [c for c in image if image_match(c)]
+    near_faces = {c.concept for c in faces if c.score <= confirm_score}
+    if faces_reject:
+        # a person whose stored face is unlike every face here is not here
+        rejected = has_face_keys({c.concept for c in images}) - near_faces
+        images = [c for c in images if c.concept not in rejected]
+    seen_in_image = {c.concept for c in images}
+    admitted = [c for c in faces if face_match(c) or (c.score <= confirm_score and c.concept in seen_in_image)]
+    return images + admitted
