@@ -43,6 +43,11 @@ def test_a_person_is_matched_by_face(offline_store, photos, tmp_path):
     assert match.concept.name == "eileen" and match.region == "face"
 
 
+@pytest.mark.parametrize("detector", ["none", "multiscale"])
+def test_another_persons_portrait_is_not_taken_for_a_remembered_person(offline_store, photos, detector):
+    assert Retriever(offline_store, detector, top_k=2).retrieve(photos / "hopper.jpg").concepts == []
+
+
 def test_demo_runs_offline(capsys):
     assert run(["demo"]) == 0
     out = capsys.readouterr().out

@@ -136,7 +136,8 @@ def test_a_face_in_the_doubtful_band_only_confirms_an_image_match():
     doubtful = [candidate("ann", 1.2, "face")]
     assert decide([], doubtful, {"ann"}) == []
     assert decide([candidate("ann", 2.0)], doubtful, {"ann"}) == []  # the image does not match either
-    assert decide([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:face", "ann:image"]
+    assert decide([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:image"]
+    assert decide([candidate("ann", 0.8)], [candidate("ann", 0.5, "face")], {"ann"}) == ["ann:face"]
 
 
 def test_a_face_unlike_the_persons_rejects_their_image_match():
@@ -145,4 +146,4 @@ def test_a_face_unlike_the_persons_rejects_their_image_match():
     assert decide(image, stranger, {"ann"}) == ["mug:image"]
     assert decide(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
     assert decide(image, [], {"ann"}, reject=False) == ["ann:image", "mug:image"]  # no face: the image decides
-    assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:face", "ann:image", "mug:image"]
+    assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:image", "mug:image"]

@@ -12,7 +12,8 @@ face is used in three bands (``FaceAnalyzer``'s two distances):
 
 * within ``match_threshold``: the person is admitted on the face alone;
 * between that and ``confirm_threshold``: the face only *confirms* an image
-  match of the same person in the same photo; alone it admits no one;
+  match of the same person in the same photo (the image match stands); alone
+  it admits no one;
 * beyond ``confirm_threshold`` for every face in the photo: the face *rejects*
   that person, even where the image encoder matched their clothes or setting.
 """
@@ -61,6 +62,7 @@ def combine(
         # a person whose stored face is unlike every face here is not here
         rejected = has_face_keys({c.concept for c in images}) - near_faces
         images = [c for c in images if c.concept not in rejected]
-    seen_in_image = {c.concept for c in images}
-    admitted = [c for c in faces if face_match(c) or (c.score <= confirm_score and c.concept in seen_in_image)]
-    return images + admitted
+    # a person known by face is reported by their face: its box is where they are
+    by_face = [c for c in faces if face_match(c)]
+    known = {c.concept for c in by_face}
+    return by_face + [c for c in images if c.concept not in known]
