@@ -169,7 +169,8 @@ def run_photos(args: argparse.Namespace) -> None:
                     total = totals.setdefault((size, mode), {key: [] for key in rows})
                     for key, values in rows.items():
                         total[key] += values
-        encoder.save()
+                encoder.save()
+    seconds = round(time.perf_counter() - start, 1)
     for (size, mode), rows in sorted(totals.items()):
         print(
             json.dumps(
@@ -185,11 +186,11 @@ def run_photos(args: argparse.Namespace) -> None:
                     "recall_at_5": round(float(np.mean(rows["hit5"])), 3),
                     "accept": round(float(np.mean(rows["accept"])), 3),
                     "false_match": round(float(np.mean(rows["false"])), 3),
+                    "run_seconds": seconds,
                 }
             ),
             flush=True,
         )
-    print(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
 
 
 def run_faces(paths: Sequence[Path]) -> None:

@@ -20,12 +20,12 @@ PHOTOS = Path(__file__).parent / "photos"
 
 
 def dreambooth_layout(root: Path) -> Path:
-    """A two-subject folder laid out as the DreamBooth dataset is."""
-    for subject in ("dog", "cat"):
+    """A three-subject folder laid out as the DreamBooth dataset is."""
+    for subject in ("dog", "cat", "teapot"):
         (root / subject).mkdir(parents=True)
         for n in range(2):
             shutil.copy(PHOTOS / f"{subject}_0{n}.jpg", root / subject / f"0{n}.jpg")
-    (root / "prompts_and_classes.txt").write_text("dog,dog\ncat,cat\n")
+    (root / "prompts_and_classes.txt").write_text("dog,dog\ncat,cat\nteapot,teapot\n")
     return root
 
 
@@ -36,6 +36,7 @@ CASES = {
     "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
+    "hard_retrieval": (["{dreambooth}", "--sizes", "1,3", "--per-photo", "2", "--rotations", "1"], "false_match"),
 }  # fmt: skip
 
 
