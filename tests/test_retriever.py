@@ -99,7 +99,7 @@ from rap.retrieval.evidence import Candidate, combine  # noqa: E402
 def test_image_threshold_is_calibrated_per_detector(filled, photos, monkeypatch):
     encoder = filled.embedder.encoder
     monkeypatch.setattr(encoder, "match_threshold", 2.0)
-    monkeypatch.setattr(encoder, "region_match_thresholds", {"multiscale": 0.5, "selective-search": 0.7}, raising=False)
+    monkeypatch.setattr(encoder, "detector_match_thresholds", {"multiscale": 0.5, "selective-search": 0.7}, raising=False)
     assert encoder.threshold_for("none") == 2.0
     assert encoder.threshold_for("multiscale:0.75,0.5") == 0.5
     assert encoder.threshold_for("owlv2:x") == 0.5  # not calibrated: the strictest known

@@ -36,6 +36,20 @@ class Candidate:
     box: Box
     #: what produced the region: ``image`` (whole image), ``detector`` or ``face``
     region: str
+    #: whether the region's nearest concept stands apart from its second (see :func:`mark_distinct`)
+    distinct: bool = True
+
+
+def mark_distinct(region: list[Candidate], ratio: float | None) -> None:
+    """Lowe's ratio test on one region's candidates, nearest first.
+
+    Among hundreds of concepts a region showing none of them lands near several
+    at once, while the concept a region shows stands apart: when the nearest is
+    not within ``ratio`` times the second's distance, none of them counts.
+    """
+    if ratio is not None and len(region) >= 2 and region[0].distance > ratio * region[1].distance:
+        for candidate in region:
+            candidate.distinct = False
 
 
 def combine(

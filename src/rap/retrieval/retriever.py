@@ -37,7 +37,7 @@ from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.images import Box, ImageInput, as_rgb, crop
-from rap.retrieval.evidence import Candidate, combine
+from rap.retrieval.evidence import Candidate, combine, mark_distinct
 from rap.retrieval.text import candidate_names
 from rap.store.base import ConceptStore
 
@@ -127,6 +127,12 @@ class Retriever:
             return distance <= self.threshold
         return score <= 1.0
 
+    def _counts(self, space: str, candidate: Candidate) -> bool:
+        """Whether a region's candidate counts: within the threshold and, unless every
+        match is kept, from a region whose nearest concept stands apart."""
+        keep_all = self.threshold is not None and math.isinf(self.threshold)
+        return self._keeps(space, candidate.distance, candidate.score) and (candidate.distinct or keep_all)
+
     def _calibrated(self, space: str) -> float:
         """The space's match distance for this retriever's queries: per detector for images."""
         return self.store.embedder.threshold(space, self.detector.id)
@@ -184,7 +190,7 @@ class Retriever:
                 for n, region in queries:
                     regions[n].append(region)
             return [self._combine(*pair, regions[n]) for n, pair in enumerate(zip(found, by_face))]
-        return [[c for c in image_found if self._keeps(IMAGE_SPACE, c.distance, c.score)] for image_found in found]
+        return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
 
     def _combine(self, image: list[Candidate], faces: list[Candidate], regions: list[Region]) -> list[Candidate]:
         """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
@@ -194,8 +200,8 @@ class Retriever:
         return combine(
             image,
             faces,
-            image_match=lambda c: self._keeps(IMAGE_SPACE, c.distance, c.score),
-            face_match=lambda c: self._keeps(FACE_SPACE, c.distance, c.score),
+            image_match=lambda c: self._counts(IMAGE_SPACE, c),
+            face_match=lambda c: self._counts(FACE_SPACE, c),
             confirm_score=analyzer.confirm_threshold / analyzer.match_threshold,
             has_face_keys=lambda names: {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))},
             faces_reject=not keep_all and any(r.source == "face" for r in regions),
@@ -215,6 +221,8 @@ class Retriever:
                 kept[hit.concept] = Candidate(hit.concept, hit.distance, score, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
+            if space == IMAGE_SPACE:
+                mark_distinct(list(kept.values()), self.store.embedder.encoder.distinct_ratio)
             found[n].extend(kept.values())
 
     def _embedded_regions(self, image: Query) -> tuple[Image.Image, list[Region], np.ndarray]:
