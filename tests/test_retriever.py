@@ -147,3 +147,26 @@ def test_a_face_unlike_the_persons_rejects_their_image_match():
     assert decide(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
     assert decide(image, [], {"ann"}, reject=False) == ["ann:image", "mug:image"]  # no face: the image decides
     assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:image", "mug:image"]
+
+
+def test_a_region_near_several_concepts_at_once_counts_for_none():
+    from rap.retrieval.evidence import mark_distinct
+
+    apart = [candidate("bo", 0.5), candidate("kit", 0.9)]
+    crowded = [candidate("bo", 0.85), candidate("kit", 0.9)]
+    mark_distinct(apart, 0.93)
+    mark_distinct(crowded, 0.93)
+    assert [c.distinct for c in apart + crowded] == [True, True, False, False]
+    alone, untested = [candidate("bo", 0.85)], [candidate("bo", 0.85), candidate("kit", 0.9)]
+    mark_distinct(alone, 0.93)
+    mark_distinct(untested, None)
+    assert alone[0].distinct and all(c.distinct for c in untested)
+
+
+def test_a_reference_is_keyed_by_its_whole_image_and_centre_crops(filled):
+    from rap.reference_views import reference_views
+
+    views = reference_views(Image.new("RGB", (200, 100)))
+    assert [box for _, box in views] == [None, (25, 12, 175, 87), (50, 25, 150, 75)]
+    assert [view.size for view, _ in views] == [(200, 100), (150, 75), (100, 50)]
+    assert len(filled.concept_vectors("kit", "image")) == len(views)
