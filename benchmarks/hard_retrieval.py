@@ -68,7 +68,10 @@ class CachedEncoder(ImageEncoder):
     def __init__(self, inner: ImageEncoder, cache: Path | None = None) -> None:
         self.inner = inner
         self.id, self.dim = inner.id, inner.dim
-        self.match_threshold = inner.match_threshold
+        # the calibration the retriever reads (ImageEncoder's class defaults would hide the inner one's)
+        for name in ("match_threshold", "detector_match_thresholds", "distinct_ratio"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
         self.cache = cache
         self._vectors: dict[bytes, np.ndarray] = {}
         if cache is not None and cache.exists():
