@@ -48,7 +48,11 @@ def test_a_person_is_matched_by_face(offline_store, photos, tmp_path):
 
 @pytest.mark.parametrize("detector", ["none", "multiscale"])
 def test_another_persons_portrait_is_not_taken_for_a_remembered_person(offline_store, photos, detector):
-    assert Retriever(offline_store, detector, top_k=2).retrieve(photos / "hopper.jpg").concepts == []
+    retriever = Retriever(offline_store, detector, top_k=2)
+    assert retriever.retrieve(photos / "hopper.jpg").concepts == []
+    assert retriever.locate(photos / "hopper.jpg", "eileen")[1] is False
+    match, matched = retriever.locate(ImageOps.mirror(Image.open(photos / "astronaut.jpg")), "eileen")
+    assert matched and match.region == "face"
 
 
 def test_demo_runs_offline(capsys):

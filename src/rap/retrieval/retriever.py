@@ -189,22 +189,21 @@ class Retriever:
                 self._match(FACE_SPACE, vectors, queries, by_face)
                 for n, region in queries:
                     regions[n].append(region)
-            return [self._combine(*pair, regions[n]) for n, pair in enumerate(zip(found, by_face))]
+            return [self._combine(*pair, any(r.source == "face" for r in regions[n])) for n, pair in enumerate(zip(found, by_face))]
         return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
 
-    def _combine(self, image: list[Candidate], faces: list[Candidate], regions: list[Region]) -> list[Candidate]:
+    def _combine(self, image: list[Candidate], faces: list[Candidate], photo_has_faces: bool) -> list[Candidate]:
         """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
         analyzer = self.store.embedder.face_analyzer
-        assert analyzer is not None
         keep_all = self.threshold is not None and math.isinf(self.threshold)
         return combine(
             image,
             faces,
             image_match=lambda c: self._counts(IMAGE_SPACE, c),
             face_match=lambda c: self._counts(FACE_SPACE, c),
-            confirm_score=analyzer.confirm_threshold / analyzer.match_threshold,
+            confirm_score=analyzer.confirm_threshold / analyzer.match_threshold if analyzer else 1.0,
             has_face_keys=lambda names: {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))},
-            faces_reject=not keep_all and any(r.source == "face" for r in regions),
+            faces_reject=not keep_all and photo_has_faces,
         )
 
     def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[Candidate]]) -> None:
@@ -249,7 +248,6 @@ class Retriever:
         concept = self.store.get(name)
         picture, regions, region_vectors = self._embedded_regions(image)
         embedder = self.store.embedder
-        best: Candidate | None = None
         queries: list[tuple[str, np.ndarray, list[Region]]] = []
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
         if len(references):
@@ -260,18 +258,20 @@ class Retriever:
             if faces:
                 face_regions = [Region(f.box, label="face", source="face") for f in faces]
                 queries.append((FACE_SPACE, np.stack([f.vector for f in faces]), face_regions))
+        found: dict[str, list[Candidate]] = {IMAGE_SPACE: [], FACE_SPACE: []}
         for space, vectors, space_regions in queries:
             keys = references if space == IMAGE_SPACE else faces_of_concept
             distances = np.linalg.norm(vectors[:, None, :] - keys[None, :, :], axis=2).min(axis=1)
             calibrated = self._calibrated(space)
             for region, distance in zip(space_regions, distances.tolist()):
-                candidate = Candidate(concept.name, distance, distance / calibrated, region.box, region.source)
-                if best is None or candidate.score < best.score:
-                    best = candidate
-        if best is None:
+                found[space].append(Candidate(concept.name, distance, distance / calibrated, region.box, region.source))
+        every = found[IMAGE_SPACE] + found[FACE_SPACE]
+        if not every:
             return RetrievedConcept(concept, "image"), False
-        space = FACE_SPACE if best.region == "face" else IMAGE_SPACE
-        return _retrieved(concept, "image", best), self._keeps(space, best.distance, best.score)
+        # the same decision as retrieval's, the face included, but against this concept alone
+        counted = self._combine(found[IMAGE_SPACE], found[FACE_SPACE], bool(found[FACE_SPACE]))
+        best = min(counted or every, key=lambda c: c.score)
+        return _retrieved(concept, "image", best), bool(counted)
 
     def _merge(self, text: str, candidates: list[Candidate], k: int) -> Retrieval:
         best: dict[str, Candidate] = {}
