@@ -7,7 +7,8 @@ just the concept lies far from it. Keying the reference also by its centre
 crops, at the multiscale detector's scales, puts a tighter view of the concept
 on both sides (the paper augments its one reference image likewise). On the
 DreamBooth photos with 620 distractor concepts this raised recall@1 from 0.86
-to 0.95 (see BENCHMARKS.md, "Retrieve: hard photos").
+to 0.95 (BENCHMARKS.md, "Retrieve: hard photos, and what comes back for a
+stranger"). Stores keyed before this have one view per image until ``rap reembed``.
 """
 
 from __future__ import annotations
