@@ -22,12 +22,12 @@ PHOTOS = Path(__file__).parent / "photos"
 
 
 def dreambooth_layout(root: Path) -> Path:
-    """A two-subject folder laid out as the DreamBooth dataset is."""
-    for subject in ("dog", "cat"):
+    """A three-subject folder laid out as the DreamBooth dataset is."""
+    for subject in ("dog", "cat", "teapot"):
         (root / subject).mkdir(parents=True)
         for n in range(2):
             shutil.copy(PHOTOS / f"{subject}_0{n}.jpg", root / subject / f"0{n}.jpg")
-    (root / "prompts_and_classes.txt").write_text("dog,dog\ncat,cat\n")
+    (root / "prompts_and_classes.txt").write_text("dog,dog\ncat,cat\nteapot,teapot\n")
     return root
 
 
@@ -43,6 +43,7 @@ CASES = {
     "retrieve_memory": (["{dreambooth}", "--counts", "1,3", "--concepts", "2", "--detector", "none"], "peak_rss_mb"),
     "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
     "serve_load-postgres": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2", "--store-url", "pgserver"], "requests_per_s"),
+    "hard_retrieval": (["{dreambooth}", "--sizes", "1,3", "--per-photo", "2", "--rotations", "1"], "false_match"),
 }  # fmt: skip
 
 

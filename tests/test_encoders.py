@@ -21,7 +21,7 @@ from rap.errors import ConfigError, UnknownBackend
 from rap.images import load_image
 
 PHOTOS = Path(__file__).parent / "photos"
-SUBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem.rsplit("_", 1)[0] != "astronaut")
+SUBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem not in {"astronaut", "hopper"})
 
 
 def subject(path: Path) -> str:

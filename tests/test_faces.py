@@ -18,7 +18,7 @@ from rap.errors import UnknownBackend
 from rap.images import load_image
 
 PHOTOS = Path(__file__).parent / "photos"
-OBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem != "astronaut")
+OBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem not in {"astronaut", "hopper"})
 
 
 def test_face_analyzers_are_dlib_and_none() -> None:
@@ -122,3 +122,11 @@ def test_faces_come_largest_first(dlib_faces: FaceAnalyzer, astronaut: Image.Ima
     assert areas[0] > areas[1]
     assert center(faces[0])[0] > 300  # the larger copy is on the right
     assert np.linalg.norm(faces[0].vector - faces[1].vector) < dlib_faces.match_threshold
+
+
+@pytest.mark.slow
+def test_another_womans_face_is_beyond_both_thresholds(dlib_faces: FaceAnalyzer, astronaut_face: Face) -> None:
+    # hopper.jpg: Grace Hopper's Navy portrait, the only second real person in tests/photos
+    hopper = only_face(dlib_faces, load_image(PHOTOS / "hopper.jpg").image)
+    distance = float(np.linalg.norm(hopper.vector - astronaut_face.vector))
+    assert dlib_faces.match_threshold < dlib_faces.confirm_threshold < distance

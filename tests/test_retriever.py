@@ -115,3 +115,83 @@ def test_reduced_queries_match_full_ones(filled, photos, tmp_path):
     assert [r.box for r in small.regions] == [r.box for r in full.regions]
     for a, b in zip(small.concepts, full.concepts):
         assert a.distance == pytest.approx(b.distance, abs=0.05)
+
+
+# -- which matches count: thresholds per detector, faces that admit, confirm or reject ------
+from rap.retrieval.evidence import Candidate, combine  # noqa: E402
+
+
+def test_image_threshold_is_calibrated_per_detector(filled, photos, monkeypatch):
+    encoder = filled.embedder.encoder
+    monkeypatch.setattr(encoder, "match_threshold", 2.0)
+    monkeypatch.setattr(encoder, "detector_match_thresholds", {"multiscale": 0.5, "selective-search": 0.7}, raising=False)
+    assert encoder.threshold_for("none") == 2.0
+    assert encoder.threshold_for("multiscale:0.75,0.5") == 0.5
+    assert encoder.threshold_for("owlv2:x") == 0.5  # not calibrated: the strictest known
+    query = photos / "dog_02.jpg"
+    [whole] = Retriever(filled, "none", top_k=1).retrieve(query).concepts
+    [cut] = Retriever(filled, "multiscale", top_k=1, threshold=math.inf).retrieve(query).concepts
+    assert whole.score == pytest.approx(whole.distance / 2.0) and whole.score <= 1
+    assert cut.score == pytest.approx(cut.distance / 0.5) and cut.score > 1
+    assert Retriever(filled, "multiscale", top_k=1).retrieve(query).concepts == []
+
+
+def candidate(concept: str, score: float, region: str = "image") -> Candidate:
+    return Candidate(concept, score, score, (0, 0, 8, 8), region)
+
+
+def decide(image: list[Candidate], faces: list[Candidate], people: set[str], reject: bool = True) -> list[str]:
+    kept = combine(
+        image,
+        faces,
+        image_match=lambda c: c.score <= 1,
+        face_match=lambda c: c.score <= 1,
+        confirm_score=1.5,
+        has_face_keys=lambda names: people & set(names),
+        faces_reject=reject,
+    )
+    return sorted(f"{c.concept}:{c.region}" for c in kept)
+
+
+def test_a_close_face_admits_a_person_on_its_own():
+    assert decide([], [candidate("ann", 0.9, "face")], {"ann"}) == ["ann:face"]
+
+
+def test_a_face_in_the_doubtful_band_only_confirms_an_image_match():
+    doubtful = [candidate("ann", 1.2, "face")]
+    assert decide([], doubtful, {"ann"}) == []
+    assert decide([candidate("ann", 2.0)], doubtful, {"ann"}) == []  # the image does not match either
+    assert decide([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:image"]
+    assert decide([candidate("ann", 0.8)], [candidate("ann", 0.5, "face")], {"ann"}) == ["ann:face"]
+
+
+def test_a_face_unlike_the_persons_rejects_their_image_match():
+    image = [candidate("ann", 0.8), candidate("mug", 0.7)]
+    stranger = [candidate("ann", 1.9, "face")]
+    assert decide(image, stranger, {"ann"}) == ["mug:image"]
+    assert decide(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
+    assert decide(image, [], {"ann"}, reject=False) == ["ann:image", "mug:image"]  # no face: the image decides
+    assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:image", "mug:image"]
+
+
+def test_a_region_near_several_concepts_at_once_counts_for_none():
+    from rap.retrieval.evidence import mark_distinct
+
+    apart = [candidate("bo", 0.5), candidate("kit", 0.9)]
+    crowded = [candidate("bo", 0.85), candidate("kit", 0.9)]
+    mark_distinct(apart, 0.93)
+    mark_distinct(crowded, 0.93)
+    assert [c.distinct for c in apart + crowded] == [True, True, False, False]
+    alone, untested = [candidate("bo", 0.85)], [candidate("bo", 0.85), candidate("kit", 0.9)]
+    mark_distinct(alone, 0.93)
+    mark_distinct(untested, None)
+    assert alone[0].distinct and all(c.distinct for c in untested)
+
+
+def test_a_reference_is_keyed_by_its_whole_image_and_centre_crops(filled):
+    from rap.reference_views import reference_views
+
+    views = reference_views(Image.new("RGB", (200, 100)))
+    assert [box for _, box in views] == [None, (25, 12, 175, 87), (50, 25, 150, 75)]
+    assert [view.size for view, _ in views] == [(200, 100), (150, 75), (100, 50)]
+    assert len(filled.concept_vectors("kit", "image")) == len(views)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from rap.encoders import ENCODERS, FACE_ANALYZERS, FaceAnalyzer, ImageEncoder
 from rap.images import Box
+from rap.reference_views import reference_views
 
 IMAGE_SPACE = "image"
 FACE_SPACE = "face"
@@ -58,11 +59,12 @@ class Embedder:
         assert self._faces_spec is not None
         return FACE_ANALYZERS.create(self._faces_spec)
 
-    def threshold(self, space: str) -> float:
-        """The distance under which a match in ``space`` counts, per the model's calibration."""
+    def threshold(self, space: str, detector: str = "none") -> float:
+        """The distance under which a match in ``space`` counts, per the model's calibration
+        for queries cut into regions by ``detector`` (faces are one region each)."""
         if space == FACE_SPACE and self.face_analyzer is not None:
             return self.face_analyzer.match_threshold
-        return self.encoder.match_threshold
+        return self.encoder.threshold_for(detector)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Image-space vectors for many images (the encoder batches them)."""
@@ -71,11 +73,13 @@ class Embedder:
         return self.encoder.embed(images)
 
     def reference_vectors(self, images: Sequence[Image.Image], is_person: Sequence[bool]) -> list[list[SpaceVector]]:
-        """The vectors that key each reference image: its image vector, and its largest face for people."""
-        vectors = self.embed(images)
+        """The vectors that key each reference image: one per view of it (the whole image
+        first, see :mod:`rap.reference_views`), and its largest face for people."""
+        views = [reference_views(image) for image in images]
+        vectors = iter(self.embed([view for image_views in views for view, _ in image_views]))
         keyed: list[list[SpaceVector]] = []
-        for image, vector, person in zip(images, vectors, is_person):
-            entry = [SpaceVector(IMAGE_SPACE, vector)]
+        for image, image_views, person in zip(images, views, is_person):
+            entry = [SpaceVector(IMAGE_SPACE, next(vectors), box) for _, box in image_views]
             if person and self.face_analyzer is not None:
                 found = self.face_analyzer.faces(image)
                 if found:

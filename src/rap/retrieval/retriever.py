@@ -15,7 +15,10 @@ What the official code lacks, and this adds:
 * a distance threshold, so "none of my concepts is here" is a possible answer.
   Matches from different spaces are ranked on one scale, ``score`` = distance
   divided by the space's calibrated match distance, where ``score <= 1`` means
-  "a match"; a user threshold replaces the image space's calibrated one;
+  "a match"; the image space's is calibrated per detector (the best of ten
+  crops comes closer to a stranger than one whole image does), and a user
+  threshold replaces it. A face admits, confirms or rejects a person
+  (:mod:`rap.retrieval.evidence`);
 * concepts named in the text are always retrieved, ahead of visual matches.
 """
 
@@ -34,6 +37,7 @@ from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.images import Box, ImageInput, crop, reduced
+from rap.retrieval.evidence import Candidate, combine, mark_distinct
 from rap.retrieval.text import candidate_names
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
@@ -109,15 +113,6 @@ class _Photo:
         )
 
 
-@dataclass
-class _Candidate:
-    concept: str
-    distance: float
-    score: float
-    box: Box
-    region: str
-
-
 class Retriever:
     """Retrieves concepts from a store for images and text."""
 
@@ -175,6 +170,16 @@ class Retriever:
             return distance <= self.threshold
         return score <= 1.0
 
+    def _counts(self, space: str, candidate: Candidate) -> bool:
+        """Whether a region's candidate counts: within the threshold and, unless every
+        match is kept, from a region whose nearest concept stands apart."""
+        keep_all = self.threshold is not None and math.isinf(self.threshold)
+        return self._keeps(space, candidate.distance, candidate.score) and (candidate.distinct or keep_all)
+
+    def _calibrated(self, space: str) -> float:
+        """The space's match distance for this retriever's queries: per detector for images."""
+        return self.store.embedder.threshold(space, self.detector.id)
+
     def retrieve(self, image: Query | None = None, text: str | None = None, k: int | None = None) -> Retrieval:
         """Concepts for one query: an image, a text, or both."""
         if image is None:
@@ -226,13 +231,14 @@ class Retriever:
         detected = self.detector.detect(images, self.store.categories())
         return [w + d for w, d in zip(whole, detected)]
 
-    def _visual_candidates(self, images: list[Image.Image], regions: list[list[Region]]) -> list[list[_Candidate]]:
-        found: list[list[_Candidate]] = [[] for _ in images]
+    def _visual_candidates(self, images: list[Image.Image], regions: list[list[Region]]) -> list[list[Candidate]]:
+        found: list[list[Candidate]] = [[] for _ in images]
         if not len(self.store):
             return found
         spaces = self.store.spaces()
         embedder = self.store.embedder
         queries = [(n, region) for n, image_regions in enumerate(regions) for region in image_regions]
+        by_face: list[list[Candidate]] = [[] for _ in images]
         if IMAGE_SPACE in spaces:
             vectors = embedder.embed([crop(images[n], region.box) for n, region in queries])
             self._match(IMAGE_SPACE, vectors, queries, found)
@@ -241,25 +247,43 @@ class Retriever:
             if faces:
                 vectors = np.stack([face.vector for _, face in faces])
                 queries = [(n, Region(face.box, label="face", source="face")) for n, face in faces]
-                self._match(FACE_SPACE, vectors, queries, found)
+                self._match(FACE_SPACE, vectors, queries, by_face)
                 for n, region in queries:
                     regions[n].append(region)
-        return found
+            return [self._combine(*pair, any(r.source == "face" for r in regions[n])) for n, pair in enumerate(zip(found, by_face))]
+        return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
 
-    def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[_Candidate]]) -> None:
-        calibrated = self.store.embedder.threshold(space)
+    def _combine(self, image: list[Candidate], faces: list[Candidate], photo_has_faces: bool) -> list[Candidate]:
+        """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
+        analyzer = self.store.embedder.face_analyzer
+        keep_all = self.threshold is not None and math.isinf(self.threshold)
+        return combine(
+            image,
+            faces,
+            image_match=lambda c: self._counts(IMAGE_SPACE, c),
+            face_match=lambda c: self._counts(FACE_SPACE, c),
+            confirm_score=analyzer.confirm_threshold / analyzer.match_threshold if analyzer else 1.0,
+            has_face_keys=lambda names: {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))},
+            faces_reject=not keep_all and photo_has_faces,
+        )
+
+    def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[Candidate]]) -> None:
+        """Each region's ``per_region_k`` nearest concepts, whether they count or not (see _combine)."""
+        calibrated = self._calibrated(space)
         # Ask for more neighbours than needed: several may be images of one concept.
         hits = self.store.search(space, vectors, self.per_region_k * 4)
         for (n, region), region_hits in zip(queries, hits):
-            kept: dict[str, _Candidate] = {}
+            kept: dict[str, Candidate] = {}
             for hit in region_hits:
                 if hit.concept in kept:
                     continue
                 score = hit.distance / calibrated
-                kept[hit.concept] = _Candidate(hit.concept, hit.distance, score, region.box, region.source)
+                kept[hit.concept] = Candidate(hit.concept, hit.distance, score, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
-            found[n].extend(c for c in kept.values() if self._keeps(space, c.distance, c.score))
+            if space == IMAGE_SPACE:
+                mark_distinct(list(kept.values()), self.store.embedder.encoder.distinct_ratio)
+            found[n].extend(kept.values())
 
     def _embedded_regions(self, image: Query) -> tuple[_Photo, list[Region], np.ndarray]:
         """The image, its regions and their vectors; remembered for the last few image files,
@@ -285,7 +309,6 @@ class Retriever:
         concept = self.store.get(name)
         photo, regions, region_vectors = self._embedded_regions(image)
         embedder = self.store.embedder
-        best: _Candidate | None = None
         queries: list[tuple[str, np.ndarray, list[Region]]] = []
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
         if len(references):
@@ -296,21 +319,23 @@ class Retriever:
             if faces:
                 face_regions = [Region(f.box, label="face", source="face") for f in faces]
                 queries.append((FACE_SPACE, np.stack([f.vector for f in faces]), face_regions))
+        found: dict[str, list[Candidate]] = {IMAGE_SPACE: [], FACE_SPACE: []}
         for space, vectors, space_regions in queries:
             keys = references if space == IMAGE_SPACE else faces_of_concept
             distances = np.linalg.norm(vectors[:, None, :] - keys[None, :, :], axis=2).min(axis=1)
-            calibrated = embedder.threshold(space)
+            calibrated = self._calibrated(space)
             for region, distance in zip(space_regions, distances.tolist()):
-                candidate = _Candidate(concept.name, distance, distance / calibrated, region.box, region.source)
-                if best is None or candidate.score < best.score:
-                    best = candidate
-        if best is None:
+                found[space].append(Candidate(concept.name, distance, distance / calibrated, region.box, region.source))
+        every = found[IMAGE_SPACE] + found[FACE_SPACE]
+        if not every:
             return RetrievedConcept(concept, "image"), False
-        space = FACE_SPACE if best.region == "face" else IMAGE_SPACE
-        return _retrieved(concept, "image", replace(best, box=photo.full_box(best.box))), self._keeps(space, best.distance, best.score)
+        # the same decision as retrieval's, the face included, but against this concept alone
+        counted = self._combine(found[IMAGE_SPACE], found[FACE_SPACE], bool(found[FACE_SPACE]))
+        best = min(counted or every, key=lambda c: c.score)
+        return _retrieved(concept, "image", replace(best, box=photo.full_box(best.box))), bool(counted)
 
-    def _merge(self, text: str, candidates: list[_Candidate], k: int) -> Retrieval:
-        best: dict[str, _Candidate] = {}
+    def _merge(self, text: str, candidates: list[Candidate], k: int) -> Retrieval:
+        best: dict[str, Candidate] = {}
         for candidate in sorted(candidates, key=lambda c: c.score):
             best.setdefault(candidate.concept, candidate)
         named = self.store.lookup(candidate_names(text)) if text else []
@@ -322,7 +347,7 @@ class Retriever:
         return Retrieval(result)
 
 
-def _retrieved(concept: Concept, via: Literal["text", "image"], match: _Candidate | None) -> RetrievedConcept:
+def _retrieved(concept: Concept, via: Literal["text", "image"], match: Candidate | None) -> RetrievedConcept:
     if match is None:
         return RetrievedConcept(concept, via)
     return RetrievedConcept(concept, via, match.distance, match.score, match.box, match.region)

@@ -28,6 +28,7 @@ import numpy as np
 
 from rap.embedding import IMAGE_SPACE
 from rap.errors import StoreError
+from rap.reference_views import MAX_VIEWS
 from rap.settings import Settings
 from rap.store.files import ImageFiles, writable
 from rap.store.index_cache import IndexCache, factory_key
@@ -178,8 +179,8 @@ def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Repor
     report.checked["vectors"] = count
     reported = {p.image for p in report.problems if p.part == "vector"}
     for image_id, found in image_vectors.items():
-        if found != 1 and image_id not in reported:
-            detail = f"image {image_id} has {found} sound image vectors, not 1"
+        if not 1 <= found <= MAX_VIEWS and image_id not in reported:
+            detail = f"image {image_id} has {found} sound image vectors, not 1 to {MAX_VIEWS}"
             report.problems.append(Problem("vector", detail, file_ok[image_id], image=image_id))
     return bad
 
