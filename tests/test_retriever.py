@@ -195,3 +195,14 @@ def test_a_reference_is_keyed_by_its_whole_image_and_centre_crops(filled):
     assert [box for _, box in views] == [None, (25, 12, 175, 87), (50, 25, 150, 75)]
     assert [view.size for view, _ in views] == [(200, 100), (150, 75), (100, 50)]
     assert len(filled.concept_vectors("kit", "image")) == len(views)
+
+
+def test_locate_refines_the_best_box_by_the_regions_nearly_as_close():
+    from rap.retrieval.retriever import vote_box
+
+    best = Candidate("bo", 0.50, 0.6, (0, 0, 100, 100), "detector")
+    near = Candidate("bo", 0.52, 0.62, (20, 20, 120, 120), "detector")  # half as close as it could be: weight 1/2
+    far = Candidate("bo", 0.70, 0.8, (300, 300, 400, 400), "detector")
+    assert vote_box(best, [best, near, far], 0.04) == (7, 7, 107, 107)
+    assert vote_box(best, [best, near, far], 0.0) == best.box  # 0 turns voting off
+    assert vote_box(best, [best, far], 0.04) == best.box

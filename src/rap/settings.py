@@ -67,6 +67,7 @@ class Settings(BaseModel):
     threshold: float | None = Field(None, ge=0, description="max Euclidean distance for an image match; unset: the encoder's calibrated value; inf keeps all, as the paper does (RAP_THRESHOLD)")
     image_side: int = Field(768, ge=64, le=8192, description="photos are decoded reduced to this shorter side (px) before regions, faces and embeddings: a 1/2 crop still has 384 px for a 336-px encoder, and JPEG decodes at 1/2 to 1/8 scale (RAP_IMAGE_SIDE)")
     batch_images: int = Field(8, ge=1, le=256, description="photos decoded and retrieved together; memory held is this many reduced photos, whatever the number given (RAP_BATCH_IMAGES)")
+    locate_box_vote: float = Field(0.04, ge=0, le=1, description="locate by retriever: regions within this distance of the best one vote on the box (weighted by closeness); 0 takes the best region's box")
     # -- rap serve: every limit the service enforces ---------------------------------------
     max_upload_bytes: int = Field(MAX_FILE_BYTES, ge=1024, description="largest image a request may upload, in bytes (RAP_MAX_UPLOAD_BYTES)")
     max_image_pixels: int = Field(MAX_PIXELS, ge=64, description="largest image a request may upload, in pixels: refuses decompression bombs (RAP_MAX_IMAGE_PIXELS)")
