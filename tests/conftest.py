@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 PHOTOS = Path(__file__).parent / "photos"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_rap_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A RAP_HOME for module-scoped fixtures too (they run before rap_home): models write
+    caches there, such as the exported ONNX encoder, never in the user's folder."""
+    home = tmp_path_factory.mktemp("rap-session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAP_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(autouse=True)

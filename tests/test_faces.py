@@ -122,3 +122,17 @@ def test_faces_come_largest_first(dlib_faces: FaceAnalyzer, astronaut: Image.Ima
     assert areas[0] > areas[1]
     assert center(faces[0])[0] > 300  # the larger copy is on the right
     assert np.linalg.norm(faces[0].vector - faces[1].vector) < dlib_faces.match_threshold
+
+
+@pytest.mark.slow
+def test_large_photos_are_searched_reduced_and_described_at_full_size(
+    astronaut: Image.Image, astronaut_face: Face
+) -> None:
+    from rap.encoders.face import DlibFaceAnalyzer
+
+    large = astronaut.resize((1024, 1024), Image.Resampling.LANCZOS)
+    reduced, full = only_face(DlibFaceAnalyzer(side=384), large), only_face(DlibFaceAnalyzer(side=4096), large)
+    width = full.box[2] - full.box[0]
+    assert np.allclose(center(reduced), center(full), atol=0.1 * width)
+    assert np.allclose(center(reduced), [4 * c for c in center(astronaut_face)], atol=0.2 * width)
+    assert np.linalg.norm(reduced.vector - full.vector) < DlibFaceAnalyzer.match_threshold / 2

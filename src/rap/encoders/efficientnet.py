@@ -135,13 +135,19 @@ class EfficientNetEncoder(ImageEncoder):
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
-    """Resize, centre-crop and scale one image to the model's ``(224, 224, 3)`` input."""
-    image = image.convert("RGB")
+    """Resize, centre-crop and scale one image to the model's ``(224, 224, 3)`` input.
+
+    The centre crop is resized straight from its place in ``image`` (PIL's
+    ``box``): the same pixels as resizing the whole image and then cropping, with
+    only the kept part computed."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     scale = RESIZE / min(image.size)
     size = (max(CROP, round(image.width * scale)), max(CROP, round(image.height * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC)
-    left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
-    pixels = np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.float32)
+    left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
+    sx, sy = image.width / size[0], image.height / size[1]
+    box = (left * sx, top * sy, (left + CROP) * sx, (top + CROP) * sy)
+    pixels = np.asarray(image.resize((CROP, CROP), Image.Resampling.BICUBIC, box=box), dtype=np.float32)
     return (pixels - 127.0) / 128.0
 
 
