@@ -169,6 +169,8 @@ def test_clip_names_a_model_it_cannot_load(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_offline_encoder_on_onnx_runtime_matches_torch(tmp_path: Path, images: list[Image.Image]) -> None:
     """The ONNX graph is exported once into the cache and computes what torch computes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
     from rap.encoders.efficientnet import EfficientNetEncoder
 
     on_onnx = EfficientNetEncoder(runtime="onnxruntime", cache=tmp_path)
