@@ -59,11 +59,14 @@ def main() -> None:
             retriever.retrieve_batch(batch)
             batch_wall, batch_cpu = time.perf_counter() - wall, time.process_time() - cpu
             spaces = store.spaces()
+            runtime = getattr(store.embedder.encoder, "runtime", None)
     print(
         json.dumps(
             {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "load_average": [round(load, 2) for load in os.getloadavg()],
                 "encoder": args.encoder,
+                "encoder_runtime": runtime,
                 "detector": args.detector,
                 "faces": args.faces if "face" in spaces else "none",
                 "image_side": args.image_side or getattr(retriever, "image_side", None),

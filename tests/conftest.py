@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 PHOTOS = Path(__file__).parent / "photos"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_rap_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A RAP_HOME for module-scoped fixtures too (they run before rap_home): models write
+    caches there, such as the exported ONNX encoder, never in the user's folder."""
+    home = tmp_path_factory.mktemp("rap-session-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAP_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +96,6 @@ GENERATORS.register("echo", help="test backend: repeats its prompt")(EchoGenerat
 
 
 # -- every concept store backend, for the store's own test suite -------------------------
-from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from uuid import uuid4  # noqa: E402
 

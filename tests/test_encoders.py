@@ -164,3 +164,61 @@ def test_clip_loads_a_local_folder(tiny_clip: Path, images: list[Image.Image]) -
 def test_clip_names_a_model_it_cannot_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load CLIP model"):
         create_encoder(f"clip:{tmp_path / 'missing'}")
+
+
+@pytest.mark.slow
+def test_offline_encoder_on_onnx_runtime_matches_torch(tmp_path: Path, images: list[Image.Image]) -> None:
+    """The ONNX graph is exported once into the cache and computes what torch computes."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from rap.encoders.efficientnet import EfficientNetEncoder
+
+    on_onnx = EfficientNetEncoder(runtime="onnxruntime", cache=tmp_path)
+    on_torch = EfficientNetEncoder(runtime="torch", cache=tmp_path / "unused")
+    assert (on_onnx.runtime, on_torch.runtime) == ("onnxruntime", "torch")
+    [exported] = tmp_path.glob("*.onnx")
+    written = exported.stat().st_mtime_ns
+    again = EfficientNetEncoder(runtime="onnxruntime", cache=tmp_path)
+    assert exported.stat().st_mtime_ns == written and list(tmp_path.iterdir()) == [exported]
+    assert not (tmp_path / "unused").exists()
+    np.testing.assert_allclose(on_onnx.embed(images), on_torch.embed(images), atol=1e-4)
+    np.testing.assert_array_equal(again.embed(images[:2]), on_onnx.embed(images[:2]))
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (300, 40), (9, 500), (224, 224)])
+def test_pixels_resize_only_the_centre_crop(size: tuple[int, int]) -> None:
+    """Resizing just the centre crop gives the pixels of resizing the whole image, then cropping."""
+    from rap.encoders.efficientnet import CROP, RESIZE, _pixels
+
+    image = load_image(SUBJECT_PHOTOS[0]).image.resize(size)
+    scale = RESIZE / min(size)
+    whole = image.resize((max(CROP, round(size[0] * scale)), max(CROP, round(size[1] * scale))), Image.Resampling.BICUBIC)
+    left, top = (whole.width - CROP) // 2, (whole.height - CROP) // 2
+    expected = (np.asarray(whole.crop((left, top, left + CROP, top + CROP)), np.float32) - 127.0) / 128.0
+    np.testing.assert_allclose(_pixels(image), expected, atol=2 / 128)
+
+
+def test_remembering_encoder_embeds_each_distinct_image_once(images: list[Image.Image]) -> None:
+    from rap.encoders.memo import REMEMBERED, RememberingEncoder
+
+    embedded: list[int] = []
+
+    class Counting(ImageEncoder):
+        inner = create_encoder("tiny")
+        id, dim, match_threshold = inner.id, inner.dim, inner.match_threshold
+
+        def embed(self, batch):  # type: ignore[no-untyped-def]
+            embedded.append(len(batch))
+            return self.inner.embed(batch)
+
+    remembering = RememberingEncoder(Counting())
+    first = images[:3]
+    crops = [image.crop((0, 0, 40, 40)) for image in first]
+    np.testing.assert_array_equal(remembering.embed(first + first[:1]), Counting.inner.embed(first + first[:1]))
+    again = remembering.embed([load_image(SUBJECT_PHOTOS[1]).image, *crops])  # a fresh decode of a known photo
+    np.testing.assert_array_equal(again, Counting.inner.embed([first[1], *crops]))
+    assert embedded == [3, 3]
+    remembering.embed([Image.new("RGB", (8, 8), n) for n in range(REMEMBERED)])
+    remembering.embed(first[:1])
+    assert embedded[-1] == 1  # forgotten once more than REMEMBERED others came after it
+    assert remembering.embed([]).shape == (0, remembering.dim)

@@ -158,3 +158,17 @@ def test_eval_options_default_to_the_request_defaults(capsys):
     assert f"[default:{field_default(EvalRequest, 'repeats')}]" in default_of("--repeats", "--seed")
     mode = next(name for name, modes in MODES.items() if modes == field_default(EvalRequest, "recognition_modes"))
     assert f"[default:{mode}]" in default_of("--mode", "--baselines")
+
+
+def test_retrieval_asks_each_photo_its_three_ways_in_a_row(tmp_path):
+    """So that the crops the three ways share are embedded once (the encoder remembers a few photos)."""
+    from rap.evaluation.items import EvalItem
+    from rap.evaluation.runner import EvalConfig, _order
+    from rap.settings import Settings
+
+    items = [EvalItem(f"q{n}", "retrieval") for n in range(2)]
+    config = EvalConfig("retrieval", tmp_path, Settings(), sizes=(10, 20))
+    order = [(variant, item.id) for variant, item in _order(config, items)]
+    assert order == [
+        (f"{mode}@{size}", item) for size in (10, 20) for item in ("q0", "q1") for mode in ("image", "regions", "both")
+    ]

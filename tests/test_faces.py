@@ -130,3 +130,16 @@ def test_another_womans_face_is_beyond_both_thresholds(dlib_faces: FaceAnalyzer,
     hopper = only_face(dlib_faces, load_image(PHOTOS / "hopper.jpg").image)
     distance = float(np.linalg.norm(hopper.vector - astronaut_face.vector))
     assert dlib_faces.match_threshold < dlib_faces.confirm_threshold < distance
+
+
+def test_large_photos_are_searched_reduced_and_described_at_full_size(
+    astronaut: Image.Image, astronaut_face: Face
+) -> None:
+    from rap.encoders.face import DlibFaceAnalyzer
+
+    large = astronaut.resize((1024, 1024), Image.Resampling.LANCZOS)
+    reduced, full = only_face(DlibFaceAnalyzer(side=384), large), only_face(DlibFaceAnalyzer(side=4096), large)
+    width = full.box[2] - full.box[0]
+    assert np.allclose(center(reduced), center(full), atol=0.1 * width)
+    assert np.allclose(center(reduced), [4 * c for c in center(astronaut_face)], atol=0.2 * width)
+    assert np.linalg.norm(reduced.vector - full.vector) < DlibFaceAnalyzer.match_threshold / 2

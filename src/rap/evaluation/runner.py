@@ -26,6 +26,7 @@ from typing import Any
 from rap.answers import parse_choice
 from rap.assistant import Assistant
 from rap.generation import GenerationOptions, Generator
+from rap.encoders.memo import RememberingEncoder, RememberingFaceAnalyzer
 from rap.errors import InvalidInput
 from rap.evaluation.items import EvalItem, EvalSet, Task
 from rap.evaluation.journal import Journal
@@ -68,6 +69,18 @@ def _variants(config: EvalConfig) -> list[str]:
     return ["rap", "whole-image", "no-retrieval"] if config.baselines else ["rap"]
 
 
+def _order(config: EvalConfig, items: list[EvalItem]) -> list[tuple[str, EvalItem]]:
+    """Every (variant, item) pair. Retrieval asks each photo its three ways in a row
+    (per store size), so that its crops, remembered by the encoder, are embedded once."""
+    variants = _variants(config)
+    if config.task != "retrieval":
+        return [(v, item) for v in variants for item in items]
+    by_size: dict[str, list[str]] = {}
+    for variant in variants:
+        by_size.setdefault(variant.partition("@")[2], []).append(variant)
+    return [(v, item) for size in by_size.values() for item in items for v in size]
+
+
 def run(
     config: EvalConfig,
     read: Callable[[int], EvalSet],  # repeat number -> the data, with that repeat's references
@@ -87,8 +100,7 @@ def run(
             with LocalConceptStore(config.out / "stores" / f"r{repeat}", encoder=config.settings.encoder, faces=config.settings.faces) as store:
                 outcome = _remember(store, eval_set, config.out / "stores" / f"r{repeat}-add-seconds.json")
                 outcomes.append(outcome)
-                variants = _variants(config)
-                todo = [(v, item) for v in variants for item in eval_set.items if not journal.done(repeat, v, item.id)]
+                todo = [(v, item) for v, item in _order(config, eval_set.items) if not journal.done(repeat, v, item.id)]
                 with progress(f"repeat {repeat + 1}/{config.repeats}", len(todo)) as advance:
                     for variant, item, result in _evaluate(config, store, todo):
                         journal.record(repeat, variant, item.id, result)
@@ -147,6 +159,10 @@ class _Assistants:
 
 def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str, EvalItem]]) -> Iterator[tuple[str, EvalItem, dict[str, Any]]]:
     detector = config.settings.detector
+    if config.task == "retrieval":  # its three ways of asking a photo repeat the same crops and faces
+        store.embedder.encoder = RememberingEncoder(store.embedder.encoder)
+        if store.embedder.face_analyzer is not None:
+            store.embedder.face_analyzer = RememberingFaceAnalyzer(store.embedder.face_analyzer)
     assistants = _Assistants(config.settings, store)
     for variant, item in todo:
         base, _, size = variant.partition("@")

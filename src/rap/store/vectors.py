@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
 import numpy as np
 from faiss.contrib.inspect_tools import get_invlist
 
+from rap.settings import default
 from rap.store.files import temp_path
 
 DEFAULT_APPROXIMATE_ABOVE = 20_000
@@ -140,7 +143,8 @@ class VectorIndex:
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if self.ntotal == 0:
             return np.full((len(queries), 1), np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
-        squared, ids = self._index.search(queries, k)
+        with _faiss_threads(default("search_threads")):
+            squared, ids = self._index.search(queries, k)
         return np.sqrt(np.maximum(squared, 0.0)), ids
 
     # -- persistence ------------------------------------------------------------
@@ -205,3 +209,17 @@ def damaged(vectors: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # damage can be any bit pattern: inf, nan, huge
         norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
     return ~np.isfinite(norms) | ((np.abs(norms - 1.0) > 1e-3) & (norms != 0.0))
+
+
+@contextmanager
+def _faiss_threads(count: int) -> Iterator[None]:
+    """FAISS searches on ``count`` OpenMP threads inside the block (0: its default, every core)."""
+    if not count:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -1,0 +1,82 @@
+"""Encoders that remember what they computed, by the image's pixels.
+
+``rap eval retrieval`` asks each photo three ways: the whole image, the
+detector's regions, and both. Each way decodes the photo and crops the same
+boxes again, so the crops' pixels repeat exactly; wrapped in these, the models
+embed each distinct crop, and look for faces in each distinct photo, once.
+Only the last few images are remembered, so memory stays flat however many
+photos are asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from rap.encoders.base import Face, FaceAnalyzer, ImageEncoder
+
+REMEMBERED = 64
+"""Distinct images each wrapper remembers: the crops of a few photos (a photo is
+some eleven), enough for one photo's three ways asked one after another."""
+
+T = TypeVar("T")
+
+
+def pixel_key(image: Image.Image) -> bytes:
+    """A digest of ``image``'s mode, size and pixels: equal only for equal images."""
+    digest = hashlib.blake2b(f"{image.mode} {image.size}".encode(), digest_size=16)
+    digest.update(image.tobytes())
+    return digest.digest()
+
+
+class _Recent(Generic[T]):
+    """The last :data:`REMEMBERED` results, by pixel key."""
+
+    def __init__(self) -> None:
+        self._values: OrderedDict[bytes, T] = OrderedDict()
+
+    def get_or_compute(self, keys: list[bytes], compute: Callable[[list[int]], list[T]]) -> list[T]:
+        """The results for ``keys``; ``compute`` is given the positions of those not remembered."""
+        values = self._values
+        first = {key: n for n, key in reversed(list(enumerate(keys)))}  # repeats computed once
+        missing = sorted(n for key, n in first.items() if key not in values)
+        for n, value in zip(missing, compute(missing) if missing else []):
+            values[keys[n]] = value
+        results = [values[key] for key in keys]
+        for key in keys:
+            values.move_to_end(key)
+        while len(values) > max(REMEMBERED, len(keys)):
+            values.popitem(last=False)
+        return results
+
+
+class RememberingEncoder(ImageEncoder):
+    """``encoder``, embedding each distinct image once."""
+
+    def __init__(self, encoder: ImageEncoder) -> None:
+        self.encoder = encoder
+        self.id, self.dim, self.match_threshold = encoder.id, encoder.dim, encoder.match_threshold
+        self.batch_size = encoder.batch_size
+        self._recent: _Recent[np.ndarray] = _Recent()
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        keys = [pixel_key(image) for image in images]
+        rows = self._recent.get_or_compute(keys, lambda missing: list(self.encoder.embed([images[n] for n in missing])))
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class RememberingFaceAnalyzer(FaceAnalyzer):
+    """``analyzer``, looking for faces in each distinct image once."""
+
+    def __init__(self, analyzer: FaceAnalyzer) -> None:
+        self.analyzer = analyzer
+        self.id, self.dim, self.match_threshold = analyzer.id, analyzer.dim, analyzer.match_threshold
+        self._recent: _Recent[list[Face]] = _Recent()
+
+    def faces(self, image: Image.Image) -> list[Face]:
+        return self._recent.get_or_compute([pixel_key(image)], lambda missing: [self.analyzer.faces(image)])[0]
