@@ -192,7 +192,8 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
         # Ask about another photo of it: the answer streams in, bo is named and boxed on the photo.
         page.set_input_files("#chat-photo", PHOTOS / "dog_01.jpg")
         answer = ask(page, "Who is this?")
-        expect(answer.locator(".chip strong").first).to_have_text("bo")
+        # (the tests' colour-layout encoder ranks crops roughly, so bo is named, not necessarily first)
+        expect(answer.locator(".chip strong", has_text="bo")).to_have_count(1)
         expect(answer.locator(".why").first).to_contain_text("distance")
         box = page.locator("#chat-boxes .box", has_text="bo")
         expect(box).to_be_visible()
