@@ -59,6 +59,7 @@ from dreambooth_retrieval import subjects  # noqa: E402
 from rap import LocalConceptStore, NewConcept, Retriever  # noqa: E402
 from rap.encoders import ImageEncoder, create_encoder, create_face_analyzer  # noqa: E402
 from rap.images import decode_image, load_image  # noqa: E402
+from rap.settings import default  # noqa: E402
 
 MODES = ("image", "regions", "both")
 
@@ -239,8 +240,8 @@ def run_faces(paths: Sequence[Path]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("--encoder", default="offline:efficientnet-lite0")
-    parser.add_argument("--detector", default="multiscale")
+    parser.add_argument("--encoder", default=default("encoder"))
+    parser.add_argument("--detector", default=default("detector"))
     parser.add_argument("--sizes", default="30,130,630", help="store sizes N (concepts) to measure, comma-separated")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--rotations", type=int, default=3, choices=(1, 2, 3))

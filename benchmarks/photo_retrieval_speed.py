@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
-from rap.settings import Settings
+from rap.settings import default
 
 PERSON = Path(__file__).resolve().parents[1] / "tests" / "photos" / "astronaut.jpg"
 
 
 def main() -> None:
-    defaults = Settings.model_fields
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="DreamBooth-layout folder (subject folders of NN.jpg)")
-    parser.add_argument("--encoder", default=defaults["encoder"].default)
-    parser.add_argument("--faces", default=defaults["faces"].default)
-    parser.add_argument("--detector", default=defaults["detector"].default)
+    parser.add_argument("--encoder", default=default("encoder"))
+    parser.add_argument("--faces", default=default("faces"))
+    parser.add_argument("--detector", default=default("detector"))
     parser.add_argument("--image-side", type=int, help="shorter side photos are decoded to (default: the settings')")
     parser.add_argument("--person", type=Path, default=PERSON, help="a photo with a face, remembered as a person")
     parser.add_argument("--single", type=int, default=30, help="photos timed one at a time")
