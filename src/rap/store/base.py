@@ -126,7 +126,6 @@ class ConceptStore(ABC):
                     self.reembed(advance)
         return chosen
 
-    @abstractmethod
     def add(
         self,
         name: str,
@@ -135,7 +134,9 @@ class ConceptStore(ABC):
         info: str = "",
         category: str = DEFAULT_CATEGORY,
         attributes: Mapping[str, str] | None = None,
-    ) -> Concept: ...
+    ) -> Concept:
+        """Remember one concept (see :meth:`add_many`)."""
+        return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]
 
     @abstractmethod
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:

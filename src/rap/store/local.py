@@ -38,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 
-from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
+from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, StoreError, shell_word
@@ -389,17 +389,6 @@ class LocalConceptStore(ConceptStore):
         """Bring the index up to date with what was just committed and checkpoint it."""
         self._index.refresh()
         self._index.checkpoint_all()
-
-    def add(
-        self,
-        name: str,
-        images: Sequence[ImageSource],
-        *,
-        info: str = "",
-        category: str = DEFAULT_CATEGORY,
-        attributes: Mapping[str, str] | None = None,
-    ) -> Concept:
-        return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]
 
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         with self._lock:

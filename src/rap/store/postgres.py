@@ -39,7 +39,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
+from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
@@ -334,17 +334,6 @@ class PostgresConceptStore(ConceptStore):
             "INSERT INTO rap.vectors (user_id, image_id, space, dim, box, embedding) VALUES (%s, %s, %s, %s, %s, %s)",
             (self._user_id, image_id, space, len(vector), list(map(int, box)) if box else None, vector),
         )
-
-    def add(
-        self,
-        name: str,
-        images: Sequence[ImageSource],
-        *,
-        info: str = "",
-        category: str = DEFAULT_CATEGORY,
-        attributes: Mapping[str, str] | None = None,
-    ) -> Concept:
-        return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]
 
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         with self._session() as db:

@@ -3,7 +3,8 @@ same semantics and the same JSON as their ``--json``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import StreamingResponse
@@ -78,6 +79,21 @@ async def caption(user: CurrentUser, rt: RuntimeDep, image: RequiredImage, k: K 
     return await _answer(rt, user, CAPTION_QUESTION, await _image(image, rt), k, stream)
 
 
+async def _ask_about(rt: Runtime, user: User, k: int | None, image: UploadFile, mode: str, question: Callable[..., Any]) -> dict:
+    """``question(assistant, picture, mode)`` answered: by the retriever at once, or by the model in a generation slot."""
+    picture = await _image(image, rt)
+    assistant = await run_blocking(lambda: rt.assistant(user, k))
+    if mode == "retriever":
+        return (await run_blocking(lambda: question(assistant, picture, "retriever"))).to_dict()
+    lease = await rt.queue.acquire()
+
+    def work() -> dict:
+        with rt.metrics.generation.time():
+            return question(assistant, picture, "model").to_dict()
+
+    return await run_blocking(work, lease)
+
+
 @router.post("/recognize", response_model=RecognitionOut, responses=BUSY, summary="Is this concept in the photo?")
 async def recognize(
     user: CurrentUser,
@@ -87,17 +103,7 @@ async def recognize(
     mode: Annotated[Literal["model", "retriever"], Form(description="ask the model, or decide by calibrated distance")] = "model",
     k: K = None,
 ) -> dict:
-    picture = await _image(image, rt)
-    assistant = await run_blocking(lambda: rt.assistant(user, k))
-    if mode == "retriever":
-        return (await run_blocking(lambda: assistant.recognize(picture, name, "retriever"))).to_dict()
-    lease = await rt.queue.acquire()
-
-    def work() -> dict:
-        with rt.metrics.generation.time():
-            return assistant.recognize(picture, name, "model").to_dict()
-
-    return await run_blocking(work, lease)
+    return await _ask_about(rt, user, k, image, mode, lambda assistant, picture, how: assistant.recognize(picture, name, how))
 
 
 @router.post("/locate", response_model=LocationOut, responses=BUSY, summary="Where is this concept in the photo?")
@@ -111,14 +117,4 @@ async def locate(
     ] = "retriever",
     k: K = None,
 ) -> dict:
-    picture = await _image(image, rt)
-    assistant = await run_blocking(lambda: rt.assistant(user, k))
-    if mode == "retriever":
-        return (await run_blocking(lambda: assistant.locate(picture, name, "retriever"))).to_dict()
-    lease = await rt.queue.acquire()
-
-    def work() -> dict:
-        with rt.metrics.generation.time():
-            return assistant.locate(picture, name, "model").to_dict()
-
-    return await run_blocking(work, lease)
+    return await _ask_about(rt, user, k, image, mode, lambda assistant, picture, how: assistant.locate(picture, name, how))
