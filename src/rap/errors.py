@@ -63,6 +63,13 @@ class StoreError(RapError):
     http_status = 500
 
 
+class StoreDamaged(StoreError):
+    """The store's database is damaged: SQLite says so, or a row no longer matches its digest.
+
+    A store that raised it takes no more writes; ``rap check`` says what is wrong.
+    """
+
+
 class EncoderMismatch(StoreError):
     """The store's vectors were made by another encoder than the one asked for."""
 

@@ -3,18 +3,22 @@
 SQLite is the source of truth, so the checks go from it outwards:
 
 1. the database itself (SQLite's ``integrity_check`` and ``foreign_key_check``);
-2. every reference image file: present, and hashing to the name it is stored under;
-3. every vector: the length of its space, unit norm (what every encoder stores),
-   and exactly one image-space vector per reference image;
-4. each FAISS index file against the vectors table: the same ids, the same vectors,
+2. every concept and image row against its digest (``schema.py``: content that
+   SQLite's structure checks cannot see, such as an overwritten description);
+3. every reference image file: present, and hashing to the name it is stored under;
+4. every vector: its digest, the length of its space, unit norm (what every encoder
+   stores), and exactly one image-space vector per reference image;
+5. each FAISS index file against the vectors table: the same ids, the same vectors,
    and the factory string recorded in ``meta``.
 
 ``repair`` rebuilds what can be rebuilt: damaged or missing vectors are
-re-embedded from their image files with the store's own encoder, indexes are
-rebuilt from the vectors table, and SQLite's indexes are rebuilt (``REINDEX``)
-when only they are damaged. A missing or changed image file, or damaged tables,
-cannot be rebuilt from anything inside the store: the report says to restore
-from a backup (or to remove the image), and nothing is deleted.
+re-embedded from their image files with the store's own encoder (and get a new
+digest), indexes are rebuilt from the vectors table, and SQLite's indexes are
+rebuilt (``REINDEX``) when only they are damaged. A missing or changed image
+file, a concept or image row that no longer matches its digest, or damaged
+tables cannot be rebuilt from anything inside the store: the report says to
+restore from a backup (or to remove the image), and nothing is deleted; vectors
+are not re-embedded while such rows are damaged (the store does not open).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from rap.settings import Settings
 from rap.store.files import ImageFiles, writable
 from rap.store.index_cache import IndexCache, factory_key
 from rap.store.local import LocalConceptStore
-from rap.store.schema import DB_FILE, STORE_FORMAT, connect
+from rap.store.schema import DB_FILE, STORE_FORMAT, changed_rows, connect, digest_matches
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE, VectorIndex, damaged
 
 MAX_LISTED = 20
@@ -85,8 +89,9 @@ def check_store(path: Path, *, repair: bool = False, settings: Settings | None =
     try:
         if _database(db, db_file, report, repair):
             files = ImageFiles(path)
-            damaged_vectors = _images_and_vectors(db, files, report)
-            if repair and any(p.part == "vector" for p in report.problems):
+            rows_changed, changed_images = _changed_rows(db, report)
+            damaged_vectors = _images_and_vectors(db, files, report, changed_images, rows_changed)
+            if repair and not rows_changed and any(p.part == "vector" for p in report.problems):
                 _rekey(db, path, damaged_vectors, report, settings)
             _indexes(db, path, report, repair)
     except sqlite3.DatabaseError as exc:
@@ -139,16 +144,44 @@ def _database(db: sqlite3.Connection, db_file: Path, report: Report, repair: boo
     return True
 
 
-def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Report) -> dict[int, list[int]]:
-    """Check image files and vectors; return the ids of damaged vectors."""
+def _changed_rows(db: sqlite3.Connection, report: Report) -> tuple[bool, set[int]]:
+    """Concept and image rows that no longer match their digest (only a backup has them).
+
+    Returns whether there are any, and the ids of the images among them.
+    """
+    restore = f"its row in {DB_FILE} changed since it was written (it does not match its digest): restore the store from a backup"
+    concepts = changed_rows(db, "concepts")
+    for concept_id in concepts:
+        name = db.execute("SELECT name FROM concepts WHERE id = ?", (concept_id,)).fetchone()[0]
+        report.problems.append(Problem("concept", f"concept {concept_id} ({name!r}): {restore}", False))
+    changed = changed_rows(db, "images")
+    for image_id in changed:
+        owner = db.execute("SELECT c.name FROM images i JOIN concepts c ON c.id = i.concept_id WHERE i.id = ?", (image_id,)).fetchone()
+        of = f" of <{owner[0]}>" if owner else ""
+        report.problems.append(Problem("image", f"image {image_id}{of}: {restore}", False, image=image_id))
+    return bool(concepts or changed), set(changed)
+
+
+def _images_and_vectors(
+    db: sqlite3.Connection, files: ImageFiles, report: Report, changed_images: set[int], rows_changed: bool
+) -> list[int]:
+    """Check image files and vectors; return the ids of damaged vectors.
+
+    The files of ``changed_images`` are not looked at (their rows cannot be trusted), and while
+    any row has changed no vector is repairable (the store does not open to re-embed it).
+    """
     images = db.execute(
         "SELECT i.id, i.file, i.sha256, c.name FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
     ).fetchall()
     report.checked["concepts"] = db.execute("SELECT count(*) FROM concepts").fetchone()[0]
     report.checked["images"] = len(images)
+    owners = {image_id: concept for image_id, *_, concept in images}
     file_ok: dict[int, bool] = {}
     per_concept = Counter(concept for *_, concept in images)
     for image_id, file, sha256, concept in images:
+        if image_id in changed_images:
+            file_ok[image_id] = False
+            continue
         wrong = files.damage(file, sha256)
         file_ok[image_id] = wrong is None
         if wrong:
@@ -161,19 +194,22 @@ def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Repor
     bad: list[int] = []
     image_vectors = {image_id: 0 for image_id, *_ in images}
     count = 0
-    for vector_id, image_id, space, blob in db.execute("SELECT id, image_id, space, vector FROM vectors ORDER BY id"):
+    rows = db.execute(f"SELECT id, image_id, space, vector, {digest_matches(db, 'vectors')} FROM vectors ORDER BY id")
+    for vector_id, image_id, space, blob, sound in rows:
         count += 1
         dim = dims.get(space)
         vector = np.frombuffer(blob, np.float32) if len(blob) % 4 == 0 else np.empty(0, np.float32)
-        if dim is None or len(vector) != dim or damaged(vector[None])[0]:
+        if not sound or dim is None or len(vector) != dim or damaged(vector[None])[0]:
             why = (
-                "of a space with no recorded dimension" if dim is None
+                "changed since it was written: it does not match its digest" if not sound
+                else "of a space with no recorded dimension" if dim is None
                 else f"{len(blob)} bytes for {dim} floats" if len(vector) != dim
                 else "not of unit length"
             )
             bad.append(vector_id)
-            detail = f"vector {vector_id} ({space}) of image {image_id} is damaged ({why})"
-            report.problems.append(Problem("vector", detail, file_ok.get(image_id, False), image=image_id))
+            of = f" of <{owners[image_id]}>" if image_id in owners else ""
+            detail = f"vector {vector_id} ({space}) of image {image_id}{of} is damaged ({why})"
+            report.problems.append(Problem("vector", detail, not rows_changed and file_ok.get(image_id, False), image=image_id))
         elif space == IMAGE_SPACE and image_id in image_vectors:
             image_vectors[image_id] += 1
     report.checked["vectors"] = count
@@ -181,7 +217,7 @@ def _images_and_vectors(db: sqlite3.Connection, files: ImageFiles, report: Repor
     for image_id, found in image_vectors.items():
         if not 1 <= found <= MAX_VIEWS and image_id not in reported:
             detail = f"image {image_id} has {found} sound image vectors, not 1 to {MAX_VIEWS}"
-            report.problems.append(Problem("vector", detail, file_ok[image_id], image=image_id))
+            report.problems.append(Problem("vector", detail, not rows_changed and file_ok[image_id], image=image_id))
     return bad
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rap.errors import StoreError
-from rap.store.schema import DB_FILE
+from rap.store.schema import DB_FILE, damage_error, digest_matches
 from rap.store.vectors import VectorIndex, damaged
 
 log = logging.getLogger(__name__)
@@ -106,24 +105,23 @@ class IndexCache:
         self.checkpoint(space)
 
     def stored(self, space: str, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and vectors of a space as SQLite holds them (all, or those of ``ids``), checked for damage."""
+        """Ids and vectors of a space as SQLite holds them (all, or those of ``ids``), checked for damage:
+        each row against its digest, and each vector's length and norm."""
         dim = int(self._meta(f"dim:{space}") or 0)
+        select = f"SELECT id, vector, {digest_matches(self._db, 'vectors')} FROM vectors"
         if ids is None:
-            rows = self._db.execute("SELECT id, vector FROM vectors WHERE space = ? ORDER BY id", (space,)).fetchall()
+            rows = self._db.execute(f"{select} WHERE space = ? ORDER BY id", (space,)).fetchall()
         else:
             rows = []
             for start in range(0, len(ids), 900):
                 chunk = [int(i) for i in ids[start : start + 900]]
-                rows += self._db.execute(f"SELECT id, vector FROM vectors WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                rows += self._db.execute(f"{select} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
         found = np.array([row[0] for row in rows], np.int64)
-        bad = [vid for vid, blob in rows if len(blob) != 4 * dim]
-        vectors = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows]) if rows and not bad else np.empty((0, dim), np.float32)
+        bad = [vid for vid, blob, sound in rows if not sound or len(blob) != 4 * dim]
+        vectors = np.stack([np.frombuffer(blob, np.float32) for _, blob, _ in rows]) if rows and not bad else np.empty((0, dim), np.float32)
         bad += found[damaged(vectors)].tolist() if len(vectors) else []
         if bad:
-            raise StoreError(
-                f"{self.folder.parent / DB_FILE}: {len(bad)} stored {space} vector(s) are damaged "
-                f"(id {bad[0]}); run 'rap check --repair' to re-embed them"
-            )
+            raise damage_error(self.folder.parent / DB_FILE, f"{len(bad)} stored {space} vector(s) not as written, the first id {bad[0]}")
         return found, vectors
 
     def checkpoint(self, space: str, force: bool = False) -> None:

@@ -18,7 +18,9 @@ a store where every concept is retrievable and no vector dangles.
 Damage and missing pieces are refused, never "repaired" by deleting: a folder
 with reference images but an empty or unreadable database is not a new store,
 and every SQLite failure becomes one :class:`~rap.errors.StoreError` naming the
-file (``rap check`` then says what is wrong and repairs what it can). A store
+file (``rap check`` then says what is wrong and repairs what it can). Every row
+is checked against its digest when the store is opened and whenever it is read
+for use (``schema.py``); a store found damaged takes no more writes. A store
 that is opened only to read (``create=False``) is never created, and a store in
 a folder this process cannot write is opened read-only.
 """
@@ -41,13 +43,25 @@ import numpy as np
 from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, StoreError, shell_word
+from rap.errors import ConceptExists, ConceptNotFound, StoreDamaged, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
-from rap.store.schema import DB_FILE, MIGRATIONS, STORE_FORMAT, connect, migrate, sqlite_error
+from rap.store.schema import (
+    DB_FILE,
+    MIGRATIONS,
+    READABLE_FROM,
+    STORE_FORMAT,
+    changed_error,
+    connect,
+    digest_matches,
+    migrate,
+    seal,
+    sqlite_error,
+    verify,
+)
 from rap.store.prepare import Keyed, embed, plan_edit, prepare
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
@@ -61,11 +75,13 @@ def _now() -> str:
 
 
 class _Guard:
-    """The store's lock; it also turns any SQLite failure inside it into one StoreError naming the file."""
+    """The store's lock; it also turns any SQLite failure inside it into one StoreError naming the file,
+    and remembers the first damage found (:attr:`damage`) so that no more is written."""
 
     def __init__(self, db_file: Path) -> None:
         self._lock = threading.RLock()
         self._db_file = db_file
+        self.damage: StoreDamaged | None = None
 
     def __enter__(self) -> _Guard:
         self._lock.acquire()
@@ -73,8 +89,11 @@ class _Guard:
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         self._lock.release()
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise sqlite_error(self._db_file, exc) from None
+        error = sqlite_error(self._db_file, exc) if isinstance(exc, sqlite3.DatabaseError) else exc
+        if isinstance(error, StoreDamaged) and self.damage is None:
+            self.damage = error
+        if error is not exc:
+            raise error from None
 
 
 class LocalConceptStore(ConceptStore):
@@ -186,10 +205,14 @@ class LocalConceptStore(ConceptStore):
             if not create:
                 raise self._missing()
         if version < len(MIGRATIONS) and self.read_only:
-            raise StoreError(f"{self.path}: the store needs an upgrade and its folder is read-only; open it once where it is writable")
-        migrate(self._db)
+            if version < READABLE_FROM:
+                raise StoreError(f"{self.path}: the store needs an upgrade and its folder is read-only; open it once where it is writable")
+            log.info("%s is read-only and from before row digests: read without verifying them", self.path)
+        else:
+            migrate(self._db)
         if self._meta("format") != STORE_FORMAT:
             raise StoreError(f"{self.path}: not a rap concept store")
+        verify(self._db, self.path / DB_FILE)  # before anything is written to a damaged store
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -213,6 +236,8 @@ class LocalConceptStore(ConceptStore):
         if self.read_only:
             raise StoreError(f"{self.path} is read-only: rap can list and retrieve from this store but not change it")
         with self._lock:
+            if self._lock.damage is not None:
+                raise self._lock.damage
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -240,20 +265,24 @@ class LocalConceptStore(ConceptStore):
 
     def _load_concepts(self, where: str, params: Sequence[object]) -> list[Concept]:
         rows = self._db.execute(
-            "SELECT id, name, info, category, attributes, created_at, updated_at FROM concepts "
-            f"WHERE {where} ORDER BY name_key",
+            "SELECT id, name, info, category, attributes, created_at, updated_at, "
+            f"{digest_matches(self._db, 'concepts')} FROM concepts WHERE {where} ORDER BY name_key",
             params,
         ).fetchall()
+        self._refuse_changed("concepts", rows)
         if not rows:
             return []
         images: dict[int, list[ConceptImage]] = {row[0]: [] for row in rows}
         marks = ",".join("?" * len(rows))
-        for image_id, concept_id, file, sha, width, height, box in self._db.execute(
-            "SELECT i.id, i.concept_id, i.file, i.sha256, i.width, i.height, v.box FROM images i "
+        image_rows = self._db.execute(
+            "SELECT i.id, i.concept_id, i.file, i.sha256, i.width, i.height, v.box, "
+            f"{digest_matches(self._db, 'images', 'i')} FROM images i "
             f"LEFT JOIN vectors v ON v.image_id = i.id AND v.space = '{FACE_SPACE}' "
             f"WHERE i.concept_id IN ({marks}) ORDER BY i.id",
             [row[0] for row in rows],
-        ):
+        ).fetchall()
+        self._refuse_changed("images", image_rows)
+        for image_id, concept_id, file, sha, width, height, box, _ in image_rows:
             face_box = tuple(json.loads(box)) if box else None
             images[concept_id].append(
                 ConceptImage(id=image_id, file=file, sha256=sha, width=width, height=height, face_box=face_box)
@@ -268,8 +297,14 @@ class LocalConceptStore(ConceptStore):
                 created_at=datetime.fromisoformat(created),
                 updated_at=datetime.fromisoformat(updated),
             )
-            for cid, name, info, category, attributes, created, updated in rows
+            for cid, name, info, category, attributes, created, updated, _ in rows
         ]
+
+    def _refuse_changed(self, table: str, rows: Sequence[Sequence[object]]) -> None:
+        """Rows read with their id first and whether they match their digest last: any that does not is damage."""
+        changed = [row[0] for row in rows if not row[-1]]
+        if changed:
+            raise changed_error(self.path / DB_FILE, table, changed)
 
     def get(self, name: str) -> Concept:
         with self._lock:
@@ -316,13 +351,14 @@ class LocalConceptStore(ConceptStore):
             concept_id, _ = self._concept_id(name)
             dim = int(self._meta(f"dim:{space}") or 0)
             rows = self._db.execute(
-                "SELECT v.vector FROM vectors v JOIN images i ON i.id = v.image_id "
-                "WHERE i.concept_id = ? AND v.space = ? ORDER BY v.id",
+                f"SELECT v.id, v.vector, {digest_matches(self._db, 'vectors', 'v')} FROM vectors v "
+                "JOIN images i ON i.id = v.image_id WHERE i.concept_id = ? AND v.space = ? ORDER BY v.id",
                 (concept_id, space),
             ).fetchall()
+            self._refuse_changed("vectors", rows)
             if not rows:
                 return np.empty((0, dim), np.float32)
-            return np.stack([np.frombuffer(row[0], np.float32) for row in rows])
+            return np.stack([np.frombuffer(row[1], np.float32) for row in rows])
 
     def index_info(self) -> dict[str, dict[str, object]]:
         """For each space: vector count, dimension and the FAISS factory string in use."""
@@ -369,6 +405,7 @@ class LocalConceptStore(ConceptStore):
                 "INSERT INTO images (concept_id, file, sha256, width, height) VALUES (?, ?, ?, ?, ?)",
                 (concept_id, file, image.sha256, *image.size),
             ).lastrowid
+            seal(db, "images", image_id)
             for entry in image.vectors:
                 self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
         return files
@@ -380,10 +417,11 @@ class LocalConceptStore(ConceptStore):
             self._set_meta(f"dim:{space}", str(len(vector)))
         elif int(dim) != len(vector):
             raise StoreError(f"vector of length {len(vector)} for a {space} space of dimension {dim}")
-        db.execute(
+        vector_id = db.execute(
             "INSERT INTO vectors (image_id, space, box, vector) VALUES (?, ?, ?, ?)",
             (image_id, space, json.dumps(list(map(int, box))) if box else None, vector.tobytes()),
-        )
+        ).lastrowid
+        seal(db, "vectors", vector_id)
 
     def _after_write(self) -> None:
         """Bring the index up to date with what was just committed and checkpoint it."""
@@ -405,6 +443,7 @@ class LocalConceptStore(ConceptStore):
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (p.name, name_key(p.name), p.info, p.category, json.dumps(p.attributes), now, now),
                     ).lastrowid
+                    seal(db, "concepts", concept_id)
                     self._insert_images(db, concept_id, p.keyed)
             self._after_write()
             return self.lookup([p.name for p in prepared])
@@ -455,6 +494,7 @@ class LocalConceptStore(ConceptStore):
                         concept_id,
                     ),
                 )
+                seal(db, "concepts", concept_id)
                 if drop:
                     db.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(drop))})", sorted(drop))
                 if plan.refresh_faces:
