@@ -38,6 +38,7 @@ CASES = {
     "search_scaling": (["--sizes", "300", "--dim", "32", "--queries", "20"], "p50_ms"),
     "pgvector_search": (["--sizes", "2000", "--dim", "32", "--queries", "20", "--url", "{postgres}"], "recall_at_5_vs_exact"),
     "store_ops": ([str(PHOTOS), "--singles", "2"], "add_one_median_ms"),
+    "store_digests": (["--vectors", "20", "--dim", "32", "--repeats", "1"], "verify_all_rows_ms"),
     "dreambooth_retrieval": (["{dreambooth}"], "recall_at_1"),
     "photo_retrieval_speed": (["{dreambooth}", "--single", "2", "--batch", "2"], "single_p50_ms"),
     "retrieve_memory": (["{dreambooth}", "--counts", "1,3", "--concepts", "2", "--detector", "none"], "peak_rss_mb"),

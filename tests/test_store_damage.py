@@ -19,8 +19,11 @@ import pytest
 from conftest import read_only_folder
 
 from rap.cli import run
+from rap.errors import StoreDamaged
+from rap.store.local import LocalConceptStore
 
 FLAGS = ["--encoder", "tiny", "--faces", "none", "--detector", "none"]
+BO_INFO = "my shiba with a brown collar"
 
 
 def cli(capsys, db: Path, *args: object) -> tuple[int, str, str]:
@@ -33,7 +36,7 @@ def cli(capsys, db: Path, *args: object) -> tuple[int, str, str]:
 def filled(tmp_path, photos, capsys) -> Path:
     """A closed store with two concepts whose image files are old enough to be collected as orphans."""
     db = tmp_path / "store"
-    assert cli(capsys, db, "concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")[0] == 0
+    assert cli(capsys, db, "concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog", "--info", BO_INFO)[0] == 0
     assert cli(capsys, db, "concept", "add", "kit", "-i", photos / "cat_00.jpg", "-c", "cat")[0] == 0
     for image in (db / "images").glob("*/*"):
         os.utime(image, (1, 1))
@@ -114,6 +117,26 @@ def overwrite_a_vector(db: Path) -> None:
     (db / "rap.sqlite").write_bytes(bytes(data))
 
 
+def overwrite_in_file(db: Path, old: bytes, new: bytes) -> None:
+    """Bytes of the database file overwritten in place, leaving SQLite's structure as it was."""
+    data = (db / "rap.sqlite").read_bytes()
+    assert data.count(old) == 1 and len(new) == len(old)
+    (db / "rap.sqlite").write_bytes(data.replace(old, new))
+
+
+def change_a_description(db: Path) -> None:
+    overwrite_in_file(db, BO_INFO.encode(), BO_INFO.replace("brown", "black").encode())
+
+
+def change_an_image_row(db: Path) -> None:
+    """One hex digit of an image row's sha256 (stored right after its file name)."""
+    with sqlite3.connect(db / "rap.sqlite") as connection:
+        file, sha = connection.execute("SELECT file, sha256 FROM images ORDER BY id LIMIT 1").fetchone()
+    connection.close()
+    flipped = sha[:-1] + ("0" if sha[-1] != "0" else "1")
+    overwrite_in_file(db, f"{file}{sha}".encode(), f"{file}{flipped}".encode())
+
+
 def garbage_index(db: Path) -> None:
     (db / "index" / "image.faiss").write_bytes(b"not faiss")
 
@@ -170,6 +193,104 @@ def test_a_damaged_vector_read_for_the_index_is_one_line(filled, capsys, photos)
     (filled / "index" / "image.faiss").unlink()  # the index must be rebuilt from the vectors
     code, _, err = cli(capsys, filled, "retrieve", photos / "dog_00.jpg")
     one_line_error(code, err, "damaged", "rap check --repair")
+
+
+# -- content overwritten inside SQLite's intact structure: caught by the row digests -----
+CONTENT_DAMAGE = [overwrite_a_vector, change_a_description, change_an_image_row]
+CONTENT_IDS = ["vector", "concept-description", "image-row"]
+
+
+@pytest.mark.parametrize("damage", CONTENT_DAMAGE, ids=CONTENT_IDS)
+@pytest.mark.parametrize(
+    "command",
+    [["concept", "list"], ["retrieve", "{photo}"], ["concept", "add", "rex", "-i", "{photo}"]],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_overwritten_content_is_refused_before_anything_is_written(filled, capsys, photos, damage, command):
+    damage(filled)
+    before = (filled / "rap.sqlite").read_bytes(), image_files(filled)
+    code, out, err = cli(capsys, filled, *[a.format(photo=photos / "dog_01.jpg") for a in command])
+    one_line_error(code, err, "rap.sqlite is damaged", "'rap check'", "--repair", "backup")
+    assert out == "" and ((filled / "rap.sqlite").read_bytes(), image_files(filled)) == before
+
+
+def test_an_overwritten_vector_is_reported_per_row_and_repaired(filled, capsys, photos):
+    overwrite_a_vector(filled)
+    code, out, _ = cli(capsys, filled, "check")
+    assert code == 5 and "of <bo> is damaged (changed since it was written" in out and "repairable" in out
+    assert cli(capsys, filled, "check", "--repair")[0] == 0
+    assert cli(capsys, filled, "check")[0] == 0
+    assert cli(capsys, filled, "concept", "add", "rex", "-i", photos / "dog_01.jpg", "-c", "dog")[0] == 0
+    code, out, _ = cli(capsys, filled, "concept", "list", "--json")
+    assert code == 0 and [c["name"] for c in json.loads(out)] == ["bo", "kit", "rex"]
+    code, out, _ = cli(capsys, filled, "retrieve", photos / "dog_00.jpg", "-k", "1", "--json")
+    assert json.loads(out)["concepts"][0]["name"] == "bo"
+
+
+@pytest.mark.parametrize(
+    ("damage", "part", "needle"),
+    [(change_a_description, "concept", "concept 1 ('bo')"), (change_an_image_row, "image", "image 1 of <bo>")],
+    ids=["concept-description", "image-row"],
+)
+def test_a_changed_concept_or_image_row_is_reported_and_left_alone(filled, capsys, damage, part, needle):
+    damage(filled)
+    before = (filled / "rap.sqlite").read_bytes(), image_files(filled)
+    for args in (["check", "--json"], ["check", "--repair", "--json"]):
+        code, out, _ = cli(capsys, filled, *args)
+        report = json.loads(out)
+        assert code == 5 and [(p["part"], p["repairable"], p["repaired"]) for p in report["problems"]] == [(part, False, False)]
+        assert needle in report["problems"][0]["detail"] and "restore the store from a backup" in report["problems"][0]["detail"]
+    assert ((filled / "rap.sqlite").read_bytes(), image_files(filled)) == before
+
+
+def test_a_store_left_open_notices_a_changed_row_and_writes_no_more(filled, photos):
+    """A long-running process (the server) reads rows for use after the open-time check: each is checked again."""
+    store = LocalConceptStore(filled, create=False)
+    with sqlite3.connect(filled / "rap.sqlite") as other:  # a unit vector, so only its digest tells
+        vector_id, blob = other.execute("SELECT id, vector FROM vectors ORDER BY id LIMIT 1").fetchone()
+        other.execute("UPDATE vectors SET vector = ? WHERE id = ?", (np.frombuffer(blob, np.float32)[::-1].tobytes(), vector_id))
+    other.close()
+    with pytest.raises(StoreDamaged, match=f"rap.sqlite is damaged .vector {vector_id} changed"):
+        store.concept_vectors("bo", "image")
+    with pytest.raises(StoreDamaged):
+        store.add("rex", [photos / "dog_01.jpg"])
+    assert len(store) == 2
+    store.close()
+
+
+# -- a store from before row digests ----------------------------------------------------
+def before_digests(db: Path) -> None:
+    """The store as schema 1 wrote it: no digest columns."""
+    with sqlite3.connect(db / "rap.sqlite") as connection:
+        for table in ("concepts", "images", "vectors"):
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN digest")
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+
+
+def test_a_store_from_before_digests_is_migrated_and_then_verified(filled, capsys, photos):
+    before_digests(filled)
+    code, out, _ = cli(capsys, filled, "concept", "list", "--json")
+    assert code == 0 and [c["name"] for c in json.loads(out)] == ["bo", "kit"]
+    with sqlite3.connect(filled / "rap.sqlite") as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("SELECT count(*) FROM vectors WHERE digest IS NULL").fetchone()[0] == 0
+    connection.close()
+    assert cli(capsys, filled, "check")[0] == 0
+    assert cli(capsys, filled, "concept", "add", "rex", "-i", photos / "dog_01.jpg", "-c", "dog")[0] == 0
+    overwrite_a_vector(filled)  # the digests the migration wrote now guard the rows
+    one_line_error(*cli(capsys, filled, "concept", "list")[::2], "rap.sqlite is damaged")
+
+
+def test_a_read_only_store_from_before_digests_is_read_unverified(filled, capsys, photos, tmp_path):
+    before_digests(filled)
+    with read_only_folder(filled, tmp_path / "mounted") as folder:
+        code, out, err = cli(capsys, folder, "concept", "list", "--json")
+        assert code == 0 and [c["name"] for c in json.loads(out)] == ["bo", "kit"], err
+        code, out, _ = cli(capsys, folder, "retrieve", photos / "dog_00.jpg", "-k", "1", "--json")
+        assert code == 0 and json.loads(out)["concepts"][0]["name"] == "bo"
+        assert cli(capsys, folder, "check")[0] == 0
+        one_line_error(*cli(capsys, folder, "concept", "edit", "bo", "--info", "x")[::2], "is read-only")
 
 
 def test_check_on_a_whole_store(filled, capsys):
