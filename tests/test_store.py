@@ -17,6 +17,7 @@ from rap import LocalConceptStore, NewConcept
 from rap.errors import ConceptExists, ConceptNotFound, EncoderMismatch, InvalidImage, InvalidInput, InvalidName, StoreError
 from rap.images import LoadedImage, decode_image
 from rap.reference_views import MAX_VIEWS, reference_views
+from rap.store.schema import row_digest
 
 
 @pytest.fixture
@@ -172,6 +173,16 @@ def test_newer_schema_is_refused(tmp_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="newer"):
         LocalConceptStore(tmp_path / "s", encoder="tiny")
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [((1, "a"), ("1", "a")), (("ab", "c"), ("a", "bc")), ((None,), ("",)), ((b"x",), ("x",)), ((b"\0" * 8,), (b"\0" * 9,))],
+    ids=["type", "boundary", "null", "blob", "length"],
+)
+def test_row_digests_tell_rows_apart_that_read_alike(one, other):
+    assert row_digest(*one) != row_digest(*other) and row_digest(*one) == row_digest(*one)
+    assert len(row_digest(*one)) == 8
 
 
 def test_encoder_is_recorded_and_never_mixed(store_target, photos):

@@ -279,7 +279,8 @@ def test_a_store_from_before_digests_is_migrated_and_then_verified(filled, capsy
     assert cli(capsys, filled, "check")[0] == 0
     assert cli(capsys, filled, "concept", "add", "rex", "-i", photos / "dog_01.jpg", "-c", "dog")[0] == 0
     overwrite_a_vector(filled)  # the digests the migration wrote now guard the rows
-    one_line_error(*cli(capsys, filled, "concept", "list")[::2], "rap.sqlite is damaged")
+    code, _, err = cli(capsys, filled, "concept", "list")
+    one_line_error(code, err, "rap.sqlite is damaged")
 
 
 def test_a_read_only_store_from_before_digests_is_read_unverified(filled, capsys, photos, tmp_path):
@@ -290,7 +291,8 @@ def test_a_read_only_store_from_before_digests_is_read_unverified(filled, capsys
         code, out, _ = cli(capsys, folder, "retrieve", photos / "dog_00.jpg", "-k", "1", "--json")
         assert code == 0 and json.loads(out)["concepts"][0]["name"] == "bo"
         assert cli(capsys, folder, "check")[0] == 0
-        one_line_error(*cli(capsys, folder, "concept", "edit", "bo", "--info", "x")[::2], "is read-only")
+        code, _, err = cli(capsys, folder, "concept", "edit", "bo", "--info", "x")
+        one_line_error(code, err, "is read-only")
 
 
 def test_check_on_a_whole_store(filled, capsys):
