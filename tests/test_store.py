@@ -177,8 +177,8 @@ def test_newer_schema_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("one", "other"),
-    [((1, "a"), ("1", "a")), (("ab", "c"), ("a", "bc")), ((None,), ("",)), ((b"x",), ("x",)), ((b"\0" * 8,), (b"\0" * 9,))],
-    ids=["type", "boundary", "null", "blob", "length"],
+    [((b"ab", b"c"), (b"a", b"bc")), ((None,), (b"",)), ((b"\0" * 8,), (b"\0" * 9,)), ((b"a", None), (None, b"a"))],
+    ids=["boundary", "null", "length", "order"],
 )
 def test_row_digests_tell_rows_apart_that_read_alike(one, other):
     assert row_digest(*one) != row_digest(*other) and row_digest(*one) == row_digest(*one)

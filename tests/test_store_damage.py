@@ -128,6 +128,11 @@ def change_a_description(db: Path) -> None:
     overwrite_in_file(db, BO_INFO.encode(), BO_INFO.replace("brown", "black").encode())
 
 
+def garble_a_description(db: Path) -> None:
+    """Bytes that are no longer UTF-8, as random damage leaves text."""
+    overwrite_in_file(db, BO_INFO.encode(), b"\xff" * len(BO_INFO))
+
+
 def change_an_image_row(db: Path) -> None:
     """One hex digit of an image row's sha256 (stored right after its file name)."""
     with sqlite3.connect(db / "rap.sqlite") as connection:
@@ -196,8 +201,8 @@ def test_a_damaged_vector_read_for_the_index_is_one_line(filled, capsys, photos)
 
 
 # -- content overwritten inside SQLite's intact structure: caught by the row digests -----
-CONTENT_DAMAGE = [overwrite_a_vector, change_a_description, change_an_image_row]
-CONTENT_IDS = ["vector", "concept-description", "image-row"]
+CONTENT_DAMAGE = [overwrite_a_vector, change_a_description, garble_a_description, change_an_image_row]
+CONTENT_IDS = ["vector", "concept-description", "garbled-description", "image-row"]
 
 
 @pytest.mark.parametrize("damage", CONTENT_DAMAGE, ids=CONTENT_IDS)
@@ -229,8 +234,12 @@ def test_an_overwritten_vector_is_reported_per_row_and_repaired(filled, capsys, 
 
 @pytest.mark.parametrize(
     ("damage", "part", "needle"),
-    [(change_a_description, "concept", "concept 1 ('bo')"), (change_an_image_row, "image", "image 1 of <bo>")],
-    ids=["concept-description", "image-row"],
+    [
+        (change_a_description, "concept", "concept 1 ('bo')"),
+        (garble_a_description, "concept", "concept 1 ('bo')"),
+        (change_an_image_row, "image", "image 1 of <bo>"),
+    ],
+    ids=["concept-description", "garbled-description", "image-row"],
 )
 def test_a_changed_concept_or_image_row_is_reported_and_left_alone(filled, capsys, damage, part, needle):
     damage(filled)
@@ -243,14 +252,27 @@ def test_a_changed_concept_or_image_row_is_reported_and_left_alone(filled, capsy
     assert ((filled / "rap.sqlite").read_bytes(), image_files(filled)) == before
 
 
-def test_a_store_left_open_notices_a_changed_row_and_writes_no_more(filled, photos):
+def reverse_a_vector(db: sqlite3.Connection) -> str:
+    """Another unit vector in place of the first: only its digest tells."""
+    vector_id, blob = db.execute("SELECT id, vector FROM vectors ORDER BY id LIMIT 1").fetchone()
+    db.execute("UPDATE vectors SET vector = ? WHERE id = ?", (np.frombuffer(blob, np.float32)[::-1].tobytes(), vector_id))
+    return f"vector {vector_id} changed"
+
+
+def garble_a_description_row(db: sqlite3.Connection) -> str:
+    db.execute("UPDATE concepts SET info = CAST(x'ffff' AS TEXT) WHERE name = 'bo'")
+    return "decode"
+
+
+@pytest.mark.parametrize("change", [reverse_a_vector, garble_a_description_row], ids=["vector", "garbled-description"])
+def test_a_store_left_open_notices_a_changed_row_and_writes_no_more(filled, photos, change):
     """A long-running process (the server) reads rows for use after the open-time check: each is checked again."""
     store = LocalConceptStore(filled, create=False)
-    with sqlite3.connect(filled / "rap.sqlite") as other:  # a unit vector, so only its digest tells
-        vector_id, blob = other.execute("SELECT id, vector FROM vectors ORDER BY id LIMIT 1").fetchone()
-        other.execute("UPDATE vectors SET vector = ? WHERE id = ?", (np.frombuffer(blob, np.float32)[::-1].tobytes(), vector_id))
+    with sqlite3.connect(filled / "rap.sqlite") as other:
+        needle = change(other)
     other.close()
-    with pytest.raises(StoreDamaged, match=f"rap.sqlite is damaged .vector {vector_id} changed"):
+    with pytest.raises(StoreDamaged, match=f"rap.sqlite is damaged .*{needle}"):  # by whichever read meets it
+        store.get("bo")
         store.concept_vectors("bo", "image")
     with pytest.raises(StoreDamaged):
         store.add("rex", [photos / "dog_01.jpg"])

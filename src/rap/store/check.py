@@ -152,12 +152,14 @@ def _changed_rows(db: sqlite3.Connection, report: Report) -> tuple[bool, set[int
     restore = f"its row in {DB_FILE} changed since it was written (it does not match its digest): restore the store from a backup"
     concepts = changed_rows(db, "concepts")
     for concept_id in concepts:
-        name = db.execute("SELECT name FROM concepts WHERE id = ?", (concept_id,)).fetchone()[0]
-        report.problems.append(Problem("concept", f"concept {concept_id} ({name!r}): {restore}", False))
+        (name,) = db.execute("SELECT CAST(name AS BLOB) FROM concepts WHERE id = ?", (concept_id,)).fetchone()
+        report.problems.append(Problem("concept", f"concept {concept_id} ({name.decode(errors='replace')!r}): {restore}", False))
     changed = changed_rows(db, "images")
     for image_id in changed:
-        owner = db.execute("SELECT c.name FROM images i JOIN concepts c ON c.id = i.concept_id WHERE i.id = ?", (image_id,)).fetchone()
-        of = f" of <{owner[0]}>" if owner else ""
+        owner = db.execute(
+            "SELECT CAST(c.name AS BLOB) FROM images i JOIN concepts c ON c.id = i.concept_id WHERE i.id = ?", (image_id,)
+        ).fetchone()
+        of = f" of <{owner[0].decode(errors='replace')}>" if owner else ""
         report.problems.append(Problem("image", f"image {image_id}{of}: {restore}", False, image=image_id))
     return bool(concepts or changed), set(changed)
 

@@ -95,18 +95,12 @@ DIGEST_FUNCTION = "rap_digest"
 """The SQL name of :func:`row_digest` on every connection :func:`connect` opens."""
 
 _KIND = {"concepts": "concept", "images": "image", "vectors": "vector"}
-_TAGS = {int: b"i%d:", float: b"f%d:", str: b"s%d:", bytes: b"b%d:"}  # the types SQLite hands back
-
-
-def row_digest(*values: object) -> bytes:
-    """8 bytes of BLAKE2b over the values as SQLite holds them, each typed and length-prefixed."""
+def row_digest(*values: bytes | None) -> bytes:
+    """8 bytes of BLAKE2b over a row's columns as bytes (SQL passes each ``CAST(column AS BLOB)``, so
+    text that is no longer UTF-8 is hashed too), each length-prefixed, NULL apart from empty."""
     parts = []
     for value in values:
-        if value is None:
-            parts.append(b"n")
-            continue
-        data = value if value.__class__ is bytes else str(value).encode()
-        parts += (_TAGS[value.__class__] % len(data), data)
+        parts += (b"n",) if value is None else (b"%d:" % len(value), value)
     return hashlib.blake2b(b"".join(parts), digest_size=8, person=b"rap-row").digest()
 
 
@@ -117,7 +111,7 @@ def keeps_digests(db: sqlite3.Connection) -> bool:
 
 def _digest_call(table: str, alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
-    return f"{DIGEST_FUNCTION}({', '.join(prefix + column for column in DIGESTED[table])})"
+    return f"{DIGEST_FUNCTION}({', '.join(f'CAST({prefix}{column} AS BLOB)' for column in DIGESTED[table])})"
 
 
 def digest_matches(db: sqlite3.Connection, table: str, alias: str = "") -> str:
@@ -218,6 +212,6 @@ def sqlite_error(db_file: Path, exc: sqlite3.DatabaseError) -> StoreError:
         return StoreError(f"{db_file.parent} is read-only: rap can list and retrieve from this store but not change it")
     if "locked" in lowered or "busy" in lowered:
         return StoreError(f"{db_file} is locked by another process; try again when it has finished")
-    if isinstance(exc, sqlite3.OperationalError) and "malformed" not in lowered:
+    if isinstance(exc, sqlite3.OperationalError) and "malformed" not in lowered and "decode" not in lowered:
         return StoreError(f"{db_file}: {message}")
     return damage_error(db_file, message)
