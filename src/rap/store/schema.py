@@ -86,7 +86,8 @@ DIGESTED: dict[str, tuple[str, ...]] = {
     "images": ("id", "concept_id", "file", "sha256", "width", "height"),
     "vectors": ("id", "image_id", "space", "box", "vector"),
 }
-"""The tables whose rows carry a digest, and the columns it covers (in this order)."""
+"""The tables whose rows carry a digest, and the columns it covers (in this order); a
+migration that changes them must write every digest afresh, as migration 2 does."""
 
 DIGESTS_SINCE = 2
 """The schema version that added the digests."""
@@ -95,6 +96,8 @@ DIGEST_FUNCTION = "rap_digest"
 """The SQL name of :func:`row_digest` on every connection :func:`connect` opens."""
 
 _KIND = {"concepts": "concept", "images": "image", "vectors": "vector"}
+
+
 def row_digest(*values: bytes | None) -> bytes:
     """8 bytes of BLAKE2b over a row's columns as bytes (SQL passes each ``CAST(column AS BLOB)``, so
     text that is no longer UTF-8 is hashed too), each length-prefixed, NULL apart from empty."""
