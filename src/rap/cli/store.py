@@ -41,7 +41,7 @@ def check_command(
     repair: bool = typer.Option(False, "--repair", help="Rebuild what can be rebuilt from SQLite: vectors from their images, the indexes."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Check the store: the database, every image file, every vector and the indexes. Exit 5 if something is wrong."""
+    """Check the store: the database and each row against its digest, every image file, every vector, the indexes. Exit 5 if something is wrong."""
     settings = state(ctx).resolved.settings
     if not settings.store_spec.startswith("local:"):
         raise InvalidInput("rap check checks an embedded store (--db); a PostgreSQL server checks its own data (amcheck, pg_dump)")
