@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
+from rap.settings import default
 
 
 def subjects(root: Path) -> dict[str, str]:
@@ -35,9 +36,10 @@ def main() -> None:
     parser.add_argument("--encoder", default="offline:efficientnet-lite0")
     parser.add_argument("--faces", default="none")
     parser.add_argument("--detector", default="multiscale")
+    parser.add_argument("--image-side", type=int, default=default("image_side"), help="shorter side photos are decoded to")
     args = parser.parse_args()
     classes = subjects(args.data)
-    with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces) as store:
+    with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces, image_side=args.image_side) as store:
         store.add_many([NewConcept(s, [args.data / s / "00.jpg"], category=c) for s, c in classes.items()])
         queries = [(s, p) for s in classes for p in sorted((args.data / s).glob("*.jpg")) if p.name != "00.jpg"]
         for mode in ("image", "regions", "both"):
@@ -47,6 +49,7 @@ def main() -> None:
                 top_k=5,
                 threshold=math.inf,
                 whole_image=mode != "regions",
+                image_side=args.image_side,
             )
             start = time.perf_counter()
             hits1 = hits5 = 0
@@ -63,6 +66,7 @@ def main() -> None:
                         "encoder": args.encoder,
                         "detector": "none" if mode == "image" else args.detector,
                         "queries": mode,
+                        "image_side": args.image_side,
                         "concepts": len(classes),
                         "n_queries": len(queries),
                         "recall_at_1": round(hits1 / len(queries), 3),

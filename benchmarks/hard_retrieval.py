@@ -125,9 +125,9 @@ def roles(names: list[str], rotation: int) -> tuple[list[str], list[str], list[s
     return parts
 
 
-def measure(store, detector: str, mode: str, remembered, never, k: int) -> dict[str, list]:
+def measure(store, detector: str, mode: str, remembered, never, k: int, image_side: int) -> dict[str, list]:
     """Recall with every match kept (the paper's ranking), then the retriever's own decision."""
-    kwargs = {"top_k": k, "whole_image": mode != "regions"}
+    kwargs = {"top_k": k, "whole_image": mode != "regions", "image_side": image_side}
     detector = "none" if mode == "image" else detector
     ranking, deciding = Retriever(store, detector, threshold=math.inf, **kwargs), Retriever(store, detector, **kwargs)
     rows: dict[str, list] = {"hit1": [], "hit5": [], "accept": [], "false": []}
@@ -162,7 +162,7 @@ def run_photos(args: argparse.Namespace) -> None:
         rng.shuffle(pool)
         queries = [(s, p) for s in remembered for p in sorted((args.data / s).glob("*.jpg")) if p.name != "00.jpg"]
         unknown = [(None, p) for s in never for p in sorted((args.data / s).glob("*.jpg"))]
-        with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=encoder, faces="none") as store:
+        with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=encoder, faces="none", image_side=args.image_side) as store:
             store.add_many([NewConcept(s, [args.data / s / "00.jpg"], category=classes[s]) for s in remembered])
             for size in sizes:
                 extra = size - len(store)
@@ -173,7 +173,7 @@ def run_photos(args: argparse.Namespace) -> None:
                     offset = len(store)
                     store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(image)], category=classes[src]) for i, (src, image) in enumerate(batch)])
                 for mode in args.modes.split(","):
-                    rows = measure(store, args.detector, mode, queries, unknown, 5)
+                    rows = measure(store, args.detector, mode, queries, unknown, 5, args.image_side)
                     total = totals.setdefault((size, mode), {key: [] for key in rows})
                     for key, values in rows.items():
                         total[key] += values
@@ -185,6 +185,7 @@ def run_photos(args: argparse.Namespace) -> None:
                 {
                     "encoder": args.encoder,
                     "detector": "none" if mode == "image" else args.detector,
+                    "image_side": args.image_side,
                     "queries": mode,
                     "concepts": size,
                     "rotations": args.rotations,
@@ -242,6 +243,7 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--encoder", default=default("encoder"))
     parser.add_argument("--detector", default=default("detector"))
+    parser.add_argument("--image-side", type=int, default=default("image_side"), help="shorter side photos are decoded to")
     parser.add_argument("--sizes", default="30,130,630", help="store sizes N (concepts) to measure, comma-separated")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--rotations", type=int, default=3, choices=(1, 2, 3))

@@ -185,6 +185,16 @@ def test_offline_encoder_on_onnx_runtime_matches_torch(tmp_path: Path, images: l
     np.testing.assert_array_equal(again.embed(images[:2]), on_onnx.embed(images[:2]))
 
 
+@pytest.mark.slow
+def test_offline_encoder_on_several_threads_computes_what_one_does(tmp_path: Path, images: list[Image.Image]) -> None:
+    """Runs on shares of the batch at once, one per thread, give the vectors one run gives."""
+    pytest.importorskip("onnxruntime")
+    from rap.encoders.efficientnet import EfficientNetEncoder
+
+    one, three = (EfficientNetEncoder(runtime="onnxruntime", threads=n, cache=tmp_path) for n in (1, 3))
+    np.testing.assert_allclose(three.embed(images), one.embed(images), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(1024, 768), (300, 40), (9, 500), (224, 224)])
 def test_pixels_resize_only_the_centre_crop(size: tuple[int, int]) -> None:
     """Resizing just the centre crop gives the pixels of resizing the whole image, then cropping."""

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from rap.encoders import FACE_ANALYZERS, Face, FaceAnalyzer, create_face_analyzer
 from rap.errors import UnknownBackend
 from rap.images import load_image
+from rap.threads import thread_map
 
 PHOTOS = Path(__file__).parent / "photos"
 OBJECT_PHOTOS = sorted(p for p in PHOTOS.glob("*.jpg") if p.stem not in {"astronaut", "hopper"})
@@ -143,3 +144,16 @@ def test_large_photos_are_searched_reduced_and_described_at_full_size(
     assert np.allclose(center(reduced), center(full), atol=0.1 * width)
     assert np.allclose(center(reduced), [4 * c for c in center(astronaut_face)], atol=0.2 * width)
     assert np.linalg.norm(reduced.vector - full.vector) < DlibFaceAnalyzer.match_threshold / 2
+
+
+@pytest.mark.slow
+def test_threads_looking_for_faces_at_once_find_what_one_finds(dlib_faces: FaceAnalyzer) -> None:
+    """dlib's models keep per-call state, so each thread has its own: results do not mix."""
+    photos = [load_image(PHOTOS / name).image for name in ("astronaut.jpg", "hopper.jpg", "dog_00.jpg")] * 3
+    alone = [dlib_faces.faces(photo) for photo in photos]
+    together = thread_map(dlib_faces.faces, photos, 3)
+    assert [[face.box for face in faces] for faces in together] == [[face.box for face in faces] for faces in alone]
+    for faces, expected in zip(together, alone):
+        for face, same in zip(faces, expected):
+            np.testing.assert_allclose(face.vector, same.vector, atol=1e-6)
+

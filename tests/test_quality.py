@@ -55,6 +55,13 @@ def test_another_persons_portrait_is_not_taken_for_a_remembered_person(offline_s
     assert matched and match.region == "face"
 
 
+def test_photos_retrieved_on_several_threads_get_what_one_thread_gets(offline_store, photos):
+    """Decoding, embedding and faces on several threads at once (rap.threads) change no result."""
+    queries = [photos / name for name in ("dog_01.jpg", "astronaut.jpg", "cat_01.jpg", "hopper.jpg", "teapot_01.jpg")] * 2
+    one, three = (Retriever(offline_store, "multiscale", top_k=3, cpu_threads=n, batch_images=4) for n in (1, 3))
+    assert [r.to_dict() for r in three.retrieve_batch(queries)] == [r.to_dict() for r in one.retrieve_batch(queries)]
+
+
 def test_demo_runs_offline(capsys):
     assert run(["demo"]) == 0
     out = capsys.readouterr().out

@@ -237,7 +237,8 @@ def decode_image(
             probe.draft("RGB", (math.ceil(stored[0] * scale), math.ceil(stored[1] * scale)))
         probe.load()
         decoded = probe.size
-        image = ImageOps.exif_transpose(probe).convert("RGB")
+        ImageOps.exif_transpose(probe, in_place=True)  # a copy would cost as much as the decode
+        image = rgb(probe)
         upright = stored if image.size == decoded else (stored[1], stored[0])
         if scale < 1.0:
             wanted = (max(1, round(upright[0] * scale)), max(1, round(upright[1] * scale)))
@@ -268,10 +269,15 @@ def reduced(image: ImageInput, shorter_side: int | None = None) -> tuple[Image.I
         assert image.size is not None
         return reduce(image.image, shorter_side), image.size
     if isinstance(image, Image.Image):
-        return reduce(image.convert("RGB"), shorter_side), image.size
+        return reduce(rgb(image), shorter_side), image.size
     loaded = image.load(shorter_side) if isinstance(image, ImageFile) else load_image(image, shorter_side=shorter_side)
     assert loaded.size is not None
     return loaded.image, loaded.size
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """``image`` in RGB: itself when it already is, not a copy."""
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def reduce(image: Image.Image, shorter_side: int | None = None) -> Image.Image:

@@ -40,9 +40,11 @@ With the ``onnx`` extra installed, ONNX Runtime runs that same model instead
 ReLU6 and needed 2.4x less CPU for a photo's eleven crops than the rewritten
 torch model. The ONNX file is exported from the torch model once and kept in
 ``$RAP_HOME/cache``, named by a digest of the weights; torch stays the fallback.
-Both run on ``encoder_threads`` threads: by default every core, which gave
-143 ms a photo against 190 ms on one thread on an idle 2-core machine; on a
-machine whose cores are busy with other work, 1 is faster.
+ONNX Runtime runs single-threaded, once per core at a time, each run on an
+equal share of the images (``cpu_threads``; :mod:`rap.threads`): a photo's
+eleven small crops keep two cores busier that way than when its intra-op
+threads split each convolution. torch, the fallback, runs one batch at a time
+on ``cpu_threads`` intra-op threads.
 
 torch and the model packages are imported when an encoder is built, not when
 this module is, so listing encoders stays instant and works without them.
@@ -66,6 +68,7 @@ from rap.encoders import ENCODERS
 from rap.encoders.base import ImageEncoder, l2_normalize
 from rap.errors import UnknownBackend
 from rap.settings import resolve
+from rap.threads import cores, thread_map
 
 if TYPE_CHECKING:
     import torch
@@ -108,11 +111,11 @@ class EfficientNetEncoder(ImageEncoder):
         cache: Path | None = None,
     ) -> None:
         """``runtime``, ``threads`` and ``cache`` (the folder of exported ONNX files): None takes
-        the settings in force (``encoder_runtime``, ``encoder_threads``, ``$RAP_HOME/cache``)."""
+        the settings in force (``encoder_runtime``, ``cpu_threads``, ``$RAP_HOME/cache``)."""
         if runtime is None or threads is None or cache is None:
             settings = resolve().settings
             runtime = runtime or settings.encoder_runtime
-            threads = settings.encoder_threads if threads is None else threads
+            threads = settings.cpu_threads if threads is None else threads
             cache = cache or settings.home / "cache"
         self._torch = require("torch", "offline")
         lite = require("efficientnet_lite_pytorch", "offline")
@@ -129,7 +132,7 @@ class EfficientNetEncoder(ImageEncoder):
         if runtime == "onnxruntime" or (runtime == "auto" and _has_onnx()):
             onnx_file = cache / f"{name}-{_digest(path)}.onnx"
             _export(self._model, self._torch, onnx_file)
-            self._session = _session(onnx_file, threads)
+            self._session = _session(onnx_file)
 
     @property
     def runtime(self) -> str:
@@ -137,15 +140,28 @@ class EfficientNetEncoder(ImageEncoder):
         return "torch" if self._session is None else "onnxruntime"
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        rows = [np.zeros((0, self.dim), dtype=np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            batch = np.stack([_pixels(image) for image in images[start : start + self.batch_size]])
-            if self._session is not None:
-                rows.append(self._session.run(None, {"pixels": batch})[0])
-                continue
+        if self._session is None:
             with self._torch.inference_mode(), _torch_threads(self._torch, self._threads):
-                rows.append(self._model(self._torch.from_numpy(batch)).numpy())
-        return l2_normalize(np.concatenate(rows))
+                rows = [self._model(self._torch.from_numpy(_batch(images[part]))).numpy() for part in _parts(len(images), 1, self.batch_size)]
+        else:
+            session = self._session
+            parts = _parts(len(images), cores(self._threads), self.batch_size)
+            rows = thread_map(lambda part: session.run(None, {"pixels": _batch(images[part])})[0], parts, self._threads)
+        return l2_normalize(np.concatenate([np.zeros((0, self.dim), dtype=np.float32), *rows]))
+
+
+def _parts(count: int, workers: int, most: int) -> list[slice]:
+    """``count`` items cut into equal parts of at most ``most``, as many as a multiple of
+    ``workers``, so that each worker gets the same share (11 crops on 2: 6 and 5)."""
+    if not count:
+        return []
+    rounds = -(-count // (workers * most))
+    size = -(-count // (workers * rounds))
+    return [slice(start, start + size) for start in range(0, count, size)]
+
+
+def _batch(images: Sequence[Image.Image]) -> np.ndarray:
+    return np.stack([_pixels(image) for image in images])
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -262,11 +278,12 @@ def _export(model: torch.nn.Module, torch: Any, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime session on the CPU with every graph optimisation, on ``threads`` threads."""
+def _session(path: Path) -> Any:
+    """A single-threaded ONNX Runtime session on the CPU with every graph optimisation
+    (several threads may run it at once: :meth:`EfficientNetEncoder.embed`)."""
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

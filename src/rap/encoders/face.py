@@ -22,6 +22,7 @@ between 0.28 and 0.42, which now need the image encoder to agree.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -32,6 +33,7 @@ from rap._imports import require
 from rap.encoders import FACE_ANALYZERS
 from rap.encoders.base import Face, FaceAnalyzer, l2_normalize
 from rap.errors import UnknownBackend
+from rap.images import rgb
 from rap.settings import resolve
 
 UPSAMPLE_BELOW = 640
@@ -63,20 +65,34 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         """``side``: the shorter side (px) faces are looked for at; None takes ``face_side`` from the settings."""
         #: photos larger than this (shorter side, px) are reduced to it for detection only
         self.side = side if side is not None else resolve().settings.face_side
-        self._dlib = dlib = require("dlib", "offline")
+        self._dlib = require("dlib", "offline")
         with warnings.catch_warnings():  # it imports pkg_resources, which warns on import
             warnings.simplefilter("ignore")
-            models = require("face_recognition_models", "offline")
-        self._detector = dlib.get_frontal_face_detector()
-        self._landmarks = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self._descriptor = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+            self._files = require("face_recognition_models", "offline")
+        self._models = threading.local()
+        self._loaded()  # a missing model file is an error now, not at the first photo
+
+    def _loaded(self) -> tuple[Any, Any, Any]:
+        """This thread's detector, landmark model and descriptor: dlib's models keep
+        per-call state inside them, so threads looking for faces at once (see
+        :mod:`rap.threads`) each load their own."""
+        models = getattr(self._models, "loaded", None)
+        if models is None:
+            dlib, files = self._dlib, self._files
+            models = self._models.loaded = (
+                dlib.get_frontal_face_detector(),
+                dlib.shape_predictor(files.pose_predictor_five_point_model_location()),
+                dlib.face_recognition_model_v1(files.face_recognition_model_location()),
+            )
+        return models
 
     def faces(self, image: Image.Image) -> list[Face]:
-        image = image.convert("RGB")
+        image = rgb(image)
         pixels = np.ascontiguousarray(np.asarray(image))
         width, height = image.size
+        detector, landmark_model, descriptor = self._loaded()
         found = []
-        for rect in self._detect(image, pixels):
+        for rect in self._detect(detector, image, pixels):
             # dlib's right and bottom are inclusive and may lie outside the image
             box = (
                 max(0, rect.left()),
@@ -86,25 +102,25 @@ class DlibFaceAnalyzer(FaceAnalyzer):
             )
             if box[0] >= box[2] or box[1] >= box[3]:
                 continue
-            landmarks = self._landmarks(pixels, rect)
-            vector = np.asarray(self._descriptor.compute_face_descriptor(pixels, landmarks))
+            landmarks = landmark_model(pixels, rect)
+            vector = np.asarray(descriptor.compute_face_descriptor(pixels, landmarks))
             found.append(Face(box=box, vector=l2_normalize(vector[None])[0]))
         return sorted(found, key=_area, reverse=True)
 
-    def _detect(self, image: Image.Image, pixels: np.ndarray) -> list[Any]:
+    def _detect(self, detector: Any, image: Image.Image, pixels: np.ndarray) -> list[Any]:
         """Face rectangles in ``image``'s pixels: small photos are also scanned at 2x,
         large ones are scanned reduced to :attr:`side` and the rectangles scaled back."""
         if max(image.size) < UPSAMPLE_BELOW:
-            return list(self._detector(pixels, 1))
+            return list(detector(pixels, 1))
         scale = min(1.0, self.side / min(image.size))
         if scale == 1.0:
-            return list(self._detector(pixels, 0))
+            return list(detector(pixels, 0))
         small = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
         return [
             self._dlib.rectangle(
                 round(rect.left() / scale), round(rect.top() / scale), round(rect.right() / scale), round(rect.bottom() / scale)
             )
-            for rect in self._detector(np.asarray(small), 0)
+            for rect in detector(np.asarray(small), 0)
         ]
 
 

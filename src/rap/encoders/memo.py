@@ -11,6 +11,7 @@ photos are asked.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -39,20 +40,24 @@ class _Recent(Generic[T]):
 
     def __init__(self) -> None:
         self._values: OrderedDict[bytes, T] = OrderedDict()
+        self._lock = threading.Lock()  # several threads may ask at once (rap.threads)
 
     def get_or_compute(self, keys: list[bytes], compute: Callable[[list[int]], list[T]]) -> list[T]:
         """The results for ``keys``; ``compute`` is given the positions of those not remembered."""
         values = self._values
         first = {key: n for n, key in reversed(list(enumerate(keys)))}  # repeats computed once
-        missing = sorted(n for key, n in first.items() if key not in values)
+        with self._lock:
+            known = {key: values[key] for key in first if key in values}
+        missing = sorted(n for key, n in first.items() if key not in known)
         for n, value in zip(missing, compute(missing) if missing else []):
-            values[keys[n]] = value
-        results = [values[key] for key in keys]
-        for key in keys:
-            values.move_to_end(key)
-        while len(values) > max(REMEMBERED, len(keys)):
-            values.popitem(last=False)
-        return results
+            known[keys[n]] = value
+        with self._lock:
+            for key in keys:
+                values[key] = known[key]
+                values.move_to_end(key)
+            while len(values) > max(REMEMBERED, len(keys)):
+                values.popitem(last=False)
+        return [known[key] for key in keys]
 
 
 class RememberingEncoder(ImageEncoder):

@@ -36,11 +36,13 @@ from PIL import Image
 from rap.concepts import Concept
 from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
+from rap.encoders.base import Face
 from rap.images import Box, ImageInput, crop, reduced
 from rap.retrieval.evidence import Candidate, combine, mark_distinct
 from rap.retrieval.text import candidate_names
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
+from rap.threads import thread_map
 
 Query = ImageInput
 
@@ -94,11 +96,30 @@ class Retrieval:
 
 
 @dataclass(frozen=True)
-class _Photo:
-    """A query decoded at working size, and the size of the full image its boxes are reported in."""
+class _Wanted:
+    """What to compute for each query photo: read from the store once for a batch."""
+
+    #: the store's categories, for the detector; None: the store is empty, the whole image is all
+    categories: tuple[str, ...] | None
+    image_vectors: bool
+    faces: bool
+
+
+_NO_VECTORS = np.zeros((0, 0), np.float32)
+
+
+@dataclass(frozen=True)
+class _Looked:
+    """One query photo decoded at working size, cut into regions, embedded, and searched for faces."""
 
     image: Image.Image
+    #: the full image's size, which boxes are reported in
     size: tuple[int, int]
+    #: the whole image and the detector's regions, in working pixels
+    regions: list[Region]
+    #: one image-space vector per region (none when the store holds no image vectors)
+    vectors: np.ndarray
+    faces: list[Face]
 
     def full_box(self, box: Box) -> Box:
         """``box`` (working pixels) in the full image's pixels."""
@@ -111,6 +132,9 @@ class _Photo:
             min(self.size[0], math.ceil(box[2] * sx)),
             min(self.size[1], math.ceil(box[3] * sy)),
         )
+
+    def face_regions(self) -> list[Region]:
+        return [Region(face.box, label="face", source="face") for face in self.faces]
 
 
 def vote_box(best: Candidate, candidates: Sequence[Candidate], margin: float) -> Box:
@@ -147,6 +171,7 @@ class Retriever:
         image_side: int = default("image_side"),
         batch_images: int = default("batch_images"),
         locate_box_vote: float = default("locate_box_vote"),
+        cpu_threads: int = default("cpu_threads"),
     ) -> None:
         self.store = store
         #: query photos are decoded with their shorter side reduced to this (boxes stay in full pixels)
@@ -155,6 +180,8 @@ class Retriever:
         self.batch_images = batch_images
         #: how far from the best region :meth:`locate` still lets regions vote on the box
         self.locate_box_vote = locate_box_vote
+        #: photos decoded and searched for faces at once (0: every core; see rap.threads)
+        self.cpu_threads = cpu_threads
         #: whether the whole image is a query beside the detector's regions (off only to measure)
         self.whole_image = whole_image
         # None: the built-in default (rap.settings.Settings), as for every setting
@@ -163,7 +190,7 @@ class Retriever:
         self.per_region_k = per_region_k if per_region_k is not None else default("per_region_k")
         #: image-space distance threshold; None uses the encoder's calibrated one, inf keeps all
         self.threshold = threshold
-        self._recent: dict[tuple[str, tuple[str, ...], str], tuple[_Photo, list[Region], np.ndarray]] = {}
+        self._recent: dict[tuple[str, _Wanted, str], _Looked] = {}
 
     @classmethod
     def from_settings(
@@ -177,6 +204,7 @@ class Retriever:
             "image_side": settings.image_side,
             "batch_images": settings.batch_images,
             "locate_box_vote": settings.locate_box_vote,
+            "cpu_threads": settings.cpu_threads,
         }
         options.update({name: value for name, value in overrides.items() if value is not None})
         return cls(store, detector if detector is not None else settings.detector, **options)
@@ -212,8 +240,7 @@ class Retriever:
     def retrieve_batch(
         self, images: Sequence[Query], texts: Sequence[str | None] | None = None, k: int | None = None
     ) -> list[Retrieval]:
-        """Concepts for many images: one detector pass and batched embedding per
-        :attr:`batch_images` photos. See :meth:`retrieve_many` to hold fewer results."""
+        """Concepts for many images (see :meth:`retrieve_many`, which holds fewer results)."""
         return list(self.retrieve_many(images, texts, k))
 
     def retrieve_many(
@@ -221,60 +248,66 @@ class Retriever:
     ) -> Iterator[Retrieval]:
         """Concepts for each image in turn, decoding :attr:`batch_images` photos at a time, so
         memory does not grow with the number of images (give paths or
-        :class:`~rap.images.ImageFile` objects, not decoded images, for that)."""
+        :class:`~rap.images.ImageFile` objects, not decoded images, for that).
+        Photos are decoded, embedded and searched for faces on :attr:`cpu_threads` threads."""
         texts = list(texts) if texts is not None else [None] * len(images)
         if len(texts) != len(images):
             raise ValueError("give one text per image, or none")
         k = k or self.top_k
+        wanted = self._wanted(faces=True)
         for start in range(0, len(images), self.batch_images):
-            photos = [self._photo(image) for image in images[start : start + self.batch_images]]
-            yield from self._retrieve_photos(photos, texts[start : start + self.batch_images], k)
+            batch = images[start : start + self.batch_images]
+            looked = thread_map(lambda image: self._look(image, wanted), batch, self.cpu_threads)
+            yield from self._retrieve_looked(looked, texts[start : start + self.batch_images], k)
 
-    def _photo(self, image: Query) -> _Photo:
+    def _wanted(self, faces: bool) -> _Wanted:
+        """What to compute for each photo, asked of the store once, before any thread starts."""
+        if not len(self.store):
+            return _Wanted(None, False, False)
+        spaces = self.store.spaces()
+        self.detector  # built here, not by two threads at once
+        analyzer = self.store.embedder.face_analyzer
+        return _Wanted(tuple(self.store.categories()), IMAGE_SPACE in spaces, faces and FACE_SPACE in spaces and analyzer is not None)
+
+    def _look(self, image: Query, wanted: _Wanted) -> _Looked:
+        """Decode, cut into regions, embed and find faces: one photo's share of the work,
+        which runs beside other photos' on the threads of :mod:`rap.threads`."""
         picture, size = reduced(image, self.image_side)
-        return _Photo(picture, size)
+        regions = [Region((0, 0, picture.width, picture.height), source="image")] if self.whole_image else []
+        if wanted.categories is not None:
+            regions += self.detector.detect([picture], wanted.categories)[0]
+        embedder = self.store.embedder
+        vectors = embedder.embed([crop(picture, r.box) for r in regions]) if wanted.image_vectors else _NO_VECTORS
+        found = embedder.face_analyzer.faces(picture) if wanted.faces and embedder.face_analyzer is not None else []
+        return _Looked(picture, size, regions, vectors, found)
 
-    def _retrieve_photos(self, photos: list[_Photo], texts: Sequence[str | None], k: int) -> list[Retrieval]:
-        pictures = [photo.image for photo in photos]
-        regions = self._regions(pictures)
-        candidates = self._visual_candidates(pictures, regions)
+    def _retrieve_looked(self, looked: list[_Looked], texts: Sequence[str | None], k: int) -> list[Retrieval]:
+        candidates = self._visual_candidates(looked)
         return [
             Retrieval(
                 self._merge(text or "", [replace(c, box=photo.full_box(c.box)) for c in found], k).concepts,
-                regions=[replace(r, box=photo.full_box(r.box)) for r in image_regions],
+                regions=[replace(r, box=photo.full_box(r.box)) for r in photo.regions + photo.face_regions()],
                 image_size=photo.size,
             )
-            for photo, image_regions, found, text in zip(photos, regions, candidates, texts)
+            for photo, found, text in zip(looked, candidates, texts)
         ]
 
-    def _regions(self, images: list[Image.Image]) -> list[list[Region]]:
-        whole = [[Region((0, 0, image.width, image.height), source="image")] if self.whole_image else [] for image in images]
-        if not len(self.store) or not images:
-            return whole
-        detected = self.detector.detect(images, self.store.categories())
-        return [w + d for w, d in zip(whole, detected)]
-
-    def _visual_candidates(self, images: list[Image.Image], regions: list[list[Region]]) -> list[list[Candidate]]:
-        found: list[list[Candidate]] = [[] for _ in images]
+    def _visual_candidates(self, looked: list[_Looked]) -> list[list[Candidate]]:
+        found: list[list[Candidate]] = [[] for _ in looked]
         if not len(self.store):
             return found
-        spaces = self.store.spaces()
-        embedder = self.store.embedder
-        queries = [(n, region) for n, image_regions in enumerate(regions) for region in image_regions]
-        by_face: list[list[Candidate]] = [[] for _ in images]
-        if IMAGE_SPACE in spaces:
-            vectors = embedder.embed([crop(images[n], region.box) for n, region in queries])
-            self._match(IMAGE_SPACE, vectors, queries, found)
-        if FACE_SPACE in spaces and embedder.face_analyzer is not None:
-            faces = [(n, face) for n, image in enumerate(images) for face in embedder.face_analyzer.faces(image)]
-            if faces:
-                vectors = np.stack([face.vector for _, face in faces])
-                queries = [(n, Region(face.box, label="face", source="face")) for n, face in faces]
-                self._match(FACE_SPACE, vectors, queries, by_face)
-                for n, region in queries:
-                    regions[n].append(region)
-            return [self._combine(*pair, any(r.source == "face" for r in regions[n])) for n, pair in enumerate(zip(found, by_face))]
-        return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
+        embedded = [(n, photo) for n, photo in enumerate(looked) if len(photo.vectors)]
+        if embedded:
+            queries = [(n, region) for n, photo in embedded for region in photo.regions]
+            self._match(IMAGE_SPACE, np.concatenate([photo.vectors for _, photo in embedded]), queries, found)
+        if FACE_SPACE not in self.store.spaces() or self.store.embedder.face_analyzer is None:
+            return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
+        by_face: list[list[Candidate]] = [[] for _ in looked]
+        faces = [(n, face) for n, photo in enumerate(looked) for face in photo.faces]
+        if faces:
+            queries = [(n, Region(face.box, label="face", source="face")) for n, face in faces]
+            self._match(FACE_SPACE, np.stack([face.vector for _, face in faces]), queries, by_face)
+        return [self._combine(image, face, bool(photo.faces)) for image, face, photo in zip(found, by_face, looked)]
 
     def _combine(self, image: list[Candidate], faces: list[Candidate], photo_has_faces: bool) -> list[Candidate]:
         """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
@@ -308,20 +341,19 @@ class Retriever:
                 mark_distinct(list(kept.values()), self.store.embedder.encoder.distinct_ratio)
             found[n].extend(kept.values())
 
-    def _embedded_regions(self, image: Query) -> tuple[_Photo, list[Region], np.ndarray]:
-        """The image, its regions and their vectors; remembered for the last few image files,
-        since "is X here?" is often asked of one photo for many X."""
-        key = (str(image), tuple(self.store.categories()), self.store.encoder_id) if isinstance(image, (str, Path)) else None
+    def _looked_once(self, image: Query, faces: bool) -> _Looked:
+        """:meth:`_look`, remembered for the last few image files, since "is X here?" is
+        often asked of one photo for many X."""
+        wanted = self._wanted(faces)
+        key = (str(image), wanted, self.store.encoder_id) if isinstance(image, (str, Path)) else None
         if key is not None and key in self._recent:
             return self._recent[key]
-        photo = self._photo(image)
-        regions = self._regions([photo.image])[0]
-        embedded = (photo, regions, self.store.embedder.embed([crop(photo.image, r.box) for r in regions]))
+        looked = self._look(image, wanted)
         if key is not None:
-            self._recent[key] = embedded
+            self._recent[key] = looked
             while len(self._recent) > 4:
                 self._recent.pop(next(iter(self._recent)))
-        return embedded
+        return looked
 
     def locate(self, image: Query, name: str) -> tuple[RetrievedConcept, bool]:
         """Where one named concept best matches in ``image``, and whether that counts as a match.
@@ -330,18 +362,14 @@ class Retriever:
         vectors directly, so the answer does not depend on the other concepts.
         """
         concept = self.store.get(name)
-        photo, regions, region_vectors = self._embedded_regions(image)
-        embedder = self.store.embedder
-        queries: list[tuple[str, np.ndarray, list[Region]]] = []
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
-        if len(references):
-            queries.append((IMAGE_SPACE, region_vectors, regions))
         faces_of_concept = self.store.concept_vectors(concept.name, FACE_SPACE)
-        if len(faces_of_concept) and embedder.face_analyzer is not None:
-            faces = embedder.face_analyzer.faces(photo.image)
-            if faces:
-                face_regions = [Region(f.box, label="face", source="face") for f in faces]
-                queries.append((FACE_SPACE, np.stack([f.vector for f in faces]), face_regions))
+        photo = self._looked_once(image, bool(len(faces_of_concept)))
+        queries: list[tuple[str, np.ndarray, list[Region]]] = []
+        if len(references) and len(photo.vectors):
+            queries.append((IMAGE_SPACE, photo.vectors, photo.regions))
+        if photo.faces:
+            queries.append((FACE_SPACE, np.stack([face.vector for face in photo.faces]), photo.face_regions()))
         found: dict[str, list[Candidate]] = {IMAGE_SPACE: [], FACE_SPACE: []}
         for space, vectors, space_regions in queries:
             keys = references if space == IMAGE_SPACE else faces_of_concept

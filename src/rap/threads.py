@@ -1,0 +1,61 @@
+"""CPU work on every core from one process: a shared pool of threads.
+
+Retrieving from a photo is decoding it (Pillow), embedding its crops (ONNX
+Runtime) and looking for faces (dlib). All three release the GIL while they
+compute, so plain threads run them on separate cores at once. On a 2-core
+machine that is faster than handing the cores to one library at a time: the
+encoder's own intra-op threads split each small convolution in two and wait on
+each other (6.5 photos/s), where two single-threaded runs on two halves of the
+work keep both cores busy (10.4 photos/s; BENCHMARKS.md).
+
+One pool per size serves the whole process. A function already running on a
+pool thread that maps again runs its items in line, so no pool thread ever
+waits on work queued behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_local = threading.local()
+
+
+def cores(threads: int) -> int:
+    """The number of threads a ``threads`` setting means: itself, or for 0 every core this process may use."""
+    if threads:
+        return threads
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def thread_map(function: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
+    """``function`` of each item, in order, on up to ``threads`` threads (0: every core).
+
+    In line (no pool) for one thread, one item, or when called from a pool
+    thread; the first exception raised is re-raised here.
+    """
+    items = list(items)
+    count = min(cores(threads), len(items))
+    if count <= 1 or getattr(_local, "in_pool", False):
+        return [function(item) for item in items]
+    return list(_pool(cores(threads)).map(function, items))
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if size not in _pools:
+            _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="rap", initializer=_mark_pool_thread)
+        return _pools[size]
+
+
+def _mark_pool_thread() -> None:
+    _local.in_pool = True
