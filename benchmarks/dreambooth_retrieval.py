@@ -33,7 +33,7 @@ def subjects(root: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("--encoder", default="offline:efficientnet-lite0")
+    parser.add_argument("--encoder", default=default("encoder"))
     parser.add_argument("--faces", default="none")
     parser.add_argument("--detector", default="multiscale")
     parser.add_argument("--image-side", type=int, default=default("image_side"), help="shorter side photos are decoded to")

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import httpx
 
+from rap.settings import default
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -156,7 +158,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=10, help="concepts added before the clients start")
-    parser.add_argument("--encoder", default="offline:efficientnet-lite0")
+    parser.add_argument("--encoder", default=default("encoder"))
     parser.add_argument("--detector", default="none", help="the region detector (multiscale is the offline profile's; none: whole image)")
     parser.add_argument("--generator", default="offline:smollm2", help="the backend ask uses")
     parser.add_argument("--max-new-tokens", type=int, default=16)

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept
+from rap.settings import default
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", type=Path, help="a folder of photos, searched recursively")
-    parser.add_argument("--encoder", default="offline:efficientnet-lite0")
+    parser.add_argument("--encoder", default=default("encoder"))
     parser.add_argument("--faces", default="none")
     parser.add_argument("--singles", type=int, default=30)
     args = parser.parse_args()

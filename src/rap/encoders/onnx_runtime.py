@@ -1,0 +1,126 @@
+"""ONNX Runtime for the offline encoder: exported once, quantized once, run on one thread per call.
+
+The files are made on the user's machine from the published weights and kept
+in ``$RAP_HOME/cache``, named by what they are made from, each written whole
+or not at all (a partial file is never taken for a finished one).
+
+Quantization is static, per channel, to int8 weights and activations in the
+QDQ format, which ONNX Runtime fuses into integer convolutions (VNNI on
+x86): 2.4x less CPU per crop than float32 (BENCHMARKS.md).
+EfficientNet-Lite was designed for it (ReLU6 bounds every activation, no
+squeeze-and-excitation), and the first and last convolutions, where rounding
+costs most, stay float. Activation ranges are calibrated on the crops the
+retriever cuts from the photos that ship with ``rap demo``. The result
+depends on nothing but the weights, those photos and the onnxruntime
+version, so the file is named by all three: every machine with the same
+onnxruntime makes the same model, and vectors stay comparable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rap._imports import require
+
+if TYPE_CHECKING:
+    import torch
+
+EXTRA = "offline"
+"""The extra that installs onnxruntime and onnx."""
+
+
+def available() -> bool:
+    """Whether onnxruntime (to run) and onnx (to export) are installed."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+
+
+def version() -> str:
+    """The onnxruntime version, which names quantized files."""
+    return str(require("onnxruntime", EXTRA).__version__)
+
+
+def export(model: torch.nn.Module, torch: Any, path: Path, example: torch.Tensor) -> None:
+    """Export ``model`` (input ``pixels``, batch dimension free) to ``path`` unless it is there."""
+    if path.exists():
+        return
+    require("onnx", EXTRA)
+    with _written_whole(path) as partial, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            model, (example,), str(partial), input_names=["pixels"], output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}}, dynamo=False,
+        )
+
+
+def quantize(source: Path, path: Path, calibration: Callable[[], Iterable[np.ndarray]]) -> None:
+    """Quantize the float model ``source`` to int8 at ``path`` unless it is there; ``calibration``
+    gives the batches of ``pixels`` whose activation ranges set the scales."""
+    if path.exists():
+        return
+    quantization = require("onnxruntime.quantization", EXTRA)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx = require("onnx", EXTRA)
+    with _written_whole(path) as partial:
+        prepared = partial.with_name(f"{partial.name}.pre")  # shapes inferred, as quantization wants
+        # the calibration's progress notes go to stdout, which --json output owns
+        try:
+            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(source), str(prepared))
+                convolutions = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+                quantization.quantize_static(
+                    str(prepared), str(partial), _reader(quantization.CalibrationDataReader, calibration()),
+                    quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                    activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+                    nodes_to_exclude=[convolutions[0], convolutions[-1]],
+                )
+        finally:
+            prepared.unlink(missing_ok=True)
+
+
+def session(path: Path) -> Any:
+    """A single-threaded session on the CPU with every graph optimisation: several
+    threads may run it at once, each on its own share of a batch."""
+    ort = require("onnxruntime", EXTRA)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _reader(base: type, batches: Iterable[np.ndarray]) -> Any:
+    """The calibration reader ONNX Runtime asks for (a subclass of ``base``), over ``batches``."""
+
+    class Batches(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self._batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {"pixels": batch}
+
+    return Batches()
+
+
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[Path]:
+    """A temporary name to write ``path`` under, renamed to it only when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        if partial.exists():
+            os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
