@@ -5,8 +5,8 @@ Runtime) and looking for faces (dlib). All three release the GIL while they
 compute, so plain threads run them on separate cores at once. On a 2-core
 machine that is faster than handing the cores to one library at a time: the
 encoder's own intra-op threads split each small convolution in two and wait on
-each other (6.5 photos/s), where two single-threaded runs on two halves of the
-work keep both cores busy (10.4 photos/s; BENCHMARKS.md).
+each other, where two single-threaded runs on two photos keep both cores busy
+(6 against 10 photos/s with the float encoder; BENCHMARKS.md, "Third pass").
 
 One pool per size serves the whole process. A function already running on a
 pool thread that maps again runs its items in line, so no pool thread ever
