@@ -425,7 +425,11 @@ def test_two_processes_train_as_one_with_the_whole_batch(base: Path, tmp_path: P
     }  # fmt: skip
     for name, command in runs.items():
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
+        if done.returncode and "(SIGABRT)" in done.stderr:
+            # gloo on the CPU has aborted a rank of the FSDP run now and then (2 runs in
+            # about 25 here, never twice running): one more try; a real failure fails twice
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-12000:]
         [summary] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"adapter"')]
         assert summary["steps"] == 2, name
     apart, whole = adapter_weights(tmp_path / "apart"), adapter_weights(tmp_path / "whole")
