@@ -322,3 +322,13 @@ def test_a_new_store_takes_its_models_from_the_settings(tmp_path, photos):
         assert (store.encoder_id, store.faces_id) == ("tiny", "none")
     with LocalConceptStore(tmp_path / "b", settings=Settings(encoder="other-default")) as store:  # recorded wins
         assert store.encoder_id == "tiny"
+
+
+def test_a_store_whose_encoder_cannot_load_is_not_left_behind(tmp_path, monkeypatch):
+    """The models of a new store load before it is recorded; if they cannot, nothing stays."""
+    from rap.errors import ConfigError
+
+    monkeypatch.setenv("RAP_ENCODER_RUNTIME", "torch")  # the int8 encoder runs on ONNX Runtime only
+    with pytest.raises(ConfigError, match="ONNX Runtime only"):
+        LocalConceptStore(tmp_path / "new" / "store", encoder="offline:efficientnet-lite0-int8", faces="none")
+    assert list(tmp_path.iterdir()) == []

@@ -59,6 +59,11 @@ class Embedder:
         assert self._faces_spec is not None
         return FACE_ANALYZERS.create(self._faces_spec)
 
+    def load(self) -> None:
+        """Load both models now rather than at first use: a store about to be made
+        must not be left behind by a model that cannot load."""
+        self.encoder, self.face_analyzer  # noqa: B018 (cached_property: reading loads)
+
     def threshold(self, space: str, detector: str = "none") -> float:
         """The distance under which a match in ``space`` counts, per the model's calibration
         for queries cut into regions by ``detector`` (faces are one region each)."""

@@ -109,6 +109,7 @@ class ConceptStore(ABC):
         chosen = Embedder(encoder or recorded[0] or defaults[0], faces or recorded[1] or defaults[1])
         wanted = (chosen.encoder_id, chosen.faces_id)
         if recorded == (None, None):
+            chosen.load()  # a new store's models must load before it is recorded
             record(wanted)
         elif recorded != wanted:
             if on_change == "refuse" and len(self):

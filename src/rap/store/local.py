@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -134,6 +134,8 @@ class LocalConceptStore(ConceptStore):
         #: whether the store's folder cannot be written: reading works, changing says why not
         db_file = self.path / DB_FILE
         self.read_only = self.path.is_dir() and not (writable(self.path) and (not db_file.exists() or writable(db_file)))
+        made = [folder for folder in (self.path, *reversed(self.path.parents)) if not folder.exists()]
+        made_db = not db_file.exists()
         with self._lock:
             self._db = self._connect(create)
             try:
@@ -152,6 +154,8 @@ class LocalConceptStore(ConceptStore):
                     self._collect_orphans()
             except BaseException:
                 self._db.close()
+                if made_db:  # a store that failed to open as it was made (say, its encoder) is not left behind
+                    _remove_made(db_file, made)
                 raise
 
     # -- opening ----------------------------------------------------------------
@@ -578,3 +582,11 @@ class LocalConceptStore(ConceptStore):
             self._index.checkpoint_all(force=True)
             self._db.close()
 
+
+def _remove_made(db_file: Path, folders: list[Path]) -> None:
+    """Remove a database just made and the folders made for it, if nothing else is in them."""
+    for suffix in ("", "-wal", "-shm"):
+        db_file.with_name(db_file.name + suffix).unlink(missing_ok=True)
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with suppress(OSError):
+            folder.rmdir()  # only when empty
