@@ -145,7 +145,7 @@ class EfficientNetEncoder(ImageEncoder):
             model_file = cache / f"{ARCHITECTURE}-{_digest(path)}.onnx"
             onnx_runtime.export(self._model, self._torch, model_file, self._torch.zeros(1, CROP, CROP, 3))
             if precision == "int8":
-                quantized = model_file.with_name(f"{model_file.stem}-int8-ort{onnx_runtime.version()}.onnx")
+                quantized = model_file.with_name(f"{model_file.stem}-int8.onnx")
                 onnx_runtime.quantize(model_file, quantized, _calibration_batches)
                 model_file = quantized
             self._session = onnx_runtime.session(model_file)

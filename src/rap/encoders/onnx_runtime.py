@@ -11,9 +11,11 @@ EfficientNet-Lite was designed for it (ReLU6 bounds every activation, no
 squeeze-and-excitation), and the first and last convolutions, where rounding
 costs most, stay float. Activation ranges are calibrated on the crops the
 retriever cuts from the photos that ship with ``rap demo``. The result
-depends on nothing but the weights, those photos and the onnxruntime
-version, so the file is named by all three: every machine with the same
-onnxruntime makes the same model, and vectors stay comparable.
+depends on the weights, those photos and perhaps the onnxruntime version that
+calibrates (one version installs here; two runs with it made
+byte-identical files). The file is named by the weights alone and made once,
+so a store's vectors and the queries against it come from the same file even
+after onnxruntime is upgraded.
 """
 
 from __future__ import annotations
@@ -42,11 +44,6 @@ def available() -> bool:
     from importlib.util import find_spec
 
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
-
-
-def version() -> str:
-    """The onnxruntime version, which names quantized files."""
-    return str(require("onnxruntime", EXTRA).__version__)
 
 
 def export(model: torch.nn.Module, torch: Any, path: Path, example: torch.Tensor) -> None:
