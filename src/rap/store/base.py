@@ -13,16 +13,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from pathlib import Path
 
 import numpy as np
 
-from rap.concepts import DEFAULT_CATEGORY, Concept
+from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage
 from rap.embedding import Embedder
-from rap.encoders import FaceAnalyzer, ImageEncoder
+from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import EncoderMismatch
 from rap.images import ImageFile, LoadedImage
+
+if TYPE_CHECKING:
+    from rap.store.prepare import EditPlan
 
 ImageSource = str | Path | ImageFile | LoadedImage
 Progress = Callable[[int], None]
@@ -56,6 +59,10 @@ class ConceptStore(ABC):
 
     #: the models that make the store's vectors: image encoder and face analyzer
     embedder: Embedder
+    #: reference images are decoded reduced to this shorter side to be embedded
+    image_side: int
+    #: reference images decoded and embedded at once
+    batch_images: int
 
     @property
     def encoder_id(self) -> str:
@@ -143,7 +150,6 @@ class ConceptStore(ABC):
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         """Add several concepts at once, with batched encoding; all or nothing."""
 
-    @abstractmethod
     def edit(
         self,
         name: str,
@@ -155,7 +161,37 @@ class ConceptStore(ABC):
         unset_attributes: Iterable[str] = (),
         add_images: Sequence[ImageSource] = (),
         remove_images: Iterable[int] = (),
-    ) -> Concept: ...
+    ) -> Concept:
+        """Change a concept; the whole edit is checked and its new images embedded before
+        anything is written, then written in one transaction."""
+        from rap.store.prepare import plan_edit  # prepare builds on this module
+
+        current = self.get(name)
+        plan = plan_edit(
+            self.embedder,
+            current,
+            lambda other: bool(self.lookup([other])),
+            rename=rename,
+            info=info,
+            category=category,
+            set_attributes=set_attributes,
+            unset_attributes=unset_attributes,
+            add_images=add_images,
+            remove_images=remove_images,
+            image_side=self.image_side,
+            batch_images=self.batch_images,
+        )
+        person = plan.changed.category in PERSON_CATEGORIES
+        return self._write_edit(current, plan, self._face_vectors(plan.kept) if plan.refresh_faces and person else {})
+
+    @abstractmethod
+    def _write_edit(self, current: Concept, plan: EditPlan, faces: Mapping[int, Face]) -> Concept:
+        """Write a checked edit of ``current`` in one transaction (``faces``: the kept images'
+        new face vectors, when the edit made the concept a person); the concept as it now is."""
+
+    @abstractmethod
+    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
+        """The largest face in each of ``images`` (stored ones), keyed by the image's row id."""
 
     @abstractmethod
     def remove(self, name: str) -> None: ...

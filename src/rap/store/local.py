@@ -42,11 +42,11 @@ import numpy as np
 
 from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
-from rap.encoders import ENCODERS, FACE_ANALYZERS, ImageEncoder
+from rap.encoders import ENCODERS, FACE_ANALYZERS, Face, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, StoreDamaged, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
-from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import (
@@ -62,7 +62,7 @@ from rap.store.schema import (
     sqlite_error,
     verify,
 )
-from rap.store.prepare import Keyed, embed, plan_edit, prepare
+from rap.store.prepare import EditPlan, Keyed, embed, prepare
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -452,52 +452,27 @@ class LocalConceptStore(ConceptStore):
             self._after_write()
             return self.lookup([p.name for p in prepared])
 
-    def edit(
-        self,
-        name: str,
-        *,
-        rename: str | None = None,
-        info: str | None = None,
-        category: str | None = None,
-        set_attributes: Mapping[str, str] | None = None,
-        unset_attributes: Iterable[str] = (),
-        add_images: Sequence[ImageSource] = (),
-        remove_images: Iterable[int] = (),
-    ) -> Concept:
+    def _write_edit(self, current: Concept, plan: EditPlan, faces: Mapping[int, Face]) -> Concept:
         with self._lock:
-            concept_id, current_name = self._concept_id(name)
-            current = self.get(current_name)
-            plan = plan_edit(
-                self.embedder,
-                current,
-                lambda other: bool(self.lookup([other])),
-                rename=rename,
-                info=info,
-                category=category,
-                set_attributes=set_attributes,
-                unset_attributes=unset_attributes,
-                add_images=add_images,
-                remove_images=remove_images,
-                image_side=self.image_side,
-                batch_images=self.batch_images,
-            )
+            concept_id, _ = self._concept_id(current.name)
             changed, drop, kept = plan.changed, plan.drop, plan.kept
-            person_now = changed.category in PERSON_CATEGORIES
-            face_vectors = self._face_vectors(kept) if plan.refresh_faces and person_now else {}
             with self._write() as db:
-                db.execute(
-                    "UPDATE concepts SET name = ?, name_key = ?, info = ?, category = ?, attributes = ?, updated_at = ? "
-                    "WHERE id = ?",
-                    (
-                        changed.name,
-                        name_key(changed.name),
-                        changed.info,
-                        changed.category,
-                        json.dumps(changed.attributes),
-                        _now(),
-                        concept_id,
-                    ),
-                )
+                try:
+                    db.execute(
+                        "UPDATE concepts SET name = ?, name_key = ?, info = ?, category = ?, attributes = ?, updated_at = ? "
+                        "WHERE id = ?",
+                        (
+                            changed.name,
+                            name_key(changed.name),
+                            changed.info,
+                            changed.category,
+                            json.dumps(changed.attributes),
+                            _now(),
+                            concept_id,
+                        ),
+                    )
+                except sqlite3.IntegrityError:  # another writer took the name since the edit was checked
+                    raise ConceptExists(f"a concept named {changed.name!r} already exists") from None
                 seal(db, "concepts", concept_id)
                 if drop:
                     db.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(drop))})", sorted(drop))
@@ -507,14 +482,14 @@ class LocalConceptStore(ConceptStore):
                         f"DELETE FROM vectors WHERE space = ? AND image_id IN ({','.join('?' * len(ids))})",
                         [FACE_SPACE, *ids],
                     )
-                    for image_id, face in face_vectors.items():
+                    for image_id, face in faces.items():
                         self._insert_vector(db, image_id, FACE_SPACE, face.vector, face.box)
                 self._insert_images(db, concept_id, changed.keyed)
             self._delete_unreferenced([image.file for image in current.images if image.id in drop])
             self._after_write()
             return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, object]:
+    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
         analyzer = self.embedder.face_analyzer
         if analyzer is None:
             return {}

@@ -41,14 +41,14 @@ from pgvector.psycopg import register_vector
 
 from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
-from rap.encoders import FaceAnalyzer, ImageEncoder
+from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
-from rap.store.base import ConceptStore, ImageSource, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.settings import default
-from rap.store.prepare import Prepared, embed, plan_edit, prepare
+from rap.store.prepare import EditPlan, Prepared, embed, prepare
 from rap.store.postgres_search import nearest
 from rap.redact import redact
 
@@ -356,35 +356,8 @@ class PostgresConceptStore(ConceptStore):
                 self._insert_images(db, concept_id[0], p)
         return self.lookup([p.name for p in prepared])
 
-    def edit(
-        self,
-        name: str,
-        *,
-        rename: str | None = None,
-        info: str | None = None,
-        category: str | None = None,
-        set_attributes: Mapping[str, str] | None = None,
-        unset_attributes: Iterable[str] = (),
-        add_images: Sequence[ImageSource] = (),
-        remove_images: Iterable[int] = (),
-    ) -> Concept:
-        current = self.get(name)
-        plan = plan_edit(
-            self.embedder,
-            current,
-            lambda other: bool(self.lookup([other])),
-            rename=rename,
-            info=info,
-            category=category,
-            set_attributes=set_attributes,
-            unset_attributes=unset_attributes,
-            add_images=add_images,
-            remove_images=remove_images,
-            image_side=self.image_side,
-            batch_images=self.batch_images,
-        )
+    def _write_edit(self, current: Concept, plan: EditPlan, faces: Mapping[int, Face]) -> Concept:
         changed = plan.changed
-        faces = self._face_vectors(plan.kept) if plan.refresh_faces and changed.category in PERSON_CATEGORIES else {}
         self._ensure_indexes(k.vectors for k in changed.keyed)
         with self._write() as db:
             concept_id, _ = self._concept_row(current.name)
@@ -421,8 +394,7 @@ class PostgresConceptStore(ConceptStore):
             self._insert_images(db, concept_id, changed)
         return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, object]:
-        """The largest face in each of ``images``, keyed by the image's row id."""
+    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
         analyzer = self.embedder.face_analyzer
         if analyzer is None or not images:
             return {}
