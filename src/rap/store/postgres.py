@@ -159,6 +159,24 @@ class PostgresConceptStore(ConceptStore):
         user = "" if self.user == default("store_user") else f"RAP_STORE_USER={self.user} "
         return f"{user}rap --store {shell_word(redact(self.url))} --encoder {encoder} --faces {faces} reembed"
 
+    def recorded(self, key: str) -> str | None:
+        with self._session() as db:
+            row = db.execute(
+                "SELECT value FROM rap.user_records WHERE user_id = %s AND key = %s", (self._user_id, key)
+            ).fetchone()
+        return row[0] if row else None
+
+    def record(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM rap.user_records WHERE user_id = %s AND key = %s", (self._user_id, key))
+            else:
+                db.execute(
+                    "INSERT INTO rap.user_records VALUES (%s, %s, %s) "
+                    "ON CONFLICT (user_id, key) DO UPDATE SET value = EXCLUDED.value",
+                    (self._user_id, key, value),
+                )
+
     def _record_models(self, models: tuple[str, str]) -> None:
         self._db.execute(
             "UPDATE rap.users SET encoder_image = %s, encoder_face = %s WHERE id = %s", (*models, self._user_id)
