@@ -123,7 +123,8 @@ def page(browser, request):
 
 def shoot(page, path: Path) -> None:
     """A screenshot of the page as it is, less the passing confirmation toast that would cover it."""
-    page.screenshot(path=path, style="#toast { display: none !important; }")
+    page.evaluate("document.querySelector('#toast').hidden = true")  # (an injected style would break the page's CSP)
+    page.screenshot(path=path)
 
 
 def add_concept(page, photo: str, name: str, category: str, info: str, box: tuple[float, float, float, float] | None = None):
@@ -209,13 +210,13 @@ def test_manage_a_concept_and_chat_about_it(page, shots):
 
         # Edit the description inline; the next answer uses it, with no reload.
         # (a new chat each time: a follow-up brings in only concepts the chat has not seen yet)
-        page.get_by_role("button", name="New chat").click()
+        page.get_by_role("button", name="New chat", exact=True).click()
         assert "sweet potatoes" in ask(page, "What does <bo> like to eat?").inner_text()
         card.get_by_role("button", name="Edit the description of bo").click()
         card.get_by_role("textbox", name="Description").fill("<bo> is my corgi; he only eats carrots now.")
         card.get_by_role("button", name="Save").click()
         expect(card.locator(".info")).to_have_text("<bo> is my corgi; he only eats carrots now.")
-        page.get_by_role("button", name="New chat").click()
+        page.get_by_role("button", name="New chat", exact=True).click()
         later = ask(page, "What does <bo> like to eat?").inner_text()
         assert "carrots" in later and "sweet potatoes" not in later
         shoot(page, shots / "edited.png")
@@ -516,7 +517,7 @@ def test_the_chat_remembers_its_turns_and_shows_the_evidence_first(page, shots):
         expect(page.locator(".turn")).to_have_count(4)
         expect(page.locator("#chat-figure")).to_be_visible()
         expect(page.locator(".turn.assistant").nth(1).locator(".text")).to_contain_text("And what does he like?")
-        page.get_by_role("button", name="New chat").click()
+        page.get_by_role("button", name="New chat", exact=True).click()
         expect(page.locator(".turn")).to_have_count(0)
         page.reload()
         expect(page.locator("#concept-grid .card")).to_have_count(1)
