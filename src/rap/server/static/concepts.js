@@ -22,8 +22,12 @@ export const concepts = Object.assign(new EventTarget(), {
   },
 });
 
+function sorted(list) {
+  return list.sort((a, b) => a.name.localeCompare(b.name));
+}
+
 function changed() {
-  concepts.list.sort((a, b) => a.name.localeCompare(b.name));
+  sorted(concepts.list);
   concepts.dispatchEvent(new Event("change"));
   render();
 }
@@ -51,10 +55,12 @@ export async function loadConcepts() {
     all.push(...page.concepts);
     cursor = page.next_cursor;
   } while (cursor);
+  pages = seen;
+  // the page's own edits change the ETags too: redraw only when the list differs from what is shown
+  const same = concepts.loaded && JSON.stringify(sorted(all)) === JSON.stringify(concepts.list);
   concepts.list = all;
   concepts.loaded = true;
-  pages = seen;
-  changed();
+  if (!same) changed();
   clearInterval(poller);
   poller = setInterval(poll, POLL_MS);
 }
