@@ -26,11 +26,11 @@ def test_the_openai_client_chats_with_my_concepts(rap_home):
         url = "data:image/jpeg;base64," + base64.b64encode((PHOTOS / "dog_01.jpg").read_bytes()).decode()
         messages = [{"role": "user", "content": [{"type": "text", "text": "Who is this?"}, {"type": "image_url", "image_url": {"url": url}}]}]
 
-        completion = client.chat.completions.create(model="anything", messages=messages)
+        completion = client.chat.completions.create(model="echo", messages=messages)  # the id /v1/models lists
         assert "<bo> is my Shiba Inu" in completion.choices[0].message.content
         assert [c["name"] for c in completion.model_extra["rap_concepts"]] == ["bo"]
 
-        chunks = list(client.chat.completions.create(model="anything", messages=messages, stream=True))
+        chunks = list(client.chat.completions.create(model="echo", messages=messages, stream=True))
         text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
         assert text.strip() == completion.choices[0].message.content
         assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].model_extra["rap_concepts"][0]["name"] == "bo"
