@@ -79,15 +79,17 @@ def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home, server_store_
     writers = [threading.Thread(target=writer, args=(n,), name=f"writer-{n}") for n in range(4)]
     for thread in writers:
         thread.start()
-    wait_until(
-        lambda: len(acknowledged) >= 20 or failures or not any(thread.is_alive() for thread in writers),
-        "20 concepts acknowledged by the server before killing it",
-    )
-    assert not failures and len(acknowledged) >= 20, f"{len(acknowledged)} adds acknowledged before: {failures}"
-    killed.set()
-    os.kill(server.pid, signal.SIGKILL)
-    end_process(server, "the killed server")
-    join_all(writers, "the writers to see the server gone")
+    try:
+        wait_until(
+            lambda: len(acknowledged) >= 20 or failures or not any(thread.is_alive() for thread in writers),
+            "20 concepts acknowledged by the server before killing it",
+        )
+    finally:
+        killed.set()
+        os.kill(server.pid, signal.SIGKILL)
+        end_process(server, "the killed server")
+        join_all(writers, "the writers to see the server gone")
+    assert not failures and len(acknowledged) >= 20, f"{len(acknowledged)} adds acknowledged, then: {failures}"
 
     server = _start(port, server_store_url)
     try:
