@@ -22,6 +22,7 @@ from rap import open_store
 from rap.cli import run
 from rap.errors import ConceptExists, ConceptNotFound, InvalidInput, StoreError, UnknownBackend
 from rap.settings import resolve
+from waiting import join_all
 
 
 def postgres_user() -> str:
@@ -118,8 +119,7 @@ def test_postgres_concurrent_adds_of_one_name_let_exactly_one_win(postgres_url, 
     threads = [threading.Thread(target=add, args=(s,)) for s in stores]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads, "four stores adding one name at once")
     assert sorted(outcomes) == ["added", "exists", "exists", "exists"]
     assert [len(c.images) for c in stores[0].list()] == [1]
     for store in stores:

@@ -16,19 +16,19 @@ import re
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+from waiting import DEADLINE_S, wait_for_readyz, wait_until
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
-expect.set_options(timeout=15_000)  # a loaded CI machine is slower than Playwright's 5 s default expects
+expect.set_options(timeout=DEADLINE_S * 1000)  # a loaded CI machine is far slower than Playwright's 5 s default expects
 
 from rap.server import create_app  # noqa: E402
 from conftest import EchoGenerator  # noqa: E402
@@ -87,15 +87,8 @@ class Server:
 
     def __enter__(self) -> Server:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("rap serve did not become ready")
+        wait_for_readyz(self.url, what="rap serve")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -113,6 +106,7 @@ def shots(tmp_path: Path) -> Path:
 @pytest.fixture
 def page(browser, request):
     context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(DEADLINE_S * 1000)  # clicks, fills, navigation: as generous as the expects
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
@@ -158,11 +152,11 @@ def ask(page, question: str):
 
 def wait_for_free_slot(server: Server) -> None:
     """A hung-up stream frees its generation slot at its next piece: wait for that."""
-    for _ in range(50):
-        if httpx.post(server.url + "/v1/ask", data={"question": "ping"}, timeout=30).status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the generation slot was never freed")
+
+    def answered() -> bool:
+        return httpx.post(server.url + "/v1/ask", data={"question": "ping"}, timeout=DEADLINE_S).status_code == 200
+
+    wait_until(answered, "the hung-up stream's generation slot to be free", interval_s=0.1)
 
 
 def test_manage_a_concept_and_chat_about_it(page, shots):
@@ -331,7 +325,7 @@ def test_too_large_and_busy_are_said_plainly_and_the_page_recovers(page, shots):
         expect(page.locator("#concept-grid .card")).to_have_count(1)
         assert httpx.get(server.url + "/v1/concepts/eileen").json()["images"][0]["width"] < 256
         question = {"question": " ".join(["word"] * 200), "stream": "true"}
-        with httpx.stream("POST", server.url + "/v1/ask", data=question, timeout=30) as held:  # holds the only slot
+        with httpx.stream("POST", server.url + "/v1/ask", data=question, timeout=DEADLINE_S) as held:  # holds the only slot
             assert held.status_code == 200
             lines = held.iter_lines()  # kept: dropping the iterator would hang up
             next(lines)
