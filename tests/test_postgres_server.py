@@ -7,9 +7,12 @@ here), and the bundled server stays off rap's normal import path.
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,9 +43,18 @@ def _retrieved(url: str, home: Path, headers: dict[str, str]) -> list[str]:
         return [c["name"] for c in found.json()["concepts"]]
 
 
+@pytest.fixture
+def db_parent() -> Iterator[Path]:
+    """A folder for a server's data, outside pytest's temporary root, which another pytest session starting
+    resets to mode 0700: under root that would shut the ``pgserver`` user out of a server being made or run."""
+    parent = Path(tempfile.mkdtemp(prefix="rap-db-test-"))
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_rap_db_serves_rap_serve_over_a_unix_socket_and_keeps_data_across_restarts(tmp_path, rap_home, capsys):
-    folder = tmp_path / "db"
+def test_rap_db_serves_rap_serve_over_a_unix_socket_and_keeps_data_across_restarts(db_parent, rap_home, capsys):
+    folder = db_parent / "db"
     code, url, err = _run(capsys, "db", "start", str(folder))
     try:
         assert code == 0 and f"rap db stop {folder}" in err

@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -86,12 +87,14 @@ def server_package() -> ModuleType:
         return require(SERVER_PACKAGE, "db")
 
 
+def _utils() -> ModuleType:
+    server_package()
+    return import_module(f"{SERVER_PACKAGE}.utils")
+
+
 def bin_dir() -> Path:
     """The folder of the bundled PostgreSQL's programs (pg_ctl, pg_controldata, psql)."""
-    from importlib import import_module
-
-    server_package()
-    return Path(import_module(f"{SERVER_PACKAGE}.utils").POSTGRES_VERSIONS[PG_MAJOR])
+    return Path(_utils().POSTGRES_VERSIONS[PG_MAJOR])
 
 
 def _checked(folder: Path, *, new_ok: bool) -> Path:
@@ -115,17 +118,17 @@ def _checked(folder: Path, *, new_ok: bool) -> Path:
     return folder
 
 
-def _url(socket_dir: Path, database: str = DATABASE) -> str:
-    return f"postgresql://postgres@/{database}?host={quote(str(socket_dir), safe='/')}"
+def _url(socket_dir: Path) -> str:
+    return f"postgresql://postgres@/{DATABASE}?host={quote(str(socket_dir), safe='/')}"
 
 
 def status(folder: Path) -> ServerStatus:
     """Whether the server of ``folder`` runs, and its URL if it does."""
     folder = _checked(Path(folder), new_ok=False)
-    from importlib import import_module
-
-    server_package()
-    info = import_module(f"{SERVER_PACKAGE}.utils").PostmasterInfo.read_from_pgdata(folder)
+    try:
+        info = _utils().PostmasterInfo.read_from_pgdata(folder)
+    except (AssertionError, ValueError):  # postmaster.pid half-written: a server starting or stopping right now
+        info = None
     if info is None or not info.is_running() or info.socket_dir is None:
         return ServerStatus(folder, False, None, None)
     return ServerStatus(folder, True, _url(info.socket_dir), info.pid)
