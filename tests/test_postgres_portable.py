@@ -61,8 +61,9 @@ def test_avx512_chosen_after_cpuid_passes():
     chooser = CPUID + _lea(0x1102, 0x1000) + RET
     assert _check(("avx", VMOVUPS_ZMM + RET), ("chooser", chooser)) == {}
     # ... and so does one chosen by a function that calls the cpuid check, and its helper called from it
-    helper_user = VMOVUPS_ZMM + _call(0x1006, 0x1300) + RET
-    assert _check(("avx", helper_user), ("chooser", _call(0x1100, 0x1200) + _lea(0x1105, 0x1000) + RET), ("probe", CPUID + RET), ("helper", VMOVUPS_ZMM + RET)) == {}
+    avx_with_helper = VMOVUPS_ZMM + _call(0x1006, 0x1300) + RET
+    chooser = _call(0x1100, 0x1200) + _lea(0x1105, 0x1000) + RET
+    assert _check(("avx", avx_with_helper), ("chooser", chooser), ("probe", CPUID + RET), ("helper", VMOVUPS_ZMM + RET)) == {}
 
 
 def test_avx512_taken_without_cpuid_or_kept_in_data_fails():

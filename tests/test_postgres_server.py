@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg
 import pytest
 import yaml
 from fastapi.testclient import TestClient

@@ -161,11 +161,14 @@ def start(folder: Path) -> str:
 def _ensure_database(url: str) -> None:
     """Make the ``rap`` database with the vector extension, once."""
     psycopg = require("psycopg", "db")
-    with psycopg.connect(_with_database(url, "postgres"), autocommit=True, connect_timeout=10) as connection:
-        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-            connection.execute(f'CREATE DATABASE "{DATABASE}"')
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
-        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    try:
+        with psycopg.connect(_with_database(url, "postgres"), autocommit=True, connect_timeout=10) as connection:
+            if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
+                connection.execute(f'CREATE DATABASE "{DATABASE}"')
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+            connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as exc:
+        raise StoreError(f"the bundled PostgreSQL at {url} started but refused its database: {' '.join(str(exc).split())}") from None
 
 
 def stop(folder: Path) -> bool:
