@@ -64,7 +64,8 @@ SERVER_DIED = (
     "'terminated by signal 4: Illegal instruction'): install a pgvector built for that CPU (docs/deploy.md)"
 )
 """What a backend that dies of a signal (SIGILL in an AVX-512 pgvector, SIGSEGV, the OOM killer) looks like to a
-client: the socket closes with no error message and no SQLSTATE; a shutdown or a cancel always sends one."""
+client: the socket closes with no error message, so no SQLSTATE (a network that cuts the connection looks the
+same). A server that ends a session on purpose (a shutdown, pg_terminate_backend, a cancel) says why first."""
 
 
 def _one_line(exc: psycopg.Error) -> str:
