@@ -54,7 +54,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_benchmark_runs_and_reports(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     arguments, key = CASES[case]
-    if "{postgres}" in arguments:  # the session's test server (rap.store.postgres_throwaway)
+    if "{postgres}" in arguments:  # the session's test server (rap.store.postgres_server)
         arguments = [request.getfixturevalue("postgres_url") if a == "{postgres}" else a for a in arguments]
     if "{dreambooth}" in arguments:
         arguments = [str(dreambooth_layout(tmp_path / "dreambooth")) if a == "{dreambooth}" else a for a in arguments]

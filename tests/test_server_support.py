@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from rap.store.postgres_throwaway import new_database
+from rap.store.postgres_server import new_database
 
 from rap.generation import GENERATORS, Generator
 from rap.server import create_app
