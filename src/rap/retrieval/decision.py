@@ -142,9 +142,8 @@ class OperatingPoint:
         faces = f", faces {self.face_threshold:.2f} admit / {self.face_confirm:.2f} confirm" if self.face_threshold is not None else ""
         where = {"encoder": f"the encoder's calibration for {self.detector}", "setting": "the threshold setting"}.get(self.source)
         if where is None:
-            photos = self.fitted.get("photos")
-            where = f"calibrated on {photos} photo(s) of the owner's (rap calibrate, {self.fitted.get('at', '?')})"
-        return f"{image}{ratio}{faces}; from {where}"
+            where = f"rap calibrate on {self.fitted.get('photos', '?')} photos, {self.fitted.get('at', '?')}"
+        return f"{image}{ratio}{faces} (from {where})"
 
     def record(self) -> str:
         """What ``rap calibrate --apply`` keeps in the store: the fitted values and what they hold for."""

@@ -248,8 +248,9 @@ class Retriever:
     @cached_property
     def operating_point(self) -> OperatingPoint:
         """How this retriever labels matches: the threshold given, else the store's calibrated point, else the encoder's."""
+        detector = self._detector if isinstance(self._detector, str) else self._detector.id  # a spec names it without loading it
         return OperatingPoint.of(
-            self.store.embedder, self.store.encoder_id, self.detector.id, threshold=self.threshold, recorded=self.store.recorded(RECORD_KEY)
+            self.store.embedder, self.store.encoder_id, detector, threshold=self.threshold, recorded=self.store.recorded(RECORD_KEY)
         )
 
     def retrieve(self, image: Query | None = None, text: str | None = None, k: int | None = None) -> Retrieval:
