@@ -235,3 +235,15 @@ def test_locate_refines_the_best_box_by_the_regions_nearly_as_close():
     assert vote_box(best, [best, near, far], 0.04) == (7, 7, 107, 107)
     assert vote_box(best, [best, near, far], 0.0) == best.box  # 0 turns voting off
     assert vote_box(best, [best, far], 0.04) == best.box
+
+
+def test_a_remembering_encoder_keeps_the_calibration_the_decision_reads(filled, monkeypatch):
+    """rap eval wraps the encoder to embed each photo once; its decision must be the retriever's own."""
+    from rap.encoders.memo import RememberingEncoder
+
+    encoder = filled.embedder.encoder
+    monkeypatch.setattr(encoder, "detector_match_thresholds", {"multiscale": 0.5}, raising=False)
+    monkeypatch.setattr(encoder, "distinct_ratio", 0.9, raising=False)
+    before = Retriever(filled, "multiscale").operating_point
+    monkeypatch.setattr(filled.embedder, "encoder", RememberingEncoder(encoder))
+    assert Retriever(filled, "multiscale").operating_point == before and before.image_threshold == 0.5

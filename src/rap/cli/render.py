@@ -46,6 +46,8 @@ def retrieval_table(title: str, retrieval: Retrieval) -> Table:
         )
     if not retrieval.concepts:
         table.add_row("-", "none of your concepts", "", "", "", "", "", "")
+    elif not any(r.match for r in retrieval.concepts):
+        table.caption = "none of your concepts is a match: these are the closest"
     return table
 
 
