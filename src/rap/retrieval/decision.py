@@ -139,7 +139,7 @@ class OperatingPoint:
         """One line for people."""
         image = "every candidate matches (threshold inf)" if self.keeps_all else f"image distance <= {self.image_threshold:.3f}"
         ratio = f", ratio test {self.distinct_ratio:.2f}" if self.distinct_ratio is not None and not self.keeps_all else ""
-        faces = f", faces {self.face_threshold:.2f} admit / {self.face_confirm:.2f} confirm" if self.face_threshold is not None else ""
+        faces = f", faces {self.face_threshold:.2f} admit / {self.face_confirm:.2f} confirm" if self.face_threshold is not None and not self.keeps_all else ""
         where = {"encoder": f"the encoder's calibration for {self.detector}", "setting": "the threshold setting"}.get(self.source)
         if where is None:
             where = f"rap calibrate on {self.fitted.get('photos', '?')} photos, {self.fitted.get('at', '?')}"
