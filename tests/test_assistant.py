@@ -178,3 +178,23 @@ def test_a_blind_model_recognizes_by_the_retriever(filled, photos):
 )  # fmt: skip
 def test_presence_and_location_questions(question, kind):
     assert question_kind(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("threshold", "reply", "corrected"),
+    [
+        (float("inf"), "It is a sunny day and <bo> is not in this picture.", "Yes, <bo> is in this photo"),
+        (float("inf"), "I don't see bo anywhere.", "Yes, <bo> is in this photo"),
+        (0.01, "I see <bo> running.", "No, I do not recognise <bo> in this photo"),
+        (float("inf"), "<bo> is running on the grass.", None),
+        (0.01, "A dog runs on the grass.", None),
+    ],
+)
+def test_a_blind_models_free_reply_that_contradicts_the_labels_is_corrected(filled, photos, threshold, reply, corrected):
+    bot = Assistant(filled, Retriever(filled, "none", top_k=1, threshold=threshold), create_generator("echo", reply=reply, sees_images=False))
+    answer = bot.ask("What is going on?", photos / "dog_01.jpg")
+    assert answer.text.startswith(reply.split(" ")[0]) and answer.model == "echo"
+    if corrected is None:
+        assert "Correction" not in answer.text
+    else:
+        assert answer.text.endswith(")") and f"(Correction from the retriever: {corrected}" in answer.text

@@ -6,7 +6,8 @@ distance, box, whether text or image retrieved them, and whether the retriever
 labels them a match), so a user can always see why the model said what it said.
 The model gets the top K candidates, as in the paper, with weak ones labelled
 weak; a backend that cannot see answers "is X here?" and "where is X?" from the
-retriever's labels (:mod:`rap.decided`), never against them.
+retriever's labels (:mod:`rap.decided`), and a reply of its that contradicts
+them gets the retriever's correction appended.
 
 A :class:`Conversation` keeps the history of a chat: retrieval runs with the
 image on the first turn; on later turns, concepts named in the text and not yet
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from rap.answers import parse_box, parse_yes_no
-from rap.decided import decided_reply
+from rap.decided import correction, decided_reply
 from rap.detectors import RegionDetector
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
@@ -127,6 +128,10 @@ class Conversation:
         for piece in stream:
             pieces.append(piece)
             yield piece
+        fix = self.assistant._correction(self, "".join(pieces), used) if decided is None else None
+        if fix is not None:
+            pieces.append(f"\n{fix}")
+            yield pieces[-1]
         turn.reply = "".join(pieces).strip()
         self.turns.append(turn)
         self.concepts += used
@@ -252,6 +257,12 @@ class Assistant:
         avatar = concept.images[0] if concept.images else None
         image = load_image(self.store.image_path(avatar.file)).image if avatar and self.generator.sees_images else None
         return PromptConcept(concept.token, concept.describe(), image, avatar.sha256 if avatar else None, weak=retrieved.weak)
+
+    def _correction(self, conversation: Conversation, reply: str, used: Sequence[RetrievedConcept]) -> str | None:
+        """For a backend that cannot see: the retriever's word where the reply contradicts its labels."""
+        if conversation.image is None or self.generator.sees_images:
+            return None
+        return correction(reply, [*conversation.concepts, *used])
 
     def _decided(self, conversation: Conversation, question: str, used: Sequence[RetrievedConcept]) -> str | None:
         """The retriever's answer to "is X here?" or "where is X?", for a backend that cannot see the photo."""

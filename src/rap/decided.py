@@ -73,3 +73,40 @@ def _location(r: RetrievedConcept) -> str:
     if r.region == "image":
         return f"{token} is in this photo: the whole photo matched ({_evidence(r)})."
     return f"{token} is at box {list(r.box or ())} in this photo, in pixels ({_evidence(r)})."
+
+
+def _named(r: RetrievedConcept) -> str:
+    """A pattern for the concept as a reply may write it: ``<bo>`` or ``bo``."""
+    return rf"<?{re.escape(r.concept.name)}>?"
+
+
+def _says_absent(reply: str, r: RetrievedConcept) -> bool:
+    name = _named(r)
+    return bool(
+        re.search(rf"\b{name}\W*(?:is\s+not|isn't|is\s+nowhere|does\s+not\s+appear|doesn't\s+appear)\b", reply, re.IGNORECASE)
+        or re.search(rf"\b(?:do\s+not|don't|cannot|can't|can\s+not)\s+see\s+(?:any\s+)?{name}", reply, re.IGNORECASE)
+        or re.search(rf"\bno\s+{name}\b", reply, re.IGNORECASE)
+    )
+
+
+def _says_present(reply: str, r: RetrievedConcept) -> bool:
+    name = _named(r)
+    return bool(
+        re.search(rf"\b{name}\W*(?:is|appears)\s+(?:here|there|visible|present|in\s+(?:this|the)\s+(?:photo|image|picture))\b", reply, re.IGNORECASE)
+        or re.search(rf"\bI\s+(?:can\s+)?see\s+{name}", reply, re.IGNORECASE)
+    )
+
+
+def correction(reply: str, concepts: Sequence[RetrievedConcept]) -> str | None:
+    """What to add to a blind model's free reply that contradicts the labels shown beside it; None if it does not.
+
+    A reply is only ever added to (it may already have been streamed), with
+    the retriever's own words for each concept it got wrong.
+    """
+    wrong = [
+        r for r in concepts
+        if r.region is not None and ((r.match and _says_absent(reply, r)) or (not r.match and _says_present(reply, r)))
+    ]  # fmt: skip
+    if not wrong:
+        return None
+    return "(Correction from the retriever: " + " ".join(_presence(r) for r in wrong) + ")"
