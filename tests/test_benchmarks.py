@@ -34,6 +34,17 @@ def dreambooth_layout(root: Path) -> Path:
     return root
 
 
+def six_subjects(root: Path) -> Path:
+    """Six subjects of three photos each, drawn in turn from the test photos (for the calibration hold-out)."""
+    pool = sorted(PHOTOS.glob("*.jpg"))
+    for n, subject in enumerate(("a", "b", "c", "d", "e", "f")):
+        (root / subject).mkdir(parents=True)
+        for k in range(3):
+            shutil.copy(pool[(3 * n + k) % len(pool)], root / subject / f"0{k}.jpg")
+    (root / "prompts_and_classes.txt").write_text("".join(f"{s},thing\n" for s in "abcdef"))
+    return root
+
+
 CASES = {
     "generation_latency": (["--size", "tiny", "--repeats", "1", "--new-tokens", "3", "--static-cache"], "ttft_ms"),
     "generation_latency-qwen": (["--arch", "qwen2.5-vl", "--size", "tiny", "--repeats", "1", "--new-tokens", "3"], "decode_tokens_per_s"),
@@ -48,6 +59,7 @@ CASES = {
     "serve_load": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2"], "requests_per_s"),
     "serve_load-postgres": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2", "--store-url", "pgserver"], "requests_per_s"),
     "hard_retrieval": (["{dreambooth}", "--sizes", "1,3", "--per-photo", "2", "--rotations", "1"], "false_match"),
+    "calibration_holdout": (["{six}", "--rotation", "0", "--min-photos", "1"], "acceptance"),
 }  # fmt: skip
 
 
@@ -58,6 +70,8 @@ def test_benchmark_runs_and_reports(case: str, tmp_path: Path, request: pytest.F
         arguments = [request.getfixturevalue("postgres_url") if a == "{postgres}" else a for a in arguments]
     if "{dreambooth}" in arguments:
         arguments = [str(dreambooth_layout(tmp_path / "dreambooth")) if a == "{dreambooth}" else a for a in arguments]
+    if "{six}" in arguments:
+        arguments = [str(six_subjects(tmp_path / "six")) if a == "{six}" else a for a in arguments]
     script = ROOT / "benchmarks" / f"{case.split('-')[0]}.py"
     done = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=BENCHMARK_S)
     assert done.returncode == 0, done.stderr[-2000:]

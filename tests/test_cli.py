@@ -48,6 +48,20 @@ def test_retrieve_prints_json_lines_one_per_image(rap, photos):
     assert code == 0 and "<bo>" in out
 
 
+def test_retrieve_labels_the_top_k_and_strict_keeps_only_matches(rap, photos):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-c", "cat")
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg", "-k", "2", "--threshold", "0.3", "--json")
+    ranked = json.loads(out)["concepts"]
+    assert code == 0 and [(c["name"], c["match"], c["space"]) for c in ranked] == [("bo", True, "image"), ("kit", False, "image")]
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg", "-k", "2", "--threshold", "0.3", "--strict", "--json")
+    assert [c["name"] for c in json.loads(out)["concepts"]] == ["bo"]
+    code, out, _ = rap("retrieve", photos / "clock_00.jpg", "-k", "2", "--threshold", "0.01", "--json")
+    assert [c["match"] for c in json.loads(out)["concepts"]] == [False, False]  # none of them, yet both shown
+    code, out, _ = rap("retrieve", "--text", "what does <kit> eat?", "--json")
+    assert json.loads(out)["concepts"][0]["match"] is False  # named, no photo: nothing shows it
+
+
 def test_import_export(rap, photos, tmp_path):
     (tmp_path / "plain" / "rex").mkdir(parents=True)
     (tmp_path / "plain" / "rex" / "a.jpg").write_bytes((photos / "dog_00.jpg").read_bytes())
@@ -227,7 +241,7 @@ def test_chat_keeps_history(filled_cli, photos, monkeypatch):
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Who is this?\nAnd <kit>?\n\n"))
-    code, out, _ = filled_cli("chat", photos / "dog_00.jpg", "--backend", "echo", "--json")
+    code, out, _ = filled_cli("chat", photos / "dog_00.jpg", "--backend", "echo", "-k", "1", "--json")
     first, second = (json.loads(line) for line in out.splitlines())
     assert code == 0 and "<image>" in first["answer"] and "Name: <kit>" in second["answer"]
     assert [c["name"] for c in second["concepts"]][-1] == "kit"

@@ -8,7 +8,7 @@ import json
 import logging
 
 from fastapi.testclient import TestClient
-from rap.store.postgres_throwaway import new_database
+from rap.store.postgres_server import new_database
 from test_server_support import add_concept, add_user, client, photo, settings, sse_events, wait_ready  # noqa: F401
 
 from rap.errors import NotReady

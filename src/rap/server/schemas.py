@@ -65,6 +65,8 @@ class RetrievedOut(BaseModel):
     name: str
     category: str
     via: Literal["text", "image"]
+    match: bool = Field(description="whether the retriever labels it present in the photo; false: a weak candidate, or no visual evidence")
+    space: Literal["image", "face"] | None = Field(description="the space of its visual evidence; null: none")
     distance: float | None
     score: float | None
     box: list[int] | None

@@ -197,7 +197,9 @@ function follow(force = false) {
 }
 
 function describe(r) {
-  const parts = [r.via === "text" || r.via === "name" ? "named in the question" : `matched by ${r.via}`];
+  const named = r.via === "text" || r.via === "name";
+  const parts = [named ? "named in the question" : r.match === false ? "weak match, probably not here" : `matched by ${r.space || r.via}`];
+  if (named && r.match) parts.push(`matched by ${r.space}`);
   if (r.distance != null) parts.push(`distance ${Number(r.distance).toFixed(3)}`);
   return parts.join(" · ");
 }
