@@ -33,7 +33,7 @@ from rap.evaluation.journal import Journal
 from rap.evaluation.metrics import QAResult
 from rap.retrieval import Retriever
 from rap.settings import Settings
-from rap.store.base import NewConcept
+from rap.store.inputs import NewConcept
 from rap.store.local import LocalConceptStore
 
 ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -22,16 +21,8 @@ from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptIm
 from rap.embedding import Embedder
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import EncoderMismatch
-from rap.images import ImageFile, LoadedImage
-
-if TYPE_CHECKING:
-    from rap.store.prepare import EditPlan
-
-ImageSource = str | Path | ImageFile | LoadedImage
-Progress = Callable[[int], None]
-"""Called with the number of items just finished, for progress bars."""
-ProgressFactory = Callable[[str, int], AbstractContextManager[Progress]]
-"""Opens a progress display for ``total`` items with a description; yields its ``advance``."""
+from rap.store.inputs import ImageSource, NewConcept, Progress, ProgressFactory
+from rap.store.prepare import EditPlan, plan_edit
 
 
 @dataclass(frozen=True)
@@ -41,17 +32,6 @@ class VectorHit:
     concept: str
     image_id: int
     distance: float
-
-
-@dataclass
-class NewConcept:
-    """What a user gives to remember a concept (used for bulk adds)."""
-
-    name: str
-    images: Sequence[ImageSource]
-    info: str = ""
-    category: str = DEFAULT_CATEGORY
-    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 class ConceptStore(ABC):
@@ -164,8 +144,6 @@ class ConceptStore(ABC):
     ) -> Concept:
         """Change a concept; the whole edit is checked and its new images embedded before
         anything is written, then written in one transaction."""
-        from rap.store.prepare import plan_edit  # prepare builds on this module
-
         current = self.get(name)
         plan = plan_edit(
             self.embedder,

@@ -46,7 +46,8 @@ from rap.encoders import ENCODERS, FACE_ANALYZERS, Face, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, StoreDamaged, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
-from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import (

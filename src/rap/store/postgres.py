@@ -44,7 +44,8 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
-from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.settings import default

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from rap.errors import InvalidInput
 from rap.registry import Registry
 from rap.settings import Settings
-from rap.store.base import ConceptStore, ProgressFactory
+from rap.store.base import ConceptStore
+from rap.store.inputs import ProgressFactory
 
 if TYPE_CHECKING:
     from rap.encoders import FaceAnalyzer, ImageEncoder
