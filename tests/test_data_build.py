@@ -282,7 +282,8 @@ def test_annotators_resolve_through_the_registry(coco: Path, tmp_path: Path) -> 
     assert isinstance(chosen, GeneratorAnnotator) and chosen.generator.id == "echo"
     report = build_dataset(_source(coco), tmp_path / "out", annotator=chosen)
     assert report.annotator["calls"] > 0 and report.annotator["cost"] > 0
-    assert any((tmp_path / "cache").rglob("*.json"))
+    again = create_annotator("generator:echo", tmp_path / "cache", calls_per_minute=0)
+    assert build_dataset(_source(coco), tmp_path / "out", annotator=again, overwrite=True).annotator["calls"] == 0
     with pytest.raises(UnknownBackend, match="unknown annotator 'openai:gpt-4o'; known: .*generator.*offline"):
         create_annotator("openai:gpt-4o", tmp_path / "cache")
     with pytest.raises(InvalidInput, match="takes no argument or options"):
@@ -304,7 +305,9 @@ def test_the_command_line_chooses_the_annotator_by_name(
     assert run([*args, "--annotator", "generator:echo", "--calls-per-minute", "0"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["annotator"]["calls"] > 0
-    assert any((rap_home / "cache" / "annotator").rglob("*.json"))  # paid answers kept under RAP_HOME
+    assert run([*args, "--overwrite", "--annotator", "generator:echo", "--calls-per-minute", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["annotator"]["calls"] == 0  # paid answers kept under RAP_HOME
+    assert (rap_home / "cache" / "annotator").is_dir()
     assert run([*args, "--overwrite", "--annotator", "openai:gpt-4o"]) == 6
     error = capsys.readouterr().err
     assert "unknown annotator 'openai:gpt-4o'" in error and "generator" in error and "Traceback" not in error
@@ -404,3 +407,18 @@ def test_a_malformed_source_is_one_rap_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
         build_dataset([CocoSource(tmp_path / "nowhere.json")], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cache_keeps_the_prompt_and_reply_as_json_and_forgets_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    annotator = GeneratorAnnotator(GENERATORS.create("echo", reply="A red mug."), tmp_path / "cache",
+                                   GeneratorAnnotatorOptions(calls_per_minute=0))
+    crop = Image.new("RGB", (16, 16), "red")
+    assert annotator.describe(crop, "mug") == annotator.describe(crop, "mug") == "A red mug."
+    assert (annotator.usage.calls, annotator.usage.cache_hits) == (1, 1)
+    assert annotator.describe(Image.new("RGB", (16, 16), "blue"), "mug") == "A red mug."
+    assert annotator.usage.calls == 2  # other pixels, another prompt
+    with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:  # no value is pickled: nothing runs when read
+        assert {mode for (mode,) in db.execute("SELECT mode FROM Cache")} <= {1, 2}  # diskcache's raw and binary modes
+        assert db.execute("SELECT value FROM Settings WHERE key = 'eviction_policy'").fetchone() == ("none",)
