@@ -277,33 +277,34 @@ class VideoSource(Source):
             yield Scene(self.label, query, tuple(objects))
 
 
-def _photo_folders(source: Source, category: str | None) -> Iterator[Scene]:
-    """Folder per identity: the first photo is the reference, every other photo a query."""
-    folders = sorted(p for p in source.path.iterdir() if p.is_dir())
-    if not folders:
-        raise InvalidFormat(f"{source.path}: expected one sub-folder per {'identity' if category else 'concept'}")
-    for folder in folders:
-        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        name = category or re.sub(r"[\d_\-\s]+$", "", folder.name).replace("_", " ")
-        for query in photos[1:]:
-            yield Scene(source.label, query, (SceneObject(folder.name, name, None, photos[0], None),))
+@dataclass(frozen=True)
+class _PhotoFolders(Source):
+    """A folder per identity: the first photo is the reference, every other photo a query."""
+
+    options: ClassVar[tuple[str, ...]] = ("name",)
+    #: every concept's category; None: the folder's name without trailing digits
+    category: ClassVar[str | None]
+
+    def _read(self, rng: random.Random) -> Iterator[Scene]:
+        folders = sorted(p for p in self.path.iterdir() if p.is_dir())
+        if not folders:
+            raise InvalidFormat(f"{self.path}: expected one sub-folder per {'identity' if self.category else 'concept'}")
+        for folder in folders:
+            photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            name = self.category or re.sub(r"[\d_\-\s]+$", "", folder.name).replace("_", " ")
+            for query in photos[1:]:
+                yield Scene(self.label, query, (SceneObject(folder.name, name, None, photos[0], None),))
 
 
 @_registered("one folder of whole-face photos per person (CelebA-style): identities:DIR[,name=LABEL]")
 @dataclass(frozen=True)
-class IdentitySource(Source):
+class IdentitySource(_PhotoFolders):
     kind: ClassVar[str] = "identities"
-    options: ClassVar[tuple[str, ...]] = ("name",)
-
-    def _read(self, rng: random.Random) -> Iterator[Scene]:
-        return _photo_folders(self, "person")
+    category: ClassVar[str | None] = "person"
 
 
 @_registered("one folder of photos per concept, the category its name without digits: folders:DIR[,name=LABEL]")
 @dataclass(frozen=True)
-class FolderSource(Source):
+class FolderSource(_PhotoFolders):
     kind: ClassVar[str] = "folders"
-    options: ClassVar[tuple[str, ...]] = ("name",)
-
-    def _read(self, rng: random.Random) -> Iterator[Scene]:
-        return _photo_folders(self, None)
+    category: ClassVar[str | None] = None
