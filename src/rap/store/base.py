@@ -17,10 +17,10 @@ from typing import Literal
 
 import numpy as np
 
-from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage
+from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import Embedder
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
-from rap.errors import EncoderMismatch
+from rap.errors import ConceptNotFound, EncoderMismatch
 from rap.store.inputs import ImageSource, NewConcept, Progress, ProgressFactory
 from rap.store.prepare import EditPlan, plan_edit
 
@@ -174,13 +174,22 @@ class ConceptStore(ABC):
     @abstractmethod
     def remove(self, name: str) -> None: ...
 
-    @abstractmethod
     def get(self, name: str) -> Concept:
         """The concept, by name (case-insensitive, with or without ``<>``)."""
+        found = self.lookup([name])
+        if not found:
+            raise ConceptNotFound(f"no concept named {name.strip().strip('<>')!r}; 'rap concept list' shows them")
+        return found[0]
 
-    @abstractmethod
     def lookup(self, names: Iterable[str]) -> list[Concept]:
         """The concepts among ``names`` that exist, in the order given; unknown ones are skipped."""
+        keys = list(dict.fromkeys(name_key(name.strip().strip("<>")) for name in names))
+        found = {name_key(concept.name): concept for concept in self._find(keys)} if keys else {}
+        return [found[key] for key in keys if key in found]
+
+    @abstractmethod
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
+        """The stored concepts whose name keys are among ``keys`` (distinct, not empty), in any order."""
 
     @abstractmethod
     def list(self) -> list[Concept]: ...

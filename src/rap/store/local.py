@@ -321,22 +321,13 @@ class LocalConceptStore(ConceptStore):
         if changed:
             raise changed_error(self.path / DB_FILE, table, changed)
 
-    def get(self, name: str) -> Concept:
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
+        found: list[Concept] = []
         with self._lock:
-            concept_id, _ = self._concept_id(name)
-            return self._load_concepts("id = ?", [concept_id])[0]
-
-    def lookup(self, names: Iterable[str]) -> list[Concept]:
-        keys = list(dict.fromkeys(name_key(n.strip().strip("<>")) for n in names))
-        if not keys:
-            return []
-        with self._lock:
-            found: dict[str, Concept] = {}
-            for start in range(0, len(keys), 900):
+            for start in range(0, len(keys), 900):  # SQLite's limit on a statement's parameters
                 chunk = keys[start : start + 900]
-                for concept in self._load_concepts(f"name_key IN ({','.join('?' * len(chunk))})", chunk):
-                    found[name_key(concept.name)] = concept
-        return [found[k] for k in keys if k in found]
+                found += self._load_concepts(f"name_key IN ({','.join('?' * len(chunk))})", chunk)
+        return found
 
     def list(self) -> list[Concept]:
         with self._lock:
