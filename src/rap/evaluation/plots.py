@@ -83,16 +83,19 @@ def recall_vs_size(
     plt = _pyplot()
     ks = drawn_ks([k for curves in panels.values() for k in curves])
     colours = dict(zip(ks, plt.get_cmap("viridis")([0.0, 0.45, 0.8])))
-    markers = dict(zip(ks, "osD"))
+    # the largest K drawn first and widest, so that lines which meet (at recall 1, say) show as nested
+    widths = {k: (1.4 + 1.4 * n, 5 + 2.5 * n) for n, k in enumerate(ks)}
     handles = []
     for axes, (panel, curves) in zip(axes_row, panels.items()):
         sizes = sorted({n for points in curves.values() for n in points})
-        handles = []
-        for k in ks:
+        lines = {}
+        for k in reversed(ks):
             points = curves.get(k, {})
             xs = sorted(points)
-            (line,) = axes.plot(xs, [points[n] for n in xs], marker=markers[k], color=colours[k], label=f"recall@{k}")
-            handles.append(line)
+            line_width, marker_size = widths[k]
+            (lines[k],) = axes.plot(xs, [points[n] for n in xs], marker="o", color=colours[k], linewidth=line_width,
+                                    markersize=marker_size, label=f"recall@{k}")  # fmt: skip
+        handles = [lines[k] for k in ks]
         (chance,) = axes.plot(sizes, [min(1.0, ks[-1] / n) for n in sizes], label=f"chance, recall@{ks[-1]} (K/N)", **BASELINE)
         handles.append(chance)
         _integer_ticks(axes, sizes)
