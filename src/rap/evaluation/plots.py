@@ -99,7 +99,7 @@ def recall_vs_size(
         (chance,) = axes.plot(sizes, [min(1.0, ks[-1] / n) for n in sizes], label=f"chance, recall@{ks[-1]} (K/N)", **BASELINE)
         handles.append(chance)
         _integer_ticks(axes, sizes)
-        axes.set(title=panel, xlabel="concepts in the database (N)", ylim=(0, 1.03))
+        axes.set(title=panel, xlabel="concepts in the database (N)", ylim=(0, 1.06))
         axes.grid(alpha=0.3)
     axes_row[0].set_ylabel("recall@K")
     figure.suptitle(title, fontsize=11)
