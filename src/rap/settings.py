@@ -85,6 +85,11 @@ class Settings(BaseModel):
     generation_queue: int = Field(16, ge=0, description="requests that may wait for a generation slot; beyond that: 503 with Retry-After (RAP_GENERATION_QUEUE)")
     retry_after: int = Field(5, ge=1, description="seconds a client told 503 (generation queue full) is asked to wait before retrying")
     open_stores: int = Field(256, ge=1, description="users' stores one worker keeps open; the least recently used is dropped beyond that")
+    max_request_pixels: int = Field(256_000_000, ge=64, description="total pixels of the images one request may upload, read from their headers before any is decoded; beyond: 413")
+    max_decoding_pixels: int = Field(128_000_000, ge=64, description="pixels one worker decodes at once, over every request (an image costs its full size while it decodes, unless it is a JPEG, which decodes reduced); more wait their turn: this bounds the worker's memory, at about 4 bytes a pixel (RAP_MAX_DECODING_PIXELS)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="host names the service answers to besides the address it listens on (and localhost on loopback), e.g. the name a proxy serves it under; '*' answers any: other Host headers get 400, which stops DNS rebinding (RAP_ALLOWED_HOSTS, comma-separated)")
+    cors_origins: list[str] = Field(default_factory=list, description="web origins (https://app.example) whose pages may call the API from a browser and send it writes; none by default: only the service's own pages may (RAP_CORS_ORIGINS, comma-separated)")
+    failed_signins: str = Field("10/minute", description="wrong API keys one client address may send before it is refused with 429 and Retry-After, as the limits package writes a rate (RAP_FAILED_SIGNINS)")
 
     @property
     def store_path(self) -> Path:
@@ -184,6 +189,8 @@ def _parse_env(name: str, raw: str) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"RAP_GENERATOR_OPTIONS must be a JSON object ({exc.msg})") from None
+    if Settings.model_fields[name].annotation == list[str]:
+        return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 
 

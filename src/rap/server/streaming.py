@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from rap.assistant import Answer, Conversation
 from rap.errors import RapError
@@ -65,4 +66,4 @@ def event_stream(conversation: Conversation, question: str, lease: Lease, metric
         except RapError as exc:
             yield sse("error", error_body(error_code(exc), exc.message))
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}, background=BackgroundTask(lease.end))

@@ -32,7 +32,7 @@ STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}}, 
 
 
 async def _image(upload: UploadFile | None, rt: Runtime) -> LoadedImage | None:
-    return await read_image(upload, rt.settings) if upload is not None else None
+    return await read_image(upload, rt.settings, rt.pixels) if upload is not None else None
 
 
 @router.post("/retrieve", response_model=RetrievalOut, summary="Which of my concepts are in this photo or text?")

@@ -22,12 +22,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field
 
 from rap.assistant import Answer, Conversation
 from rap.errors import InvalidInput, PayloadTooLarge, RapError
 from rap.generation import GenerationOptions
-from rap.images import LoadedImage, decode_image
+from rap.images import LoadedImage
 from rap.server.auth import CurrentUser, RuntimeDep
 from rap.server.errors import error_body, error_code
 from rap.server.limits import run_blocking
@@ -35,6 +36,7 @@ from rap.server.routes import BUSY, ERRORS
 from rap.server.runtime import Runtime
 from rap.server.schemas import RetrievedOut
 from rap.server.streaming import generate, pieces
+from rap.server.uploads import check_images, decode_images
 from rap.server.users import User
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
@@ -111,7 +113,8 @@ def _text(message: Message) -> str:
     return "\n".join(part.text or "" for part in message.content or [] if part.type == "text")
 
 
-def _data_url(url: str, rt: Runtime) -> LoadedImage:
+async def _picture(url: str, rt: Runtime) -> LoadedImage:
+    """The image of a data URL, checked by its header, then decoded reduced in a worker thread within the pixel budget."""
     head, comma, payload = url.partition(",")
     if not (url.startswith("data:") and comma and head.endswith(";base64")):
         raise InvalidInput("images must be data URLs (data:image/jpeg;base64,...); the service fetches no URLs")
@@ -121,7 +124,7 @@ def _data_url(url: str, rt: Runtime) -> LoadedImage:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("an image data URL is not valid base64") from None
-    return decode_image(data, "image_url", max_bytes=rt.settings.max_upload_bytes, max_pixels=rt.settings.max_image_pixels)
+    return (await decode_images(check_images([("image_url", data)], rt.settings), rt.settings, rt.pixels))[0]
 
 
 def _dialogue(request: ChatRequest, rt: Runtime) -> tuple[str | None, list[tuple[str, str]], str]:
@@ -157,14 +160,13 @@ def _options(request: ChatRequest, rt: Runtime) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=min(wanted, rt.settings.max_new_tokens), temperature=temperature)
 
 
-def _prepare(rt: Runtime, user: User, request: ChatRequest) -> tuple[Conversation, str]:
-    image_url, exchanges, question = _dialogue(request, rt)
+def _prepare(rt: Runtime, user: User, request: ChatRequest, picture: LoadedImage | None, exchanges: list[tuple[str, str]]) -> Conversation:
     assistant = rt.assistant(user)
     assistant.options = _options(request, rt)
-    conversation = assistant.chat(_data_url(image_url, rt) if image_url else None)
+    conversation = assistant.chat(picture)
     for past_question, reply in exchanges:
         conversation.replay(past_question, reply)
-    return conversation, question
+    return conversation
 
 
 def _completion(answer: Answer, completion_id: str, created: int) -> dict[str, Any]:
@@ -185,7 +187,9 @@ def _completion(answer: Answer, completion_id: str, created: int) -> dict[str, A
     summary="OpenAI-compatible chat, personalized with the user's concepts",
 )
 async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatRequest) -> dict | StreamingResponse:
-    conversation, question = await run_blocking(lambda: _prepare(rt, user, request))
+    image_url, exchanges, question = _dialogue(request, rt)
+    picture = await _picture(image_url, rt) if image_url else None
+    conversation = await run_blocking(lambda: _prepare(rt, user, request, picture, exchanges))
     lease = await rt.queue.acquire()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not request.stream:
@@ -209,7 +213,7 @@ async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatReque
             yield f"data: {json.dumps(error_body(error_code(exc), exc.message))}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}, background=BackgroundTask(lease.end))
 
 
 @router.get("/models", response_model=ModelList, summary="The model this service answers with (for OpenAI clients)")

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from PIL import Image
 
-from rap.concepts import DEFAULT_CATEGORY, Concept, name_key
-from rap.errors import ImageNotFound, InvalidInput
+from rap.concepts import DEFAULT_CATEGORY, Concept, name_key, validate_name
+from rap.errors import ConceptExists, ImageNotFound, InvalidInput
 from rap.images import load_image
 from rap.server.auth import CurrentUser, RuntimeDep
 from rap.server.limits import run_blocking
@@ -35,8 +35,12 @@ async def add_concept(
     category: Annotated[str, Form(description="what it is (dog, person, plush toy); the detector looks for it")] = DEFAULT_CATEGORY,
     attributes: Annotated[str | None, Form(description='a JSON object of strings, e.g. {"age": "3"}')] = None,
 ) -> dict:
-    images = await read_images(image, rt.settings)
     attrs = parse_attributes(attributes)
+    name = validate_name(name)
+    store = await run_blocking(lambda: rt.store(user))
+    if await run_blocking(lambda: store.lookup([name])):  # before any image is decoded; the store checks again as it writes
+        raise ConceptExists(f"a concept named {name!r} already exists; edit it or choose another name")
+    images = await read_images(image, rt.settings, rt.pixels)
     concept = await run_blocking(lambda: rt.store(user).add(name, images, info=info, category=category, attributes=attrs))
     return concept.to_dict()
 
@@ -101,7 +105,8 @@ async def remove_concept(user: CurrentUser, rt: RuntimeDep, name: str) -> Respon
 
 @router.post("/{name}/images", response_model=ConceptOut, summary="Add reference images to a concept")
 async def add_images(user: CurrentUser, rt: RuntimeDep, name: str, image: Images) -> dict:
-    images = await read_images(image, rt.settings)
+    await run_blocking(lambda: rt.store(user).get(name))  # 404 before any image is decoded
+    images = await read_images(image, rt.settings, rt.pixels)
     return (await run_blocking(lambda: rt.store(user).edit(name, add_images=images))).to_dict()
 
 
@@ -144,7 +149,7 @@ async def get_image(
         if size is None:
             loaded = load_image(path)
             return Response(loaded.data, media_type=Image.MIME.get(loaded.format, "application/octet-stream"))
-        image = load_image(path).image
+        image = load_image(path, shorter_side=size).image  # a JPEG decodes reduced
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
