@@ -30,7 +30,7 @@ from rap.errors import InvalidInput, PayloadTooLarge, RapError
 from rap.generation import GenerationOptions
 from rap.images import LoadedImage
 from rap.server.auth import CurrentUser, RuntimeDep
-from rap.server.errors import error_body, error_code
+from rap.server.errors import public_error
 from rap.server.limits import run_blocking
 from rap.server.routes import BUSY, ERRORS
 from rap.server.runtime import Runtime
@@ -210,7 +210,7 @@ async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatReque
                 else:
                     yield chunk({"content": item})
         except RapError as exc:
-            yield f"data: {json.dumps(error_body(error_code(exc), exc.message))}\n\n"
+            yield f"data: {json.dumps(public_error(exc)[0])}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}, background=BackgroundTask(lease.end))
