@@ -18,6 +18,7 @@ from rap.server.access_log import REDACT_QUERIES
 from rap.server.guard import OriginGuard
 from rap.server.limits import BodyLimitMiddleware, TimeoutMiddleware
 from rap.server.metrics import MetricsMiddleware
+from rap.server.schema_limits import limited_openapi
 from rap.server.routes import account, assistant, chat, concepts, health, options
 from rap.server.runtime import Runtime
 from rap.settings import Settings, resolve
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         form_limits={"max_files": settings.max_images_per_request, "max_part_size": settings.max_text_chars * 4},
     )
     app.state.runtime = runtime
+    app.openapi = limited_openapi(app, settings)  # type: ignore[method-assign]
     errors.install(app)
     for module in (account, concepts, assistant, chat, health, options):
         app.include_router(module.router)

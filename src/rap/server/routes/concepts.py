@@ -50,9 +50,10 @@ def _cursor(concept: Concept) -> str:
 
 
 def _after(cursor: str) -> str:
+    """The name key a cursor stands for: any base64 the schema allows is a place in name order."""
     try:
-        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError):
         after = ""
     if not after:
         raise InvalidInput("cursor is not one this service gave; start again without it")
