@@ -76,6 +76,7 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(MAX_FILE_BYTES, ge=1024, description="largest image a request may upload, in bytes (RAP_MAX_UPLOAD_BYTES)")
     max_image_pixels: int = Field(MAX_PIXELS, ge=64, description="largest image a request may upload, in pixels: refuses decompression bombs (RAP_MAX_IMAGE_PIXELS)")
     max_images_per_request: int = Field(16, ge=1, le=1000, description="most image files one request may upload")
+    max_chat_images: int = Field(2, ge=1, le=100, description="most images one /v1/chat/completions request may carry (rap looks at the latest; a chat client resends earlier ones): its body may be this many images as base64, plus text")
     max_text_chars: int = Field(4000, ge=1, description="longest question or text a request may send, in characters")
     max_page_size: int = Field(200, ge=1, description="most concepts one page of GET /v1/concepts returns")
     max_thumbnail_side: int = Field(1024, ge=16, description="largest ?size= for a concept image thumbnail, in pixels")

@@ -58,8 +58,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     for module in (account, concepts, assistant, chat, health, options):
         app.include_router(module.router)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
-    # every image at its limit, plus room for the form's text fields
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes * settings.max_images_per_request + 2**20)
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],

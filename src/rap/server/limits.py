@@ -24,6 +24,7 @@ from limits.strategies import MovingWindowRateLimiter
 from rap.errors import ConfigError, Overloaded, PayloadTooLarge, RateLimited, RequestTimeout
 from rap.server.errors import error_body, error_code
 from rap.server.metrics import ASGIApp, Metrics, Scope
+from rap.settings import Settings
 
 
 class RateLimiter:
@@ -166,15 +167,30 @@ class TimeoutMiddleware:
             await send({"type": "http.response.body", "body": body})
 
 
+TEXT_ROOM = 2**21
+"""Bytes of a request body beyond its images: form fields, a chat's messages."""
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The largest body a route takes, from the images it may carry: a chat's JSON holds at most
+    ``max_chat_images`` images in base64; a concept's form ``max_images_per_request``; any other one."""
+    if path == "/v1/chat/completions":
+        return settings.max_chat_images * (settings.max_upload_bytes * 4 // 3 + 64) + TEXT_ROOM
+    if path == "/v1/concepts" or path.endswith("/images"):
+        return settings.max_images_per_request * settings.max_upload_bytes + TEXT_ROOM
+    return settings.max_upload_bytes + TEXT_ROOM
+
+
 class BodyLimitMiddleware:
-    """Refuses a request body larger than ``max_bytes`` with 413 and the JSON error body, whether
-    it declares its length or streams it, before it is parsed or spooled to disk."""
+    """Refuses a request body larger than its route's :func:`body_limit` with 413 and the JSON error
+    body, at once when it declares its length, as soon as it passes it when it streams, and in
+    either case before it is parsed or spooled to disk."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
 
-    async def _refuse(self, send: Callable[[Any], Awaitable[None]]) -> None:
-        error = PayloadTooLarge(f"the request body is larger than the service's {self.max_bytes / 2**20:.1f} MiB limit")
+    async def _refuse(self, send: Callable[[Any], Awaitable[None]], max_bytes: int) -> None:
+        error = PayloadTooLarge(f"the request body is larger than the {max_bytes / 2**20:.1f} MiB this route takes")
         body = json.dumps(error_body(error_code(error), error.message)).encode()
         await send({"type": "http.response.start", "status": error.http_status, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
@@ -183,9 +199,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = body_limit(self.settings, scope["path"])
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         seen, exceeded = 0, False
 
@@ -193,7 +210,7 @@ class BodyLimitMiddleware:
             nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > max_bytes:
                 exceeded = True  # the app sees the client leave, and its answer is replaced by the 413
                 return {"type": "http.disconnect"}
             return message
@@ -208,4 +225,4 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded:
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)

@@ -144,6 +144,9 @@ def _dialogue(request: ChatRequest, rt: Runtime) -> tuple[str | None, list[tuple
         for part in message.content if isinstance(message.content, list) else []:
             if part.type == "image_url" and part.image_url is not None:
                 image = part.image_url.url
+    images = sum(1 for m in request.messages if isinstance(m.content, list) for part in m.content if part.type == "image_url")
+    if images > rt.settings.max_chat_images:
+        raise PayloadTooLarge(f"the messages carry {images} images; a chat may carry at most {rt.settings.max_chat_images}")
     question = "\n".join(p for p in pending if p.strip())
     if not question:
         raise InvalidInput("the last message must be the user's, with some text")
