@@ -37,6 +37,8 @@ class PixelBudget:
     def __init__(self, pixels: int) -> None:
         self.total = pixels
         self.used = 0
+        #: the most pixels held at once so far
+        self.peak = 0
         self._changed = anyio.Condition()
 
     @asynccontextmanager
@@ -46,6 +48,7 @@ class PixelBudget:
             while self.used + pixels > self.total:
                 await self._changed.wait()
             self.used += pixels
+            self.peak = max(self.peak, self.used)
         try:
             yield
         finally:
