@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rap.assistant import Answer, Conversation
 from rap.errors import InvalidInput, PayloadTooLarge, RapError
 from rap.generation import GenerationOptions
-from rap.images import LoadedImage
+from rap.images import ImageData, LoadedImage
 from rap.server.auth import CurrentUser, RuntimeDep
 from rap.server.errors import public_error
 from rap.server.limits import run_blocking
@@ -113,8 +114,8 @@ def _text(message: Message) -> str:
     return "\n".join(part.text or "" for part in message.content or [] if part.type == "text")
 
 
-async def _picture(url: str, rt: Runtime) -> LoadedImage:
-    """The image of a data URL, checked by its header, then decoded reduced in a worker thread within the pixel budget."""
+def _image_data(url: str, rt: Runtime) -> ImageData:
+    """The image of a data URL, checked by its header (a worker thread's work: a base64 decode of megabytes)."""
     head, comma, payload = url.partition(",")
     if not (url.startswith("data:") and comma and head.endswith(";base64")):
         raise InvalidInput("images must be data URLs (data:image/jpeg;base64,...); the service fetches no URLs")
@@ -124,7 +125,13 @@ async def _picture(url: str, rt: Runtime) -> LoadedImage:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("an image data URL is not valid base64") from None
-    return (await decode_images(check_images([("image_url", data)], rt.settings), rt.settings, rt.pixels))[0]
+    return check_images([("image_url", data)], rt.settings)[0]
+
+
+async def _picture(url: str, rt: Runtime) -> LoadedImage:
+    """The image of a data URL, decoded reduced in a worker thread within the pixel budget."""
+    checked = await anyio.to_thread.run_sync(_image_data, url, rt)
+    return (await decode_images([checked], rt.settings, rt.pixels))[0]
 
 
 def _dialogue(request: ChatRequest, rt: Runtime) -> tuple[str | None, list[tuple[str, str]], str]:
