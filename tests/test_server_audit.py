@@ -145,7 +145,7 @@ def test_users_are_called_users_and_their_keys_rotate(rap_home, capsys):
 
 @pytest.mark.parametrize("store", ["local", "postgres"])
 def test_rotation_on_both_user_stores(store, rap_home, request):
-    from rap.store.postgres_throwaway import new_database
+    from rap.store.postgres_server import new_database
 
     url = None if store == "local" else new_database(request.getfixturevalue("postgres_url"))
     with open_users(settings(store_url=url)) as users:

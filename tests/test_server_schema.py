@@ -42,6 +42,7 @@ UNSAYABLE = {
     "invalid_image": "bytes that are not a photo (a schema cannot say 'a photo')",
     "the last message must be the user's": "a chat that does not end with the user's words (JSON Schema cannot speak of an array's last item)",
     "the question is empty": "the same, a last user message of blank text",
+    "the messages carry": "more images than max_chat_images over all of a chat's messages (JSON Schema counts within one array only)",
 }
 """The only refusals of requests the schema allows: what no JSON Schema can rule out."""
 

@@ -16,6 +16,7 @@ from rap import __version__
 from rap.server import errors
 from rap.server.access_log import REDACT_QUERIES
 from rap.server.guard import OriginGuard
+from rap.server.headers import SecurityHeadersMiddleware
 from rap.server.limits import BodyLimitMiddleware, TimeoutMiddleware
 from rap.server.metrics import MetricsMiddleware
 from rap.server.schema_limits import limited_openapi
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
         )  # fmt: skip
     app.add_middleware(OriginGuard, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     logging.getLogger("uvicorn.access").addFilter(REDACT_QUERIES)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from rap.errors import BackendError, ConfigError, RapError
+from rap.errors import BackendError, ConfigError, NotReady, RapError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ internal addresses, paths or variables, so it goes to the log under a request id
 def public_error(error: RapError) -> tuple[dict[str, Any], str | None]:
     """The body a client gets for ``error``, and the request id its detail is logged under (500 and 502 only)."""
     if error.http_status not in GENERIC:
-        if error.http_status >= 500:
+        if error.http_status >= 500 and not isinstance(error, NotReady):  # "still loading" is expected, not a fault
             log.warning("%s: %s", type(error).__name__, error.message)
         return error_body(error_code(error), error.message), None
     request_id = uuid.uuid4().hex[:16]
