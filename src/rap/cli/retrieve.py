@@ -10,7 +10,8 @@ from rap.cli.context import print_json, progress_bar, state, stderr, stdout
 from rap.cli.render import retrieval_table
 from rap.errors import InvalidInput
 from rap.images import check_image
-from rap.retrieval import Retriever
+from rap.retrieval import Retrieval, Retriever
+from rap.store.base import ConceptStore
 
 
 def retrieve_command(
@@ -49,10 +50,11 @@ class _MissingImages:
     """Warns once a run that a retrieved concept's reference image file is gone: retrieval needs only
     its vectors, but an answer, an export or a re-embedding needs the file."""
 
-    def __init__(self, store) -> None:
-        self.store, self.seen, self.warned = store, set(), False
+    def __init__(self, store: ConceptStore) -> None:
+        self.store, self.warned = store, False
+        self.seen: set[str] = set()
 
-    def look(self, retrieval) -> None:
+    def look(self, retrieval: Retrieval) -> None:
         for found in retrieval.concepts if not self.warned else []:
             concept = found.concept
             if concept.name in self.seen:
