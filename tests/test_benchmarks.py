@@ -60,6 +60,8 @@ CASES = {
     "serve_load-postgres": ([str(PHOTOS), "--clients", "4", "--seconds", "2", "--seed", "2", "--max-new-tokens", "2", "--store-url", "pgserver"], "requests_per_s"),
     "hard_retrieval": (["{dreambooth}", "--sizes", "1,3", "--per-photo", "2", "--rotations", "1"], "false_match"),
     "calibration_holdout": (["{six}", "--rotation", "0", "--min-photos", "1"], "acceptance"),
+    "serve_uploads": (["memory", "--side", "100", "--parallel", "2", "--images", "2"], "rss_growth_mib"),
+    "serve_uploads-healthz": (["healthz", str(PHOTOS), "--seconds", "2", "--parallel", "2"], "healthz_p99_ms"),
 }  # fmt: skip
 
 

@@ -1,20 +1,26 @@
-"""The service's limits: per-key rate, the bounded generation queue, request deadlines, metrics."""
+"""The service's limits: per-key rate, the bounded generation queue, request deadlines, metrics,
+the pixels decoded at once."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import anyio
+import limits.storage.memory
 from fastapi.testclient import TestClient
-from test_server_support import add_concept, add_user, client, photo, settings, wait_ready  # noqa: F401
+from test_server_support import add_concept, add_user, client, photo, png, settings, wait_ready  # noqa: F401
 from waiting import wait_until
 
-from rap.server import create_app, limits
+from rap.server import create_app
+from rap.server import limits as server_limits
 
 
 def test_each_key_has_its_own_rate(rap_home, monkeypatch):
     # the clock stands still, so no token comes back however slowly a loaded machine sends the requests
-    monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    frozen = SimpleNamespace(time=lambda: 1000.0)
+    monkeypatch.setattr(limits.storage.memory, "time", frozen)
+    monkeypatch.setattr(server_limits, "time", frozen)
     with TestClient(create_app(settings(rate_limit=3))) as api:
         wait_ready(api)
         alice, bob = add_user(rap_home, "alice"), add_user(rap_home, "bob")
@@ -62,3 +68,38 @@ def test_metrics(client, rap_home):
     assert 'rap_requests_total{method="POST",route="/v1/concepts",status="201"} 1.0' in text
     for name in ("rap_request_seconds_bucket", "rap_retrieval_seconds_count 1.0", "rap_generation_seconds_count 1.0", "rap_generation_queue 0.0"):
         assert name in text
+
+
+def test_decoding_stays_within_the_pixel_budget_under_parallel_requests(rap_home):
+    """8 requests of 16 single-colour PNGs at once (each image compresses to almost nothing, and
+    decodes to megabytes): every one is answered, and never more than the budget is decoded at once."""
+    side = 1200
+    budget = 2 * side * side  # two images at a time, over every request
+    with TestClient(create_app(settings(max_decoding_pixels=budget), auth=False)) as api:
+        wait_ready(api)
+        pixels = api.app.state.runtime.pixels
+        big = png((side, side), "blue")
+
+        def add(n: int) -> int:
+            files = [("image", (f"{i}.png", big, "image/png")) for i in range(16)]
+            return api.post("/v1/concepts", data={"name": f"c{n}"}, files=files).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(add, range(8))) == [201] * 8
+        assert pixels.used == 0 and side * side <= pixels.peak <= budget
+
+
+def test_a_request_is_refused_before_any_decode(rap_home):
+    with TestClient(create_app(settings(max_request_pixels=200_000), auth=False)) as api:
+        wait_ready(api)
+        pixels = api.app.state.runtime.pixels
+        add_concept(api, {}, "bo")
+        # a taken name is 409 before the images are looked at (these are not even images)
+        taken = api.post("/v1/concepts", data={"name": "BO"}, files=[("image", ("x.png", b"not an image", "image/png"))])
+        assert taken.status_code == 409
+        decoded_before = pixels.peak
+        files = [("image", (f"{i}.png", png((250, 250)), "image/png")) for i in range(4)]
+        too_many = api.post("/v1/concepts", data={"name": "kit"}, files=files)
+        assert too_many.status_code == 413 and "200,000" in too_many.json()["error"]["message"]
+        assert pixels.peak == decoded_before  # nothing of it was decoded
+        assert api.post("/v1/concepts", data={"name": "kit"}, files=files[:3]).status_code == 201

@@ -112,10 +112,10 @@ def sse_events(text: str) -> list[tuple[str, Any]]:
 class LiveServer:
     """uvicorn on a free loopback port, in a thread of this process (so test backends are registered)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, log_level: str = "warning") -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

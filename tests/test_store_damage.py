@@ -167,7 +167,7 @@ def remove_an_image(db: Path) -> None:
     [
         (overwrite_a_vector, "vector", True),
         (garbage_index, "index", True),
-        (stale_index, "index", True),
+        (stale_index, "file index", True),  # the removed concept's image file is left too
         (change_an_image, "image", False),
         (remove_an_image, "image", False),
     ],
@@ -177,7 +177,7 @@ def test_check_finds_damage_and_repair_rebuilds_what_it_can(filled, capsys, phot
     damage(filled)
     code, out, _ = cli(capsys, filled, "check", "--json")
     report = json.loads(out)
-    assert code == 5 and [p["part"] for p in report["problems"]] == [part]
+    assert code == 5 and [p["part"] for p in report["problems"]] == part.split()
     assert report["problems"][0]["repairable"] is repairable
     code, out, _ = cli(capsys, filled, "check", "--repair", "--json")
     assert (code == 0) is repairable and json.loads(out)["ok"] is repairable

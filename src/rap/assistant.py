@@ -20,14 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from PIL import Image
 
 from rap.answers import parse_box, parse_yes_no
 from rap.decided import correction, decided_reply
 from rap.detectors import RegionDetector
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
-from rap.images import Box, as_rgb, load_image
+from rap.images import Box, LoadedImage, as_loaded, load_image
 from rap.retrieval import Retrieval, RetrievedConcept, Retriever, candidate_names
 from rap.retrieval.retriever import Query
 from rap.settings import Settings, default
@@ -91,7 +90,8 @@ class Conversation:
     """A chat about at most one image; each answered turn stays in the history."""
 
     assistant: Assistant
-    image: Image.Image | None = None
+    #: the photo, reduced to what the retriever needs, with its full size (which boxes are in)
+    image: LoadedImage | None = None
     turns: list[Turn] = field(default_factory=list)
     concepts: list[RetrievedConcept] = field(default_factory=list)
     last: Answer | None = None
@@ -221,7 +221,7 @@ class Assistant:
 
     # -- the four things it does ----------------------------------------------
     def chat(self, image: Query | None = None) -> Conversation:
-        return Conversation(self, as_rgb(image) if image is not None else None)
+        return Conversation(self, as_loaded(image, self.retriever.image_side) if image is not None else None)
 
     def ask(self, question: str, image: Query | None = None, history: Conversation | None = None) -> Answer:
         """A personalized answer; pass the previous answer's conversation as ``history`` to go on."""
@@ -254,9 +254,10 @@ class Assistant:
             return Location(match.concept.name, match.match, match.box if match.match else None, match, "retriever")
         from rap.data.tasks import GROUNDING  # the data package is needed only here
 
-        picture = as_rgb(image)
+        picture = as_loaded(image, self.retriever.image_side)
         # the paper's first grounding template, which RAP-LLaVA was trained to answer with a normalised box
         reply = self.ask(GROUNDING[0].format(match.concept.token), picture).text
+        assert picture.size is not None
         box = parse_box(reply, picture.size)
         return Location(match.concept.name, box is not None, box, match, mode, reply)
 
@@ -289,7 +290,8 @@ class Assistant:
             retrieval = self.retriever.retrieve(conversation.image, text=question)
             used = retrieval.concepts[:limit]
             account = _account(retrieval, used) if conversation.image is not None else None
-            turn = user_turn(question, conversation.image, [self._prompt_concept(r) for r in used], account)
+            photo = conversation.image.image if conversation.image is not None else None
+            turn = user_turn(question, photo, [self._prompt_concept(r) for r in used], account)
             return turn, used
         known = {c.concept.name for c in conversation.concepts}
         new = [c for c in self.store.lookup(candidate_names(question)) if c.name not in known]

@@ -38,22 +38,23 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def validate_name(name: str) -> str:
-    """Return ``name`` cleaned of surrounding space and ``<>``, or say what is wrong."""
+def validate_name(name: str, what: str = "concept name") -> str:
+    """Return ``name`` cleaned of surrounding space and ``<>``, or say what is wrong (of a ``what``:
+    a user's name follows the same rule, and is called a user name)."""
     if not isinstance(name, str):
-        raise InvalidName("a concept name must be text")
+        raise InvalidName(f"a {what} must be text")
     cleaned = unicodedata.normalize("NFC", name.strip())
     if cleaned.startswith("<") and cleaned.endswith(">"):
         cleaned = cleaned[1:-1].strip()
     if not cleaned:
-        raise InvalidName("a concept name cannot be empty")
+        raise InvalidName(f"a {what} cannot be empty")
     if not cleaned.isprintable():
-        raise InvalidName(f"concept name {cleaned!r} has unprintable characters")
+        raise InvalidName(f"{what} {cleaned!r} has unprintable characters")
     if len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidName(f"concept name is {len(cleaned)} characters; the limit is {MAX_NAME_LENGTH}")
+        raise InvalidName(f"{what} is {len(cleaned)} characters; the limit is {MAX_NAME_LENGTH}")
     if not _NAME.fullmatch(cleaned):
         raise InvalidName(
-            f"concept name {cleaned!r} must be one word: letters and digits, with '_', '-' "
+            f"{what} {cleaned!r} must be one word: letters and digits, with '_', '-' "
             "or '.' only inside it (e.g. bo, my_dog, toy-2)"
         )
     return cleaned

@@ -143,6 +143,16 @@ class RequestTimeout(RapError):
     http_status = 504
 
 
+class InvalidHost(InvalidInput):
+    """A service request names a host the service does not answer to (a DNS-rebinding page's, say)."""
+
+
+class CrossSiteRequest(RapError):
+    """A browser sent a write to the service from another site's page."""
+
+    http_status = 403
+
+
 class ImageNotFound(ConceptNotFound):
     """A concept has no reference image with the id asked for."""
 

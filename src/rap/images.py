@@ -109,6 +109,48 @@ class ImageFile:
         return decode_image(self.read(), str(self.path), shorter_side=shorter_side)
 
 
+@dataclass(frozen=True)
+class ImageData:
+    """Image bytes checked by their header but not decoded: what a service holds between reading an
+    upload and decoding it, so that a request's every image is checked before any costs memory."""
+
+    data: bytes
+    label: str
+    format: str
+    #: (width, height) as stored, before any EXIF rotation
+    size: tuple[int, int]
+    max_pixels: int = MAX_PIXELS
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+    def decoding_pixels(self, shorter_side: int | None = None) -> int:
+        """The most pixels decoding it reduced to ``shorter_side`` holds at once: a JPEG decodes
+        straight at 1/2 to 1/8 scale, any other format at full size (then is reduced)."""
+        scale = _scale(self.size, shorter_side)
+        if self.format in {"JPEG", "MPO"} and scale < 1.0:
+            # the DCT scale is at most twice the target's on each side
+            return min(self.pixels, math.ceil(self.pixels * min(1.0, 2 * scale) ** 2))
+        return self.pixels
+
+    def load(self, shorter_side: int | None = None) -> LoadedImage:
+        """Decode it, reduced as :func:`decode_image` explains (blocking work: run it in a worker thread)."""
+        return decode_image(self.data, self.label, shorter_side=shorter_side, max_bytes=len(self.data), max_pixels=self.max_pixels)
+
+
+def check_data(data: bytes, label: str = "image", *, max_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS) -> ImageData:
+    """Check image bytes by their header alone (format, size, pixel limit): a few microseconds,
+    whatever the image's size, and nothing decoded."""
+    if not data:
+        raise InvalidImage(f"{label}: the file is empty")
+    if len(data) > max_bytes:
+        raise InvalidImage(_too_big(label, len(data), max_bytes))
+    with _refusing(label):
+        fmt, size = _check_header(Image.open(io.BytesIO(data)), label, max_pixels)
+    return ImageData(data, label, fmt, size, max_pixels)
+
+
 def _open_regular(path: Path) -> tuple[BinaryIO, int]:
     """Open ``path`` for reading if it is a regular file; return the handle and its size.
 
@@ -273,6 +315,17 @@ def reduced(image: ImageInput, shorter_side: int | None = None) -> tuple[Image.I
     loaded = image.load(shorter_side) if isinstance(image, ImageFile) else load_image(image, shorter_side=shorter_side)
     assert loaded.size is not None
     return loaded.image, loaded.size
+
+
+def as_loaded(image: ImageInput, shorter_side: int | None = None) -> LoadedImage:
+    """Any :data:`ImageInput` as a :class:`LoadedImage` reduced to ``shorter_side`` that keeps the
+    full image's size (which boxes are reported in): what a conversation holds of its photo."""
+    if isinstance(image, LoadedImage):
+        assert image.size is not None
+        return LoadedImage(reduce(image.image, shorter_side), image.data, image.format, image.size)
+    if isinstance(image, Image.Image):
+        return LoadedImage(reduce(rgb(image), shorter_side), b"", image.format or "", image.size)
+    return image.load(shorter_side) if isinstance(image, ImageFile) else load_image(image, shorter_side=shorter_side)
 
 
 def rgb(image: Image.Image) -> Image.Image:

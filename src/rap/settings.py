@@ -79,6 +79,7 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(MAX_FILE_BYTES, ge=1024, description="largest image a request may upload, in bytes (RAP_MAX_UPLOAD_BYTES)")
     max_image_pixels: int = Field(MAX_PIXELS, ge=64, description="largest image a request may upload, in pixels: refuses decompression bombs (RAP_MAX_IMAGE_PIXELS)")
     max_images_per_request: int = Field(16, ge=1, le=1000, description="most image files one request may upload")
+    max_chat_images: int = Field(2, ge=1, le=100, description="most images one /v1/chat/completions request may carry (rap looks at the latest; a chat client resends earlier ones): its body may be this many images as base64, plus text")
     max_text_chars: int = Field(4000, ge=1, description="longest question or text a request may send, in characters")
     max_page_size: int = Field(200, ge=1, description="most concepts one page of GET /v1/concepts returns")
     max_thumbnail_side: int = Field(1024, ge=16, description="largest ?size= for a concept image thumbnail, in pixels")
@@ -88,6 +89,11 @@ class Settings(BaseModel):
     generation_queue: int = Field(16, ge=0, description="requests that may wait for a generation slot; beyond that: 503 with Retry-After (RAP_GENERATION_QUEUE)")
     retry_after: int = Field(5, ge=1, description="seconds a client told 503 (generation queue full) is asked to wait before retrying")
     open_stores: int = Field(256, ge=1, description="users' stores one worker keeps open; the least recently used is dropped beyond that")
+    max_request_pixels: int = Field(256_000_000, ge=64, description="total pixels of the images one request may upload, read from their headers before any is decoded; beyond: 413")
+    max_decoding_pixels: int = Field(128_000_000, ge=64, description="pixels one worker decodes at once, over every request (an image costs its full size while it decodes, unless it is a JPEG, which decodes reduced); more wait their turn: this bounds the worker's memory, at about 4 bytes a pixel (RAP_MAX_DECODING_PIXELS)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="host names the service answers to besides the address it listens on (and localhost on loopback), e.g. the name a proxy serves it under; '*' answers any: other Host headers get 400, which stops DNS rebinding (RAP_ALLOWED_HOSTS, comma-separated)")
+    cors_origins: list[str] = Field(default_factory=list, description="web origins (https://app.example) whose pages may call the API from a browser and send it writes; none by default: only the service's own pages may (RAP_CORS_ORIGINS, comma-separated)")
+    failed_signins: str = Field("10/minute", description="wrong API keys one client address may send before it is refused with 429 and Retry-After, as the limits package writes a rate (RAP_FAILED_SIGNINS)")
 
     @property
     def store_path(self) -> Path:
@@ -187,6 +193,8 @@ def _parse_env(name: str, raw: str) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"RAP_GENERATOR_OPTIONS must be a JSON object ({exc.msg})") from None
+    if Settings.model_fields[name].annotation == list[str]:
+        return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 
 

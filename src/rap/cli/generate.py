@@ -11,7 +11,7 @@ from rap.assistant import Answer, Assistant
 from rap.cli.context import print_json, state, stderr, stdout
 from rap.cli.render import concept_rows
 from rap.errors import InvalidInput
-from rap.images import load_image
+from rap.images import LoadedImage, load_image
 
 K = typer.Option(None, "-k", "--top-k", min=1, max=100, help="Concepts to retrieve.")
 BACKEND = typer.Option(None, "--backend", "-b", help="Generation backend: llava, qwen2-vl, openai, offline (or backend:model).")
@@ -24,6 +24,11 @@ def _assistant(ctx: typer.Context, k: int | None, backend: str | None, model: st
     overrides = {"top_k": k, "generator": backend, "model": model}
     settings = st.resolved.settings.model_copy(update={key: v for key, v in overrides.items() if v is not None})
     return Assistant.from_settings(settings, st.store())
+
+
+def _photo(ctx: typer.Context, path: Path) -> LoadedImage:
+    """The photo decoded reduced to what retrieval needs (``image_side``), keeping its size for boxes."""
+    return load_image(path, shorter_side=state(ctx).resolved.settings.image_side)
 
 
 def _show(answer: Answer, as_json: bool, extra: dict | None = None) -> None:
@@ -45,7 +50,7 @@ def ask_command(
 ) -> None:
     """Ask about your concepts, with or without a photo."""
     image_path, question = (Path(first), second) if second is not None else (None, first)
-    image = load_image(image_path).image if image_path else None
+    image = _photo(ctx, image_path) if image_path else None
     assistant = _assistant(ctx, k, backend, model)
     conversation = assistant.chat(image)
     if as_json:
@@ -67,7 +72,7 @@ def caption_command(
     as_json: bool = JSON,
 ) -> None:
     """A personalized caption that calls your concepts by name."""
-    picture = load_image(image).image
+    picture = _photo(ctx, image)
     _show(_assistant(ctx, k, backend, model).caption(picture), as_json)
 
 
@@ -80,7 +85,7 @@ def chat_command(
     as_json: bool = JSON,
 ) -> None:
     """An interactive chat with streamed answers; an empty line or Ctrl-D ends it."""
-    picture = load_image(image).image if image else None
+    picture = _photo(ctx, image) if image else None
     conversation = _assistant(ctx, k, backend, model).chat(picture)
     interactive = sys.stdin.isatty()
     while True:
@@ -112,7 +117,7 @@ def recognize_command(
     """Is NAME in IMAGE? Answers yes or no."""
     if mode not in ("model", "retriever"):
         raise InvalidInput(f"--mode must be 'model' or 'retriever', not {mode!r}")
-    picture = load_image(image).image
+    picture = _photo(ctx, image)
     result = _assistant(ctx, k, backend, model).recognize(picture, name, mode)  # type: ignore[arg-type]
     if as_json:
         print_json(result.to_dict())
@@ -139,7 +144,7 @@ def locate_command(
     chosen = mode or ("model" if backend or model else "retriever")
     if chosen not in ("model", "retriever"):
         raise InvalidInput(f"--mode must be 'model' or 'retriever', not {chosen!r}")
-    picture = load_image(image).image
+    picture = _photo(ctx, image)
     location = _assistant(ctx, k, backend, model).locate(picture, name, chosen)  # type: ignore[arg-type]
     if as_json:
         print_json(location.to_dict())

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from rap.cli.context import print_json, progress_bar, state, stdout
+from rap.cli.context import print_json, progress_bar, state, stderr, stdout
 from rap.cli.render import retrieval_table
 from rap.errors import InvalidInput
 from rap.images import check_image
-from rap.retrieval import Retriever
+from rap.retrieval import Retrieval, Retriever
+from rap.store.base import ConceptStore
 
 
 def retrieve_command(
@@ -31,14 +32,44 @@ def retrieve_command(
     # Every file is checked by its header before any work; each is decoded only when its
     # batch comes, so memory stays flat however many photos are given.
     checked = [check_image(path) for path in images]
-    retriever = Retriever.from_settings(st.store(), settings, top_k=k, threshold=threshold, strict=strict)
+    store = st.store()
+    retriever = Retriever.from_settings(store, settings, top_k=k, threshold=threshold, strict=strict)
+    missing = _MissingImages(store)
     if not checked:
-        _emit(None, retriever.retrieve(text=text), as_json)
+        retrieval = retriever.retrieve(text=text)
+        _emit(None, retrieval, as_json)
+        missing.look(retrieval)
         return
     with progress_bar("retrieving", len(checked)) as advance:
         for path, retrieval in zip(images, retriever.retrieve_many(checked, [text] * len(checked))):
             _emit(path, retrieval, as_json)
+            missing.look(retrieval)
             advance(1)
+
+
+class _MissingImages:
+    """Warns once a run that a retrieved concept's reference image file is gone: retrieval needs only
+    its vectors, but an answer, an export or a re-embedding needs the file."""
+
+    def __init__(self, store: ConceptStore) -> None:
+        self.store, self.warned = store, False
+        self.seen: set[str] = set()
+
+    def look(self, retrieval: Retrieval) -> None:
+        for found in retrieval.concepts if not self.warned else []:
+            concept = found.concept
+            if concept.name in self.seen:
+                continue
+            self.seen.add(concept.name)
+            missing = [image.file for image in concept.images if not self.store.image_path(image.file).exists()]
+            if missing:
+                stderr.print(
+                    f"warning: {len(missing)} reference image(s) of {concept.name!r} are missing from the store "
+                    f"({missing[0]}); 'rap check' says what to do",
+                    markup=False,
+                )
+                self.warned = True
+                return
 
 
 def _emit(path: Path | None, retrieval, as_json: bool) -> None:

@@ -18,7 +18,7 @@ def import_command(
     category: str = typer.Option(DEFAULT_CATEGORY, "--category", "-c", help="Category for plain-folder concepts without a category.txt."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip concepts whose name is taken instead of failing."),
     allow_outside: bool = typer.Option(
-        False, "--allow-outside", help="Let database.json name images outside its folder (absolute or ../ paths)."
+        False, "--allow-outside", help="Let database.json name images outside its folder (absolute or ../ paths), and a plain folder link to files outside it."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:

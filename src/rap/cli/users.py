@@ -1,4 +1,4 @@
-"""``rap users add|list|revoke``: who may use ``rap serve``, and their API keys."""
+"""``rap users add|list|rotate|revoke``: who may use ``rap serve``, and their API keys."""
 
 from __future__ import annotations
 
@@ -22,11 +22,23 @@ def add(ctx: typer.Context, name: str = typer.Argument(..., help="The user's nam
     """Make a user and print their API key: it is shown this once and stored only as a hash."""
     with _users(ctx) as users:
         user, key = users.add(name)
+    _show_key(user.name, key, as_json)
+
+
+def _show_key(user_name: str, key: str, as_json: bool) -> None:
     if as_json:
-        print_json({"user": user.name, "key": key})
+        print_json({"user": user_name, "key": key})
         return
     stdout.print(key)
-    stderr.print(f"[dim]the API key of {user.name}; it is not stored and cannot be shown again[/dim]")
+    stderr.print(f"[dim]the API key of {user_name}; it is not stored and cannot be shown again[/dim]")
+
+
+@app.command("rotate")
+def rotate(ctx: typer.Context, name: str = typer.Argument(..., help="The user who gets a new key."), as_json: bool = JSON) -> None:
+    """Give a user a new API key (a revoked user too) and print it; the old key stops working at once."""
+    with _users(ctx) as users:
+        user, key = users.rotate(name)
+    _show_key(user.name, key, as_json)
 
 
 @app.command("list")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from rap.errors import NotReady, RapError
+from rap.errors import BackendError, ConfigError, NotReady, RapError
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,40 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+GENERIC = {500: "the service failed", 502: "the model server failed"}
+"""What a client is told of a failure inside the service or upstream of it: its message may name
+internal addresses, paths or variables, so it goes to the log under a request id instead."""
+
+
+def public_error(error: RapError) -> tuple[dict[str, Any], str | None]:
+    """The body a client gets for ``error``, and the request id its detail is logged under (500 and 502 only)."""
+    if error.http_status not in GENERIC:
+        if error.http_status >= 500 and not isinstance(error, NotReady):  # "still loading" is expected, not a fault
+            log.warning("%s: %s", type(error).__name__, error.message)
+        return error_body(error_code(error), error.message), None
+    request_id = uuid.uuid4().hex[:16]
+    log.error("request %s: %s: %s", request_id, type(error).__name__, error.message)
+    message = f"{GENERIC[error.http_status]}; its log has the detail under request id {request_id}"
+    return error_body(error_code(error), message), request_id
+
+
 def rap_error_response(error: RapError) -> JSONResponse:
-    headers = {}
+    body, request_id = public_error(error)
+    headers = {"X-Request-ID": request_id} if request_id else {}
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(int(retry_after))
-    if error.http_status >= 500 and not isinstance(error, NotReady):  # "still loading" is expected, not a fault
-        log.warning("%s: %s", type(error).__name__, error.message)
-    return JSONResponse(error_body(error_code(error), error.message), error.http_status, headers=headers)
+    return JSONResponse(body, error.http_status, headers=headers)
+
+
+@contextmanager
+def upstream() -> Iterator[None]:
+    """Generation's failures as the model server's (502): a refused key or an unknown model is the
+    operator's to fix, not the client's."""
+    try:
+        yield
+    except (BackendError, ConfigError) as exc:
+        raise BackendError(exc.message) from None
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -67,8 +96,10 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None))
 
     async def bug(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "the server failed; the error is in its log"), 500)
+        request_id = uuid.uuid4().hex[:16]
+        log.error("request %s: unexpected error", request_id, exc_info=exc)
+        message = f"{GENERIC[500]}; its log has the detail under request id {request_id}"
+        return JSONResponse(error_body("internal_error", message), 500, headers={"X-Request-ID": request_id})
 
     app.add_exception_handler(RapError, rap_error)
     app.add_exception_handler(RequestValidationError, invalid)

@@ -1,5 +1,5 @@
-"""What keeps one worker responsive under load: a per-key rate limit, a bounded
-generation queue, and a deadline on every request.
+"""What keeps one worker responsive under load: a per-key rate limit, a limit on wrong keys per
+client address, a bounded generation queue, and a deadline on every request.
 
 Generation is the expensive step (seconds of a GPU or CPU per answer), so a
 worker runs at most ``generation_slots`` at once and lets at most
@@ -10,62 +10,81 @@ is released when its work ends, including when the client goes away mid-stream.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
-from rap.errors import Overloaded, PayloadTooLarge, RateLimited, RequestTimeout
+from rap.errors import ConfigError, Overloaded, PayloadTooLarge, RateLimited, RequestTimeout
 from rap.server.errors import error_body, error_code
 from rap.server.metrics import ASGIApp, Metrics, Scope
+from rap.settings import Settings
 
 
 class RateLimiter:
-    """A token bucket per API key: ``per_minute`` requests a minute, in bursts of up to that many.
+    """Rates per key, counted by the ``limits`` package in this worker's memory (a moving window).
 
-    In memory, per worker: N workers allow N times the rate (a load balancer
-    with sticky keys, or a shared bucket, would make it global).
+    Per worker: N workers allow N times the rate (a load balancer with sticky
+    keys, or ``limits``' Redis storage, would make it global).
     """
 
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, rate: str | RateLimitItem, what: str) -> None:
+        try:
+            self.item = rate if isinstance(rate, RateLimitItem) else parse(rate)
+        except ValueError:
+            raise ConfigError(f"{what}: {rate!r} is not a rate; write it as '10/minute'") from None
+        self.what = what
+        self._window = MovingWindowRateLimiter(MemoryStorage())
+
+    def _refusal(self, key: str) -> RateLimited:
+        reset = self._window.get_window_stats(self.item, key).reset_time
+        wait = max(1, math.ceil(reset - time.time()))
+        return RateLimited(f"{self.what}; the limit is {self.item.amount} per {self.item.get_expiry()} s, retry in {wait} s", wait)
 
     def check(self, key: str) -> None:
-        """Spend one token of ``key``'s bucket, or raise :class:`RateLimited`."""
-        with self._lock:
-            now = time.monotonic()
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1.0:
-                wait = math.ceil((1.0 - tokens) / self.rate)
-                raise RateLimited(f"too many requests; the limit is {self.burst:.0f} a minute, retry in {wait} s", wait)
-            self._buckets[key] = (tokens - 1.0, now)
+        """Count one for ``key``, or raise :class:`RateLimited` with the seconds until it may try again."""
+        if not self._window.hit(self.item, key):
+            raise self._refusal(key)
+
+    def hit(self, key: str) -> None:
+        """Count one for ``key`` (what is left shows in :meth:`refuse_if_spent`)."""
+        self._window.hit(self.item, key)
+
+    def refuse_if_spent(self, key: str) -> None:
+        """Raise :class:`RateLimited` if ``key`` has nothing left, without counting."""
+        if not self._window.test(self.item, key):
+            raise self._refusal(key)
 
 
 class Lease:
-    """One generation slot, released exactly once, whoever gets there first."""
+    """One generation slot, released exactly once, on the event loop, whoever gets there first:
+    the worker thread that ran the work, the stream that ended, or the response's background task."""
 
     def __init__(self, queue: GenerationQueue) -> None:
         self._queue, self._released = queue, False
-        self._lock = threading.Lock()
 
     def release(self) -> None:
-        with self._lock:
-            if self._released:
-                return
+        """Give the slot back (call it on the event loop)."""
+        if not self._released:
             self._released = True
-        self._queue._release()
+            self._queue._release(self)
 
-    def __del__(self) -> None:  # a response that was never sent still frees its slot
+    async def end(self) -> None:
+        """:meth:`release` as a response's background task: a stream never started still frees its slot."""
         self.release()
+
+    def release_from_thread(self) -> None:
+        """:meth:`release` from the worker thread that did the work, however long after its request gave up."""
+        try:
+            anyio.from_thread.run_sync(self.release)
+        except RuntimeError:  # the event loop is gone, and its slots with it
+            pass
 
 
 class GenerationQueue:
@@ -74,48 +93,35 @@ class GenerationQueue:
     def __init__(self, slots: int, waiting: int, retry_after: int, metrics: Metrics) -> None:
         self.slots, self.waiting, self.retry_after = slots, waiting, retry_after
         self._metrics = metrics
-        self._free = threading.Semaphore(slots)
-        self._in_use = 0
+        self._free = anyio.CapacityLimiter(slots)
         self._queued = 0
-        self._lock = threading.Lock()
 
     @property
     def in_use(self) -> int:
-        return self._in_use
+        return int(self._free.borrowed_tokens)
 
     async def acquire(self) -> Lease:
-        """Wait for a slot (in a thread, so waiting never blocks the event loop), or refuse at once."""
-        with self._lock:
-            if self._in_use >= self.slots and self._queued >= self.waiting:
-                raise Overloaded(
-                    f"the service is busy ({self._in_use} answers being generated, {self._queued} waiting); "
-                    f"retry in {self.retry_after} s",
-                    self.retry_after,
-                )
-            self._queued += 1
-            self._metrics.queue.inc()
+        """Wait for a slot, or refuse at once when ``waiting`` requests already do."""
+        if self._free.available_tokens < 1 and self._queued >= self.waiting:
+            raise Overloaded(
+                f"the service is busy ({self.in_use} answers being generated, {self._queued} waiting); "
+                f"retry in {self.retry_after} s",
+                self.retry_after,
+            )
+        lease = Lease(self)
+        self._queued += 1
+        self._metrics.queue.inc()
         try:
-            await _wait(self._free)
+            await self._free.acquire_on_behalf_of(lease)
         finally:
-            with self._lock:
-                self._queued -= 1
-                self._metrics.queue.dec()
-        with self._lock:
-            self._in_use += 1
-            self._metrics.busy.inc()
-        return Lease(self)
+            self._queued -= 1
+            self._metrics.queue.dec()
+        self._metrics.busy.inc()
+        return lease
 
-    def _release(self) -> None:
-        with self._lock:
-            self._in_use -= 1
-            self._metrics.busy.dec()
-        self._free.release()
-
-
-async def _wait(semaphore: threading.Semaphore) -> None:
-    """Acquire a thread semaphore from async code, giving it back if the waiter is cancelled."""
-    while not semaphore.acquire(blocking=False):
-        await asyncio.sleep(0.01)
+    def _release(self, lease: Lease) -> None:
+        self._free.release_on_behalf_of(lease)
+        self._metrics.busy.dec()
 
 
 async def run_blocking(work: Callable[[], Any], lease: Lease | None = None) -> Any:
@@ -127,7 +133,7 @@ async def run_blocking(work: Callable[[], Any], lease: Lease | None = None) -> A
             return work()
         finally:
             if lease is not None:
-                lease.release()
+                lease.release_from_thread()
 
     return await anyio.to_thread.run_sync(guarded, abandon_on_cancel=True)
 
@@ -161,15 +167,30 @@ class TimeoutMiddleware:
             await send({"type": "http.response.body", "body": body})
 
 
+TEXT_ROOM = 2**21
+"""Bytes of a request body beyond its images: form fields, a chat's messages."""
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The largest body a route takes, from the images it may carry: a chat's JSON holds at most
+    ``max_chat_images`` images in base64; a concept's form ``max_images_per_request``; any other one."""
+    if path == "/v1/chat/completions":
+        return settings.max_chat_images * (settings.max_upload_bytes * 4 // 3 + 64) + TEXT_ROOM
+    if path == "/v1/concepts" or path.endswith("/images"):
+        return settings.max_images_per_request * settings.max_upload_bytes + TEXT_ROOM
+    return settings.max_upload_bytes + TEXT_ROOM
+
+
 class BodyLimitMiddleware:
-    """Refuses a request body larger than ``max_bytes`` with 413 and the JSON error body, whether
-    it declares its length or streams it, before it is parsed or spooled to disk."""
+    """Refuses a request body larger than its route's :func:`body_limit` with 413 and the JSON error
+    body, at once when it declares its length, as soon as it passes it when it streams, and in
+    either case before it is parsed or spooled to disk."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
 
-    async def _refuse(self, send: Callable[[Any], Awaitable[None]]) -> None:
-        error = PayloadTooLarge(f"the request body is larger than the service's {self.max_bytes / 2**20:.1f} MiB limit")
+    async def _refuse(self, send: Callable[[Any], Awaitable[None]], max_bytes: int) -> None:
+        error = PayloadTooLarge(f"the request body is larger than the {max_bytes / 2**20:.1f} MiB this route takes")
         body = json.dumps(error_body(error_code(error), error.message)).encode()
         await send({"type": "http.response.start", "status": error.http_status, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
@@ -178,9 +199,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = body_limit(self.settings, scope["path"])
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         seen, exceeded = 0, False
 
@@ -188,7 +210,7 @@ class BodyLimitMiddleware:
             nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > max_bytes:
                 exceeded = True  # the app sees the client leave, and its answer is replaced by the 413
                 return {"type": "http.disconnect"}
             return message
@@ -203,4 +225,4 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded:
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)

@@ -1,6 +1,6 @@
 """The API's OpenAPI document, as committed under ``docs/openapi.json``.
 
-Regenerate it after changing a route: ``python -m rap.server.openapi > docs/openapi.json``
+Regenerate it after changing a route or a limit: ``python -m rap.server.openapi > docs/openapi.json``
 (a test fails while the committed copy is stale).
 """
 
@@ -15,7 +15,7 @@ from rap.settings import Settings
 
 
 def document() -> dict[str, Any]:
-    """The document of an app with the built-in settings (routes and bodies do not depend on them)."""
+    """The document of an app with the built-in settings."""
     from rap.server import create_app
 
     with tempfile.TemporaryDirectory() as home:

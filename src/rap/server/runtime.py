@@ -21,6 +21,7 @@ from rap.generation import Generator, create_generator
 from rap.retrieval import Retriever
 from rap.server.limits import GenerationQueue, RateLimiter
 from rap.server.metrics import Metrics
+from rap.server.uploads import PixelBudget
 from rap.server.users import LOCAL_USER, User, open_users
 from rap.settings import Settings
 from rap.store.base import ConceptStore
@@ -105,7 +106,9 @@ class Runtime:
         self.metrics = Metrics()
         self.models = SharedModels(settings)
         self.users = open_users(settings) if auth else None
-        self.limiter = RateLimiter(settings.rate_limit)
+        self.limiter = RateLimiter(f"{settings.rate_limit}/minute", "too many requests")
+        self.signins = RateLimiter(settings.failed_signins, "too many wrong API keys from this address")
+        self.pixels = PixelBudget(settings.max_decoding_pixels)
         self.queue = GenerationQueue(settings.generation_slots, settings.generation_queue, settings.retry_after, self.metrics)
         self.ready = threading.Event()
         #: why loading the models failed, if it did (``/readyz`` says so)

@@ -17,11 +17,12 @@ from typing import Any
 
 import anyio
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from rap.assistant import Answer, Conversation
 from rap.errors import RapError
 from rap.retrieval import RetrievedConcept
-from rap.server.errors import error_body, error_code
+from rap.server.errors import public_error, upstream
 from rap.server.limits import Lease, run_blocking
 from rap.server.metrics import Metrics
 
@@ -30,11 +31,16 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def _next(stream: Iterator[str]) -> str | None:
+    with upstream():
+        return next(stream, None)
+
+
 async def generate(conversation: Conversation, question: str, lease: Lease, metrics: Metrics) -> Answer:
     """The whole answer, generated in the slot ``lease`` holds."""
 
     def work() -> Answer:
-        with metrics.generation.time():
+        with metrics.generation.time(), upstream():
             return conversation.ask(question)
 
     return await run_blocking(work, lease)
@@ -50,7 +56,7 @@ async def pieces(
     try:
         retrieved, stream = await anyio.to_thread.run_sync(conversation.begin, question)
         yield retrieved
-        while (piece := await anyio.to_thread.run_sync(next, stream, None)) is not None:
+        while (piece := await anyio.to_thread.run_sync(_next, stream)) is not None:
             yield piece
         assert conversation.last is not None
         yield conversation.last
@@ -72,6 +78,6 @@ def event_stream(conversation: Conversation, question: str, lease: Lease, metric
                 else:
                     yield sse("done", item.to_dict()) if isinstance(item, Answer) else sse("token", {"text": item})
         except RapError as exc:
-            yield sse("error", error_body(error_code(exc), exc.message))
+            yield sse("error", public_error(exc)[0])
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}, background=BackgroundTask(lease.end))

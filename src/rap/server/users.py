@@ -57,6 +57,11 @@ def _new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def _user_name(name: str) -> str:
+    """A user's name, by the rule of concept names (one word: it appears in logs and commands), called a user name."""
+    return validate_name(name, "user name")
+
+
 def _exists(name: str) -> ConceptExists:
     return ConceptExists(f"a user named {name!r} exists (revoked users keep their name and store)")
 
@@ -79,6 +84,10 @@ class Users(ABC):
     @abstractmethod
     def revoke(self, name: str) -> None:
         """Refuse the user's key from now on; their concepts stay in the store."""
+
+    @abstractmethod
+    def rotate(self, name: str) -> tuple[User, str]:
+        """Give the user a new key, shown this once; the old one (revoked or not) is refused from now on."""
 
     @abstractmethod
     def authenticate(self, key: str) -> User | None:
@@ -127,7 +136,7 @@ class UserDB(Users):
         return cls(Path(home) / USERS_FILE)
 
     def add(self, name: str) -> tuple[User, str]:
-        name, key = validate_name(name), _new_key()
+        name, key = _user_name(name), _new_key()
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             cursor = self._db.execute(
@@ -143,8 +152,17 @@ class UserDB(Users):
         return [(User(row[0], row[1], row[2]), bool(row[3])) for row in rows]
 
     def revoke(self, name: str) -> None:
-        if not self._db.execute("UPDATE users SET revoked = 1 WHERE name = ?", (validate_name(name),)).rowcount:
+        if not self._db.execute("UPDATE users SET revoked = 1 WHERE name = ?", (_user_name(name),)).rowcount:
             raise _unknown(name)
+
+    def rotate(self, name: str) -> tuple[User, str]:
+        name, key = _user_name(name), _new_key()
+        row = self._db.execute(
+            "UPDATE users SET key_sha256 = ?, revoked = 0 WHERE name = ? RETURNING id, name, created_at", (_digest(key), name)
+        ).fetchone()
+        if row is None:
+            raise _unknown(name)
+        return User(row[0], row[1], row[2]), key
 
     def authenticate(self, key: str) -> User | None:
         row = self._db.execute(
@@ -204,7 +222,7 @@ class PostgresUsers(Users):
     def add(self, name: str) -> tuple[User, str]:
         import psycopg
 
-        name, key = validate_name(name), _new_key()
+        name, key = _user_name(name), _new_key()
         with self._session() as db:
             try:
                 number, created = db.execute(
@@ -220,10 +238,20 @@ class PostgresUsers(Users):
         return [(User(row[0], row[1], _timestamp(row[2])), row[3]) for row in rows]
 
     def revoke(self, name: str) -> None:
-        name = validate_name(name)
+        name = _user_name(name)
         with self._session() as db:
             if not db.execute("UPDATE rap.api_users SET revoked = true WHERE name = %s", (name,)).rowcount:
                 raise _unknown(name)
+
+    def rotate(self, name: str) -> tuple[User, str]:
+        name, key = _user_name(name), _new_key()
+        rows = self._rows(
+            "UPDATE rap.api_users SET key_sha256 = %s, revoked = false WHERE name = %s RETURNING id, name, created_at",
+            (_digest(key), name),
+        )
+        if not rows:
+            raise _unknown(name)
+        return User(rows[0][0], rows[0][1], _timestamp(rows[0][2])), key
 
     def authenticate(self, key: str) -> User | None:
         rows = self._rows(

@@ -6,6 +6,7 @@ SQLite is the source of truth, so the checks go from it outwards:
 2. every concept and image row against its digest (``schema.py``: content that
    SQLite's structure checks cannot see, such as an overwritten description);
 3. every reference image file: present, and hashing to the name it is stored under;
+   and no file that no image row names (``repair`` deletes those);
 4. every vector: its digest, the length of its space, unit norm (what every encoder
    stores), and exactly one image-space vector per reference image;
 5. each FAISS index file against the vectors table: the same ids, the same vectors,
@@ -36,7 +37,7 @@ from rap.reference_views import MAX_VIEWS
 from rap.settings import Settings
 from rap.store.files import ImageFiles, writable
 from rap.store.index_cache import IndexCache, factory_key
-from rap.store.local import LocalConceptStore
+from rap.store.local import LocalConceptStore, referenced_files
 from rap.store.schema import DB_FILE, STORE_FORMAT, changed_rows, connect, digest_matches
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE, VectorIndex, damaged
 
@@ -91,6 +92,7 @@ def check_store(path: Path, *, repair: bool = False, settings: Settings | None =
             files = ImageFiles(path)
             rows_changed, changed_images = _changed_rows(db, report)
             damaged_vectors = _images_and_vectors(db, files, report, changed_images, rows_changed)
+            _orphans(db, files, report, repair)
             if repair and not rows_changed and any(p.part == "vector" for p in report.problems):
                 _rekey(db, path, damaged_vectors, report, settings)
             _indexes(db, path, report, repair)
@@ -221,6 +223,26 @@ def _images_and_vectors(
             detail = f"image {image_id} has {found} sound image vectors, not 1 to {MAX_VIEWS}"
             report.problems.append(Problem("vector", detail, not rows_changed and file_ok[image_id], image=image_id))
     return bad
+
+
+def _orphans(db: sqlite3.Connection, files: ImageFiles, report: Report, repair: bool) -> None:
+    """Image files no row names (a photo its user removed, say); repair deletes them under the
+    write lock, so a file being written in another process's transaction is never taken for one."""
+    found = {
+        relative: Problem("file", f"{relative}: no image row names it (left by an interrupted write or remove); 'rap check --repair' deletes it", True)
+        for relative in files.orphans(referenced_files(db))
+    }
+    if repair and found:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            still = files.orphans(referenced_files(db))
+            files.delete_unreferenced(still, set())
+        finally:
+            db.execute("COMMIT")
+        for relative in still:
+            if relative in found:
+                found[relative].repaired = True
+    report.problems.extend(found.values())
 
 
 def _rekey(db: sqlite3.Connection, path: Path, damaged_ids: list[int], report: Report, settings: Settings | None) -> None:

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-ORPHAN_AGE_SECONDS = 600
-"""Orphans younger than this may belong to a write still in progress in another process."""
+STALE_TEMP_SECONDS = 600
+"""A temp file older than this is left from a crash even if its writer's process id is in use again."""
 
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
 
@@ -53,7 +53,7 @@ def _process_gone(pid: int) -> bool:
 
 def remove_stale_temp_files(folders: Iterable[Path]) -> int:
     """Delete temp files whose writer no longer runs, or that are old; return how many."""
-    cutoff = time.time() - ORPHAN_AGE_SECONDS
+    cutoff = time.time() - STALE_TEMP_SECONDS
     removed = 0
     for folder in folders:
         for path in folder.glob(".*.tmp"):
@@ -139,13 +139,14 @@ class ImageFiles:
             except OSError:  # not empty, or already gone
                 pass
 
+    def orphans(self, referenced: set[str]) -> list[str]:
+        """The image files no image row names: left by a crash between a file's write and its
+        commit, or between a remove's commit and the file's deletion."""
+        return sorted(set(self.files()) - referenced)
+
     def collect_orphans(self, referenced: set[str]) -> int:
-        """Delete old files no concept refers to (left by a crash); return how many."""
-        cutoff = time.time() - ORPHAN_AGE_SECONDS
-        removed = 0
-        for relative in list(self.files()):
-            path = self.root / relative
-            if relative not in referenced and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        """Delete the files no row names; return how many. Call it holding the store's write lock:
+        files are written inside a write transaction, so then none is a write in progress."""
+        orphans = self.orphans(referenced)
+        self.delete_unreferenced(orphans, referenced)
+        return len(orphans)

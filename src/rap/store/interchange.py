@@ -52,7 +52,8 @@ def read_concepts(
     A ``database.json`` may only name images inside its own folder: an absolute
     or ``../`` path is refused unless ``allow_outside`` (``rap import
     --allow-outside``), so importing a downloaded folder cannot copy other files
-    of the machine into the store (a service never allows it).
+    of the machine into the store (a service never allows it); the same holds
+    for links in a plain folder.
     """
     path = Path(path).expanduser()
     if path.is_file() and path.name == DATABASE_JSON:
@@ -61,7 +62,7 @@ def read_concepts(
         raise InvalidInput(f"{path}: no such folder")
     if (path / DATABASE_JSON).exists():
         return read_rap_database(path, allow_outside=allow_outside)
-    return read_plain_folder(path, default_category)
+    return read_plain_folder(path, default_category, allow_outside=allow_outside)
 
 
 class _Entry(BaseModel):
@@ -157,14 +158,26 @@ def read_rap_database(folder: Path, *, allow_outside: bool = False) -> list[NewC
     ]
 
 
-def read_plain_folder(folder: Path, default_category: str) -> list[NewConcept]:
+def read_plain_folder(folder: Path, default_category: str, *, allow_outside: bool = False) -> list[NewConcept]:
+    """One concept per subfolder. A link that leads out of ``folder`` (a subfolder, an image, a text)
+    is refused unless ``allow_outside``, as in a ``database.json`` folder."""
+    root = folder.resolve()
+
+    def inside(path: Path) -> Path:
+        if not allow_outside and not path.resolve().is_relative_to(root):
+            raise InvalidFormat(
+                f"{path} is a link to {path.resolve()}, outside {folder}; copy it into the folder, "
+                "or import with --allow-outside if you trust this folder"
+            )
+        return path
+
     concepts = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for sub in sorted(inside(p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = sorted(inside(p) for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise InvalidFormat(f"{sub}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        info = _read_text(sub / "info.txt")
-        category = _read_text(sub / "category.txt") or default_category
+        info = _read_text(inside(sub / "info.txt"))
+        category = _read_text(inside(sub / "category.txt")) or default_category
         concepts.append(NewConcept(name=sub.name, images=images, info=info, category=category))
     if not concepts:
         raise InvalidFormat(

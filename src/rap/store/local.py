@@ -263,10 +263,12 @@ class LocalConceptStore(ConceptStore):
                 raise
 
     def _collect_orphans(self) -> None:
-        referenced = {row[0] for row in self._db.execute("SELECT DISTINCT file FROM images")}
-        removed = self.files.collect_orphans(referenced)
-        if removed:
-            log.info("removed %d image files that no concept refers to", removed)
+        """Delete image files no row names, taking the write lock only when there are some."""
+        if not self.files.orphans(referenced_files(self._db)):
+            return
+        with self._write() as db:
+            removed = self.files.collect_orphans(referenced_files(db))
+        log.info("removed %d image files that no concept refers to", removed)
 
     # -- reading ----------------------------------------------------------------
     def _concept_id(self, name: str) -> tuple[int, str]:
@@ -567,3 +569,8 @@ def _remove_made(db_file: Path, folders: list[Path]) -> None:
     for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
         with suppress(OSError):
             folder.rmdir()  # only when empty
+
+
+def referenced_files(db: sqlite3.Connection) -> set[str]:
+    """The image files the store's rows name."""
+    return {row[0] for row in db.execute("SELECT DISTINCT file FROM images")}

@@ -9,13 +9,14 @@ from rap.server.schemas import ErrorBody
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
-        400: "bad input: a bad name, an empty question, malformed JSON",
+        400: "bad input: a bad name, an empty question, malformed JSON; or a Host the service does not answer to",
         401: "no API key, or an unknown or revoked one",
+        403: "a write from another site's web page (see cors_origins)",
         404: "no such concept or image (among this user's)",
         409: "a concept of that name exists",
         413: "an upload or a text is larger than the service accepts",
         422: "a missing or malformed field, or not a usable image",
-        429: "too many requests from this key; see Retry-After",
+        429: "too many requests from this key, or too many wrong keys from this address; see Retry-After",
         504: "the request ran past the service's deadline",
     }.items()
 }

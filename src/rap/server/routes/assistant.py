@@ -13,6 +13,7 @@ from rap.assistant import CAPTION_QUESTION
 from rap.errors import InvalidInput
 from rap.images import LoadedImage
 from rap.server.auth import CurrentUser, RuntimeDep
+from rap.server.errors import upstream
 from rap.server.limits import run_blocking
 from rap.server.routes import BUSY, ERRORS
 from rap.server.runtime import Runtime
@@ -32,7 +33,7 @@ STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}}, 
 
 
 async def _image(upload: UploadFile | None, rt: Runtime) -> LoadedImage | None:
-    return await read_image(upload, rt.settings) if upload is not None else None
+    return await read_image(upload, rt.settings, rt.pixels) if upload is not None else None
 
 
 @router.post("/retrieve", response_model=RetrievalOut, summary="Which of my concepts are in this photo or text?")
@@ -88,7 +89,7 @@ async def _ask_about(rt: Runtime, user: User, k: int | None, image: UploadFile, 
     lease = await rt.queue.acquire()
 
     def work() -> dict:
-        with rt.metrics.generation.time():
+        with rt.metrics.generation.time(), upstream():
             return question(assistant, picture, "model").to_dict()
 
     return await run_blocking(work, lease)

@@ -27,21 +27,24 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from pydantic import BaseModel, ConfigDict, Field
 
 from rap.assistant import Answer, Conversation
 from rap.errors import InvalidInput, PayloadTooLarge, RapError
 from rap.generation import GenerationOptions
-from rap.images import LoadedImage, decode_image
+from rap.images import ImageData, LoadedImage
 from rap.server.auth import CurrentUser, RuntimeDep
-from rap.server.errors import error_body, error_code
+from rap.server.errors import public_error
 from rap.server.limits import run_blocking
 from rap.server.routes import BUSY, ERRORS
 from rap.server.runtime import Runtime
 from rap.server.schemas import RetrievedOut
 from rap.server.streaming import generate, pieces
+from rap.server.uploads import check_images, decode_images
 from rap.server.users import User
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
@@ -142,7 +145,8 @@ def _text(message: Message) -> str:
     return "\n".join(part.text or "" for part in message.content or [] if part.type == "text")
 
 
-def _data_url(url: str, rt: Runtime) -> LoadedImage:
+def _image_data(url: str, rt: Runtime) -> ImageData:
+    """The image of a data URL, checked by its header (a worker thread's work: a base64 decode of megabytes)."""
     head, comma, payload = url.partition(",")
     if not (url.startswith("data:") and comma and head.endswith(";base64")):
         raise InvalidInput("images must be data URLs (data:image/jpeg;base64,...); the service fetches no URLs")
@@ -152,7 +156,13 @@ def _data_url(url: str, rt: Runtime) -> LoadedImage:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("an image data URL is not valid base64") from None
-    return decode_image(data, "image_url", max_bytes=rt.settings.max_upload_bytes, max_pixels=rt.settings.max_image_pixels)
+    return check_images([("image_url", data)], rt.settings)[0]
+
+
+async def _picture(url: str, rt: Runtime) -> LoadedImage:
+    """The image of a data URL, decoded reduced in a worker thread within the pixel budget."""
+    checked = await anyio.to_thread.run_sync(_image_data, url, rt)
+    return (await decode_images([checked], rt.settings, rt.pixels))[0]
 
 
 def _dialogue(request: ChatRequest, rt: Runtime) -> tuple[str | None, list[tuple[str, str]], str]:
@@ -172,6 +182,9 @@ def _dialogue(request: ChatRequest, rt: Runtime) -> tuple[str | None, list[tuple
         for part in message.content if isinstance(message.content, list) else []:
             if part.type == "image_url" and part.image_url is not None:
                 image = part.image_url.url
+    images = sum(1 for m in request.messages if isinstance(m.content, list) for part in m.content if part.type == "image_url")
+    if images > rt.settings.max_chat_images:
+        raise PayloadTooLarge(f"the messages carry {images} images; a chat may carry at most {rt.settings.max_chat_images}")
     question = "\n".join(p for p in pending if p.strip())
     if not question:
         raise InvalidInput("the last message must be the user's, with some text")
@@ -188,16 +201,18 @@ def _options(request: ChatRequest, rt: Runtime) -> GenerationOptions:
     return GenerationOptions(max_new_tokens=min(wanted, rt.settings.max_new_tokens), temperature=temperature)
 
 
-def _prepare(rt: Runtime, user: User, request: ChatRequest) -> tuple[Conversation, str]:
+def _model(request: ChatRequest, rt: Runtime) -> None:
     if request.model not in (None, "", rt.settings.generator_spec):
         raise ModelNotFound(f"this service answers with {rt.settings.generator_spec!r} only, not {request.model!r} (GET /v1/models lists it)")
-    image_url, exchanges, question = _dialogue(request, rt)
+
+
+def _prepare(rt: Runtime, user: User, request: ChatRequest, picture: LoadedImage | None, exchanges: list[tuple[str, str]]) -> Conversation:
     assistant = rt.assistant(user)
     assistant.options = _options(request, rt)
-    conversation = assistant.chat(_data_url(image_url, rt) if image_url else None)
+    conversation = assistant.chat(picture)
     for past_question, reply in exchanges:
         conversation.replay(past_question, reply)
-    return conversation, question
+    return conversation
 
 
 def _completion(request: ChatRequest, answer: Answer, model: str, completion_id: str, created: int) -> dict[str, Any]:
@@ -219,7 +234,10 @@ def _completion(request: ChatRequest, answer: Answer, model: str, completion_id:
     summary="OpenAI-compatible chat, personalized with the user's concepts",
 )
 async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatRequest) -> dict | StreamingResponse:
-    conversation, question = await run_blocking(lambda: _prepare(rt, user, request))
+    _model(request, rt)
+    image_url, exchanges, question = _dialogue(request, rt)
+    picture = await _picture(image_url, rt) if image_url else None
+    conversation = await run_blocking(lambda: _prepare(rt, user, request, picture, exchanges))
     lease = await rt.queue.acquire()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     model = rt.settings.generator_spec  # what /v1/models lists, and so what a client may ask for by name
@@ -241,10 +259,10 @@ async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatReque
                 else:
                     yield chunk({"content": item})
         except RapError as exc:
-            yield f"data: {json.dumps(error_body(error_code(exc), exc.message))}\n\n"
+            yield f"data: {json.dumps(public_error(exc)[0])}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}, background=BackgroundTask(lease.end))
 
 
 @router.get("/models", response_model=ModelList, summary="The model this service answers with (for OpenAI clients)")

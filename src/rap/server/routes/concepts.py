@@ -13,8 +13,8 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from PIL import Image
 
 from rap import negatives
-from rap.concepts import DEFAULT_CATEGORY, Concept, name_key
-from rap.errors import ImageNotFound, InvalidInput
+from rap.concepts import DEFAULT_CATEGORY, Concept, name_key, validate_name
+from rap.errors import ConceptExists, ImageNotFound, InvalidInput
 from rap.images import load_image
 from rap.server.auth import CurrentUser, RuntimeDep
 from rap.server.limits import run_blocking
@@ -38,8 +38,12 @@ async def add_concept(
     category: Annotated[str, Form(description="what it is (dog, person, plush toy); the detector looks for it")] = DEFAULT_CATEGORY,
     attributes: Annotated[str | None, Form(description='a JSON object of strings, e.g. {"age": "3"}')] = None,
 ) -> dict:
-    images = await read_images(image, rt.settings)
     attrs = parse_attributes(attributes)
+    name = validate_name(name)
+    store = await run_blocking(lambda: rt.store(user))
+    if await run_blocking(lambda: store.lookup([name])):  # before any image is decoded; the store checks again as it writes
+        raise ConceptExists(f"a concept named {name!r} already exists; edit it or choose another name")
+    images = await read_images(image, rt.settings, rt.pixels)
     concept = await run_blocking(lambda: rt.store(user).add(name, images, info=info, category=category, attributes=attrs))
     return concept.to_dict()
 
@@ -49,9 +53,10 @@ def _cursor(concept: Concept) -> str:
 
 
 def _after(cursor: str) -> str:
+    """The name key a cursor stands for: any base64 the schema allows is a place in name order."""
     try:
-        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode(errors="replace")
+    except (binascii.Error, ValueError):
         after = ""
     if not after:
         raise InvalidInput("cursor is not one this service gave; start again without it")
@@ -126,7 +131,8 @@ async def remove_concept(user: CurrentUser, rt: RuntimeDep, name: str) -> Respon
 
 @router.post("/{name}/images", response_model=ConceptOut, summary="Add reference images to a concept")
 async def add_images(user: CurrentUser, rt: RuntimeDep, name: str, image: Images) -> dict:
-    images = await read_images(image, rt.settings)
+    await run_blocking(lambda: rt.store(user).get(name))  # 404 before any image is decoded
+    images = await read_images(image, rt.settings, rt.pixels)
     return (await run_blocking(lambda: rt.store(user).edit(name, add_images=images))).to_dict()
 
 
@@ -134,7 +140,7 @@ async def add_images(user: CurrentUser, rt: RuntimeDep, name: str, image: Images
 async def add_negative(
     user: CurrentUser, rt: RuntimeDep, name: str, image: Annotated[UploadFile, File(description="the wrongly matched region, cropped")]
 ) -> dict:
-    picture = await read_image(image, rt.settings)
+    picture = await read_image(image, rt.settings, rt.pixels)
 
     def work() -> dict:
         store = rt.store(user)
@@ -193,7 +199,7 @@ async def get_image(
         if size is None:
             loaded = load_image(path)
             return Response(loaded.data, media_type=Image.MIME.get(loaded.format, "application/octet-stream"))
-        image = load_image(path).image
+        image = load_image(path, shorter_side=size).image  # a JPEG decodes reduced
         image.thumbnail((size, size))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
