@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from rap import LocalConceptStore
 from rap.cli import run
-from rap.photos import find_photos, index_photos, open_library
+from rap.photos import find_photos, open_library
 from rap.retrieval import Retriever
 
 PHOTOS = Path(__file__).parent / "photos"
