@@ -209,3 +209,30 @@ def test_kill_9_during_indexing_then_resume(db, tmp_path, capsys):
             assert any(r.source == "image" for r in library.regions_of(known.id)), path
     resumed = index_json(db, capsys, folder)
     assert resumed["indexed"] == len(made) - len(partial) and resumed["unchanged"] == len(partial)
+
+
+def test_exif_date_and_orientation_are_kept_and_filter_find(db, tmp_path, capsys):
+    folder = tmp_path / "dated"
+    folder.mkdir()
+    for name, when in (("teapot_00.jpg", "2023:05:06 10:00:00"), ("teapot_01.jpg", "2025:01:02 08:30:00")):
+        exif = Image.Exif()
+        exif[0x0132] = when
+        exif[0x0112] = 1
+        Image.open(PHOTOS / name).save(folder / name, exif=exif, quality=92)
+    index_json(db, capsys, folder)
+    assert rap(db, "concept", "add", "teapot", "-i", str(PHOTOS / "teapot_00.jpg"), capsys=capsys)[0] == 0
+    code, out, _ = rap(db, "photos", "find", "teapot", "--json", capsys=capsys)
+    rows = {Path(json.loads(line)["path"]).name: json.loads(line) for line in out.splitlines()}
+    assert rows["teapot_00.jpg"]["taken"] == "2023-05-06T10:00:00" and rows["teapot_00.jpg"]["orientation"] == 1
+    assert rows["teapot_00.jpg"]["match"] == "match" and rows["teapot_00.jpg"]["score"] <= 1
+    assert found(db, capsys, "teapot", "--until", "2024-12-31") == ["teapot_00.jpg"]
+    assert "teapot_00.jpg" not in found(db, capsys, "teapot", "--since", "2024-01-01")
+
+
+def test_a_new_reference_image_changes_find_at_once(db, library_folder, capsys):
+    index_json(db, capsys, library_folder)
+    assert rap(db, "concept", "add", "pet", "-i", str(PHOTOS / "cat_00.jpg"), "--category", "cat", capsys=capsys)[0] == 0
+    before = found(db, capsys, "pet")
+    assert "clock_00.jpg" not in before
+    assert rap(db, "concept", "edit", "pet", "--add-image", str(PHOTOS / "clock_00.jpg"), capsys=capsys)[0] == 0
+    assert "clock_00.jpg" in found(db, capsys, "pet")
