@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SOURCE)
     parser.add_argument("--out", type=Path, default=Path("/tmp/rap-photos-quality"))
     args = parser.parse_args()
+    args.source = Path(os.path.abspath(args.source))  # the library keeps absolute paths
     shutil.rmtree(args.out, ignore_errors=True)
     classes = categories(args.source)
     subjects = sorted(p.name for p in args.source.iterdir() if p.is_dir())

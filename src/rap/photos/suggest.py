@@ -27,6 +27,9 @@ from rap.retrieval import Retriever
 FACE_MARGIN = 0.6
 #: image regions are cropped as they were embedded
 REGION_MARGIN = 0.0
+#: two clusters whose photo sets overlap this much (Jaccard) are one subject seen through different
+#: crops (the multiscale detector cuts one object several ways); chosen, not fitted
+SAME_SUBJECT = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,28 @@ def suggest_groups(library: PhotoLibrary, retriever: Retriever, min_photos: int)
             for i in order:  # the region nearest the centre stands for its photo
                 best.setdefault(owners[int(ids[i])], int(ids[i]))
             if len(best) >= min_photos:
-                clusters.append((space, list(best.values())))
-    clusters.sort(key=lambda c: -len(c[1]))
-    library.save_groups([regions for _, regions in clusters])
+                clusters.append((space, best))
+    clusters = _merged(clusters)
+    library.save_groups([list(best.values()) for _, best in clusters])
     groups = []
     for number, (space, _) in enumerate(clusters, 1):
         groups.append(Group(number, space, [(photo.path, region.box) for photo, region in library.group(number)]))
     return groups
+
+
+def _merged(clusters: list[tuple[str, dict[int, int]]]) -> list[tuple[str, dict[int, int]]]:
+    """Clusters of one space that share most of their photos, merged, largest first; each photo
+    keeps the region it has in the larger cluster."""
+    merged: list[tuple[str, dict[int, int]]] = []
+    for space, best in sorted(clusters, key=lambda c: -len(c[1])):
+        for other_space, kept in merged:
+            if other_space == space and len(kept.keys() & best.keys()) >= SAME_SUBJECT * len(kept.keys() | best.keys()):
+                for photo, region in best.items():
+                    kept.setdefault(photo, region)
+                break
+        else:
+            merged.append((space, dict(best)))
+    return sorted(merged, key=lambda c: -len(c[1]))
 
 
 def _unknown(retriever: Retriever, space: str, vectors: np.ndarray) -> np.ndarray:
