@@ -241,3 +241,23 @@ def test_a_new_reference_image_changes_find_at_once(db, library_folder, capsys):
     assert "clock_00.jpg" not in before
     assert rap(db, "concept", "edit", "pet", "--add-image", str(PHOTOS / "clock_00.jpg"), capsys=capsys)[0] == 0
     assert "clock_00.jpg" in found(db, capsys, "pet")
+
+
+def test_text_output_of_every_command(db, library_folder, capsys):
+    (library_folder / "bad.jpg").write_text("not an image")
+    code, out, err = rap(db, "photos", "index", str(library_folder), capsys=capsys)
+    assert code == 0 and "indexed 5" in out and "failed 1" in out and "bad.jpg" in out, err
+    assert rap(db, "concept", "add", "teapot", "-i", str(PHOTOS / "teapot_00.jpg"), capsys=capsys)[0] == 0
+    code, out, err = rap(db, "photos", "find", "teapot", capsys=capsys)
+    assert code == 0 and "photos of teapot" in out and "match" in out, err
+    code, out, err = rap(db, "photos", "stats", capsys=capsys)
+    assert code == 0 and "photos: 5" in out, err
+    code, out, err = rap(db, "photos", "suggest", capsys=capsys)
+    assert code == 0 and out.strip(), err
+
+
+def test_index_makes_the_store_when_there_is_none(tmp_path, library_folder, capsys):
+    fresh = tmp_path / "new-store"
+    code, out, err = rap(fresh, "--encoder", "tiny", "--faces", "none", "photos", "index", str(library_folder), "--json", capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out)["indexed"] == 5 and (fresh / "photos.sqlite").exists()

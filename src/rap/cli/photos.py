@@ -25,9 +25,10 @@ class _Speed(ProgressColumn):
         return Text(f"{task.speed:.1f} photos/s" if task.speed else "", style="progress.data.speed")
 
 
-def _open(ctx: typer.Context):
+def _open(ctx: typer.Context, create: bool = False):
+    """The library beside the store, and the retriever whose work and decision it keeps."""
     st = state(ctx)
-    store = st.store()
+    store = st.store(create=create)
     return open_library(store), Retriever.from_settings(store, st.resolved.settings)
 
 
@@ -39,7 +40,7 @@ def index_command(
     as_json: bool = typer.Option(False, "--json", help="The summary as one JSON object."),
 ) -> None:
     """Index new and changed photos; forget the ones gone. Photos are never copied or changed."""
-    library, retriever = _open(ctx)
+    library, retriever = _open(ctx, create=True)
     with library:
         progress = Progress(
             TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), _Speed(), TimeRemainingColumn(),
