@@ -106,12 +106,18 @@ def test_bad_database_json_is_one_line_and_imports_nothing(rap, photos, tmp_path
         assert rap("import", tmp_path / "db_json", "--allow-outside")[0] == 0
 
 
+def _image_file(rap, tmp_path, name):
+    """The store's file of a concept's first image (its JSON names images by content hash, not by file)."""
+    sha = json.loads(rap("concept", "show", name, "--json")[1])["images"][0]["sha256"]
+    return next((tmp_path / "db" / "images" / sha[:2]).glob(f"{sha}.*"))
+
+
 @pytest.mark.parametrize(("damage", "code", "message"), [("remove-image", 5, "missing from the store"), ("under-a-file", 2, "cannot write")])
 def test_export_failures_are_one_line_and_write_nothing(rap, photos, tmp_path, damage, code, message):
     rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
     target = tmp_path / "out" / "exported"
     if damage == "remove-image":
-        (tmp_path / "db" / json.loads(rap("concept", "show", "bo", "--json")[1])["images"][0]["file"]).unlink()
+        _image_file(rap, tmp_path, "bo").unlink()
         (tmp_path / "out").mkdir()
     else:
         (tmp_path / "out").write_text("a file where a folder should be")
@@ -129,8 +135,7 @@ def _lose_an_image(rap, photos, tmp_path):
     rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
     rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-i", photos / "cat_01.jpg", "-c", "cat")
     for name in ("bo", "kit"):
-        image = json.loads(rap("concept", "show", name, "--json")[1])["images"][0]["file"]
-        (tmp_path / "db" / image).unlink()
+        _image_file(rap, tmp_path, name).unlink()
     return ["--db", tmp_path / "db", "export", tmp_path / "exported"]
 
 

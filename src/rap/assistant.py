@@ -111,7 +111,18 @@ class Conversation:
 
     def stream(self, question: str) -> Iterator[str]:
         """Yield the reply as it is decoded; afterwards :attr:`last` holds the :class:`Answer`."""
+        yield from self.begin(question)[1]
+
+    def begin(self, question: str) -> tuple[list[RetrievedConcept], Iterator[str]]:
+        """Retrieve for ``question`` now: the concepts the prompt holds, and the reply still to decode.
+
+        Retrieval takes under a second and an answer many, so a client can show
+        the evidence (which concepts, where in the photo) before the first word.
+        """
         turn, used = self.assistant._next_turn(self, question)
+        return [*self.concepts, *used], self._reply(turn, used)
+
+    def _reply(self, turn: Turn, used: list[RetrievedConcept]) -> Iterator[str]:
         conversation = [*self.turns, turn]
         pieces: list[str] = []
         for piece in self.assistant.generator.stream(conversation, self.assistant.options):

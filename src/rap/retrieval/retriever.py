@@ -38,6 +38,7 @@ from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders.base import Face
 from rap.images import Box, ImageInput, crop, reduced
+from rap import negatives
 from rap.retrieval.evidence import Candidate, combine, mark_distinct
 from rap.retrieval.text import candidate_names
 from rap.settings import Settings, default
@@ -328,12 +329,18 @@ class Retriever:
         """Each region's ``per_region_k`` nearest concepts, whether they count or not (see _combine)."""
         calibrated = self._calibrated(space)
         found: list[Candidate] = []
+        refused: dict[str, np.ndarray] = {}  # each concept's negatives, read once ("Not bo" in the web page)
         # Ask for more neighbours than needed: several may be images of one concept.
-        for region, region_hits in zip(regions, self.store.search(space, vectors, self.per_region_k * 4)):
+        for region, vector, region_hits in zip(regions, vectors, self.store.search(space, vectors, self.per_region_k * 4)):
             kept: dict[str, Candidate] = {}
             for hit in region_hits:
                 if hit.concept in kept:
                     continue
+                if space == IMAGE_SPACE:
+                    if hit.concept not in refused:
+                        refused[hit.concept] = negatives.vectors(self.store, hit.concept)
+                    if negatives.refuses(refused[hit.concept], vector, hit.distance):
+                        continue
                 kept[hit.concept] = Candidate(hit.concept, hit.distance, hit.distance / calibrated, region.box, region.source)
                 if len(kept) == self.per_region_k:
                     break
