@@ -107,11 +107,12 @@ def test_bad_files_are_listed_and_never_abort(db, library_folder, capsys, tmp_pa
     (library_folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (library_folder / "empty.png").write_bytes(b"")
     (library_folder / "readme.txt").write_text("skipped: not an image suffix")
+    Image.new("1", (9000, 8000)).save(library_folder / "enormous.png")  # 72 megapixels in a small file
     os.symlink(library_folder, library_folder / "trip" / "loop")  # a loop: walked once
     summary = index_json(db, capsys, library_folder, tmp_path / "missing")
     failed = {Path(f["path"]).name for f in summary["failures"]}
-    assert {"notes.jpg", "empty.png", "missing"} <= failed
-    assert summary["indexed"] + summary["failed"] == 9 and summary["indexed"] >= 5
+    assert {"notes.jpg", "empty.png", "enormous.png", "missing"} <= failed
+    assert summary["indexed"] + summary["failed"] == 10 and summary["indexed"] >= 5
     assert all(f["reason"] and "\n" not in f["reason"] for f in summary["failures"])
 
 
