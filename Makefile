@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build; pick the build for your accelerator with e.g. `make TORCH=torch demo`.
 TORCH ?= torch==2.13.0
-EXTRAS ?= offline,paper,train,deepspeed,eval,serve,postgres,dev
+EXTRAS ?= offline,paper,train,deepspeed,eval,serve,postgres,photos,dev
 
 .PHONY: install demo test test-fast environment clean
 

@@ -75,6 +75,10 @@ class Settings(BaseModel):
     cpu_threads: int = Field(0, ge=0, le=256, description="CPU threads retrieval works on: photos decoded, crops embedded (one single-threaded encoder run each) and faces found at once; 0: every core (a folder of photos went from 6 to 10 a second on 2 idle cores, float encoder); 1 where the cores are shared with other work (RAP_CPU_THREADS)")
     batch_images: int = Field(8, ge=1, le=256, description="photos decoded and retrieved together; memory held is this many reduced photos, whatever the number given (RAP_BATCH_IMAGES)")
     locate_box_vote: float = Field(0.04, ge=0, le=1, description="locate by retriever: regions within this distance of the best one vote on the box (weighted by closeness); 0 takes the best region's box")
+    # -- rap photos: your photo library searched by your concepts --------------------------
+    photos_limit: int = Field(50, ge=1, description="photos `rap photos find` lists at most (--limit)")
+    photos_min_photos: int = Field(5, ge=2, description="fewest photos a subject must recur in for `rap photos suggest` to offer it (--min-photos)")
+    photos_references: int = Field(5, ge=1, le=50, description="reference crops `rap photos name` takes from a suggested group to make its concept")
     # -- rap serve: every limit the service enforces ---------------------------------------
     max_upload_bytes: int = Field(MAX_FILE_BYTES, ge=1024, description="largest image a request may upload, in bytes (RAP_MAX_UPLOAD_BYTES)")
     max_image_pixels: int = Field(MAX_PIXELS, ge=64, description="largest image a request may upload, in pixels: refuses decompression bombs (RAP_MAX_IMAGE_PIXELS)")

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import calibrate, concepts, config, convert, data, db, demo, evaluate, generate, retrieve, serve, store, train, transfer, users
+from rap.cli import calibrate, concepts, config, convert, data, db, demo, evaluate, generate, photos, retrieve, serve, store, train, transfer, users
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -31,6 +31,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(db.app, name="db")
 app.add_typer(train.app, name="train")
 app.add_typer(users.app, name="users")
+app.add_typer(photos.app, name="photos")
 app.command("import")(transfer.import_command)
 app.command("export")(transfer.export_command)
 app.command("retrieve")(retrieve.retrieve_command)

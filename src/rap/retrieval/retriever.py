@@ -315,6 +315,19 @@ class Retriever:
         faces = embedder.face_analyzer.faces(picture) if wanted.faces and embedder.face_analyzer is not None else None
         return _Looked(picture, size, regions, vectors, faces)
 
+    def look(self, image: Query, categories: Sequence[str]) -> _Looked:
+        """One photo's regions, their image vectors and its faces, exactly as retrieval computes
+        them, whatever the store holds now: a photo library keeps them and decides later with
+        :meth:`decide`. Read :attr:`detector` once before calling this from several threads."""
+        analyzer = self.store.embedder.face_analyzer
+        return self._look(image, _Wanted(tuple(categories), True, analyzer is not None))
+
+    def decide(self, regions: list[Region], vectors: np.ndarray, faces: list[Face] | None) -> list[Candidate]:
+        """Retrieval's decision on regions and faces looked at earlier (see :meth:`look`):
+        every candidate against the store as it is now, labelled a match or not, boxes as given."""
+        looked = _Looked(Image.new("RGB", (1, 1)), (1, 1), regions, vectors, faces)
+        return decide(self._evidence(looked), self.operating_point, self.has_face_keys)
+
     def _retrieval(self, photo: _Looked, text: str | None, k: int) -> Retrieval:
         decided = decide(self._evidence(photo), self.operating_point, self.has_face_keys)
         return Retrieval(
