@@ -71,11 +71,11 @@ def main() -> None:
                 target = halves["fit" if n % 2 == 0 else "report"] / name
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(photo, target / photo.name)
-        for n, name in enumerate(never):
-            target = halves["fit" if n % 2 == 0 else "report"] / "none"
+        for n, name in enumerate(never):  # a group per stranger, left out together by the held-out estimate
+            target = halves["fit" if n % 2 == 0 else "report"] / "none" / name
             target.mkdir(parents=True, exist_ok=True)
             for photo in (args.data / name).glob("*.jpg"):
-                shutil.copy(photo, target / f"{name}-{photo.name}")
+                shutil.copy(photo, target / photo.name)
         target = ["--max-false-matches", args.max_false_matches, "--json"]
         before = rap(*db, "calibrate", halves["report"], *target)
         fitted = rap(*db, "calibrate", halves["fit"], *target, "--apply")

@@ -41,6 +41,9 @@ def test_the_proposed_threshold_accepts_the_most_within_the_false_match_target()
     # and the stranger at 0.95 gets in (fitted without it, the threshold is 0.95): worse than in-sample, as it should be
     held = sweep.held_out(0.0)
     assert (held.accepted, held.concept_photos, held.false_matches, held.none_photos) == (2, 4, 1, 4)
+    # two strangers of one group, left out together: fitted without either, the threshold (1.05) admits both
+    grouped = sweep.held_out(0.0, ["a", "b", "c", "d", "g", "g", "e", "f"])
+    assert (grouped.accepted, grouped.false_matches) == (2, 2)
 
 
 def test_a_ratio_test_is_tried_and_kept_only_when_it_accepts_more():
@@ -153,6 +156,20 @@ def test_bad_input_is_one_line_and_changes_nothing(rap, labelled, tmp_path, chan
     code, out, err = rap("calibrate", labelled, "--apply")
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1 and out == ""
     assert _recorded(tmp_path) is None
+
+
+def test_strangers_in_subfolders_of_none_are_read_as_groups(rap, labelled):
+    group = labelled / "none" / "one-room"
+    group.mkdir()
+    for photo in list((labelled / "none").glob("*.jpg"))[:2]:
+        photo.rename(group / photo.name)
+    from rap.retrieval.calibration import read_folder
+
+    read = read_folder(labelled, {"bo", "kit"}, 3)
+    assert read.strangers == 4 and len(set(read.groups)) == len(read.groups) - 1
+    assert sum(g.endswith("one-room") for g in read.groups) == 2
+    code, out, _ = rap("calibrate", labelled, "--json")
+    assert code == 0 and json.loads(out)["proposed"]["held_out"]["none_photos"] == 4
 
 
 def test_not_a_folder(rap, tmp_path):

@@ -17,7 +17,10 @@ from rap.retrieval.decision import RECORD_KEY, OperatingPoint
 
 def calibrate_command(
     ctx: typer.Context,
-    folder: Path = typer.Argument(..., help=f"A subfolder per concept name with photos of it, and {NONE_FOLDER}/ with photos of none of them."),
+    folder: Path = typer.Argument(
+        ..., help=f"A subfolder per concept name with photos of it, and {NONE_FOLDER}/ with photos of none of them "
+        f"(in subfolders of {NONE_FOLDER}/, photos of one stranger or place are left out together by the held-out estimate)."
+    ),
     apply: bool = typer.Option(False, "--apply", help="Record the proposed operating point in the store: every command and the server then use it."),
     max_false_matches: float | None = typer.Option(
         None, "--max-false-matches", min=0.0, max=1.0, help="Largest share of none/ photos that may get a match (default: the max_false_matches setting)."
@@ -42,7 +45,7 @@ def calibrate_command(
     proposed = sweep.propose(target)
     now = outcome(evidence, truths, current, retriever.has_face_keys)
     then = outcome(evidence, truths, proposed, retriever.has_face_keys)
-    estimate = sweep.held_out(target)
+    estimate = sweep.held_out(target, labelled.groups)
     fitted = {"photos": len(paths), "concept_photos": labelled.concepts, "none_photos": labelled.strangers,
               "max_false_matches": target, "acceptance": round(then.acceptance, 4), "false_match_rate": round(then.false_match_rate, 4),
               "held_out_acceptance": round(estimate.acceptance, 4), "held_out_false_match_rate": round(estimate.false_match_rate, 4),

@@ -19,7 +19,10 @@ most the target, and sits midway between the last photo it accepts and the
 first stranger it would admit beyond the target, for a margin on both sides.
 The figures for the proposed point are measured on the photos that fitted it,
 so a leave-one-out estimate (each photo judged by a point fitted without it)
-is reported beside them.
+is reported beside them. Strangers come in groups of similar photos (one
+person's, one room's), and a new group is a bigger change than a new photo of
+a known one; photos in a subfolder of ``none/`` are left out together, so
+``none/<group>/`` makes the estimate honest about that.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class LabelledPhotos:
     """Photos and what each shows: a concept's name, or None for none of them."""
 
     photos: list[tuple[Path, str | None]]
+    #: per photo, the group left out with it by the leave-one-out estimate: a subfolder of none/, else the photo
+    groups: list[str]
 
     @property
     def concepts(self) -> int:
@@ -68,17 +73,30 @@ def read_folder(folder: Path, known: Collection[str], min_photos: int) -> Labell
         shown = ", ".join(sorted(known)[:10]) or "none yet"
         raise InvalidInput(f"{folder}: no concept named {', '.join(unknown)}; subfolders are concept names (known: {shown}) or {NONE_FOLDER}")
     photos: list[tuple[Path, str | None]] = []
+    groups: list[str] = []
     for sub in subfolders:
-        for path in sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")):
+        truth = None if sub.name == NONE_FOLDER else sub.name
+        for path in _files(sub):
             check_image(path)
-            photos.append((path, None if sub.name == NONE_FOLDER else sub.name))
-    labelled = LabelledPhotos(photos)
+            photos.append((path, truth))
+            groups.append(str(path))
+        if truth is None:  # a group of strangers per subfolder of none/
+            for group in sorted(p for p in sub.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                for path in _files(group):
+                    check_image(path)
+                    photos.append((path, None))
+                    groups.append(str(group))
+    labelled = LabelledPhotos(photos, groups)
     if labelled.concepts < min_photos or labelled.strangers < min_photos:
         raise InvalidInput(
             f"{folder}: {labelled.concepts} photo(s) of your concepts and {labelled.strangers} in {NONE_FOLDER}/; "
             f"calibrating needs at least {min_photos} of each (setting calibrate_min_photos)"
         )
     return labelled
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 @dataclass(frozen=True)
@@ -162,20 +180,21 @@ class Sweep:
         assert best is not None
         return self.point.with_image(best[1], best[2])
 
-    def held_out(self, max_false: float) -> Outcome:
-        """Leave-one-out: each photo judged by the point fitted on all the others."""
+    def held_out(self, max_false: float, groups: Sequence[str] | None = None) -> Outcome:
+        """Leave-one-out: each photo (each group of photos, when ``groups`` names them) judged by the point fitted on all the others."""
+        labels = np.asarray(groups if groups is not None else [str(n) for n in range(len(self.strangers))])
         accepted = false = other = 0
-        for n in range(len(self.strangers)):
-            keep = np.ones(len(self.strangers), bool)
-            keep[n] = False
-            fitted = self.propose(max_false, keep)
+        for group in dict.fromkeys(labels.tolist()):
+            out = labels == group
+            fitted = self.propose(max_false, ~out)
             table = next(t for t in self.tables if t.ratio == fitted.distinct_ratio)
-            matched_other = bool(table.other[n] <= fitted.image_threshold)
-            if self.strangers[n]:
-                false += matched_other
-            else:
-                accepted += bool(table.accept[n] <= fitted.image_threshold)
-                other += matched_other
+            for n in np.flatnonzero(out):
+                matched_other = bool(table.other[n] <= fitted.image_threshold)
+                if self.strangers[n]:
+                    false += matched_other
+                else:
+                    accepted += bool(table.accept[n] <= fitted.image_threshold)
+                    other += matched_other
         strangers = int(self.strangers.sum())
         return Outcome(accepted, len(self.strangers) - strangers, false, strangers, other)
 

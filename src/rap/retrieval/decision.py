@@ -27,6 +27,14 @@ label is decided here and nowhere else, under an :class:`OperatingPoint`:
 The operating point comes from the encoder's calibration, or from the store,
 where ``rap calibrate --apply`` records one fitted on the owner's photos, or
 from the ``threshold`` setting, which replaces the image threshold.
+
+More evidence (spatial verification of the top few, a fitted combination)
+plugs in here: a field on :class:`~rap.retrieval.evidence.Candidate`, filled
+where the retriever gathers evidence (``Retriever._evidence``), a value for it
+in :class:`OperatingPoint` (recorded by :meth:`OperatingPoint.record` if
+fitted), and a clause in :meth:`OperatingPoint.image_match`. ``rap calibrate``
+sweeps the image threshold through :func:`match_distances`, which needs the
+decision to stay monotone in it (a larger threshold never un-matches).
 """
 
 from __future__ import annotations
