@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--per-photo", type=int, default=13)
     parser.add_argument("--verify", type=int, default=3, help="candidates verified per photo")
     parser.add_argument("--cache", type=Path)
+    parser.add_argument("--detector", default=default("detector"))
     parser.add_argument("--whole-image", action="store_true", help="also verify against the whole working image")
     parser.add_argument("--query-side", type=int, default=480, help="longer side a query region is reduced to for features")
     parser.add_argument("--reference-side", type=int, default=480, help="longer side a reference image is reduced to for features")
@@ -98,8 +99,8 @@ def main() -> None:
                         batch, pool = pool[:extra], pool[extra:]
                         offset = len(store)
                         store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(im)], category=classes[src]) for i, (src, im) in enumerate(batch)])
-                    ranking = Retriever(store, threshold=math.inf, top_k=5, cpu_threads=1)
-                    deciding = Retriever(store, top_k=5, cpu_threads=1)
+                    ranking = Retriever(store, args.detector, threshold=math.inf, top_k=5, cpu_threads=1)
+                    deciding = Retriever(store, args.detector, top_k=5, cpu_threads=1)
                     for truth, path in queries:
                         started = time.process_time()
                         found = ranking.retrieve(path)

@@ -56,19 +56,31 @@ def matrix(rows: list[dict], use: tuple[str, ...]) -> tuple[np.ndarray, np.ndarr
     return np.array(x), np.array(y)
 
 
-def fit(rows: list[dict], use: tuple[str, ...], encoder: str) -> MatchModel:
+def fit(rows: list[dict], use: tuple[str, ...], encoder: str, target: float) -> MatchModel:
     x, y = matrix(rows, use)
     model = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
     weights = dict(zip(FEATURES, model.coef_[0].tolist()))
     draft = MatchModel(weights, float(model.intercept_[0]), 0.5, encoder)
-    # the cut: the best acceptance minus false matches on the tuning set
-    best = max(np.linspace(0.05, 0.95, 91), key=lambda cut: _score(rows, MatchModel(weights, draft.bias, float(cut), encoder)))
+    # the cut: the best acceptance with false matches within the target on the tuning set
+    best = max(np.linspace(0.05, 0.95, 91), key=lambda cut: _score(rows, MatchModel(weights, draft.bias, float(cut), encoder), target))
     return MatchModel({k: round(v, 4) for k, v in weights.items()}, round(draft.bias, 4), round(float(best), 2), encoder)
 
 
-def _score(rows: list[dict], model: MatchModel) -> float:
+def _score(rows: list[dict], model: MatchModel, target: float) -> tuple[bool, float]:
     figures = measure(rows, lambda row: labelled(row, model))
-    return figures["accept"] - figures["false_match"]
+    return figures["false_match"] <= target, figures["accept"] - (figures["false_match"] if figures["false_match"] > target else 0.0)
+
+
+def separable(rows: list[dict], scores, target: float) -> float:
+    """The best acceptance any one cut on ``scores(row) -> {name: score}`` (higher: more of a match)
+    reaches with false matches within ``target``: how well the evidence separates, not an operating point."""
+    known = [(r["truth"], scores(r)) for r in rows if r["truth"] is not None]
+    strangers = sorted((max(scores(r).values(), default=-np.inf) for r in rows if r["truth"] is None), reverse=True)
+    if not known or not strangers:
+        return float("nan")
+    allowed = int(np.floor(target * len(strangers)))  # strangers that may pass
+    cut = strangers[allowed] if allowed < len(strangers) else -np.inf  # accept strictly above it
+    return float(np.mean([s.get(truth, -np.inf) > cut for truth, s in known]))
 
 
 def labelled(row: dict, model: MatchModel) -> list[str]:
@@ -104,11 +116,12 @@ def main() -> None:
     parser.add_argument("--tune", type=Path, nargs="+", required=True)
     parser.add_argument("--report", type=Path, nargs="*", default=[])
     parser.add_argument("--encoder", default=default("encoder"))
+    parser.add_argument("--target", type=float, default=0.15, help="false-match rate the cut keeps within on the tuning set")
     args = parser.parse_args()
     tune, report = read(args.tune), read(args.report)
     models = {
-        "distance_only": fit(tune, ("distance", "ratio", "whole_image", "log_concepts"), args.encoder),
-        "after": fit(tune, FEATURES, args.encoder),
+        "distance_only": fit(tune, ("distance", "ratio", "whole_image", "log_concepts"), args.encoder, args.target),
+        "after": fit(tune, FEATURES, args.encoder, args.target),
     }
     for name, rows in (("tuning: dreambooth", tune), ("reporting: avatar", report)):
         by_n: dict[int, list[dict]] = defaultdict(list)
@@ -120,6 +133,11 @@ def main() -> None:
             line |= {f"before_{k}": round(v, 3) for k, v in measure(part, lambda r: r["decided"]).items()}
             for label, model in models.items():
                 line |= {f"{label}_{k}": round(v, 3) for k, v in measure(part, lambda r, m=model: labelled(r, m)).items()}
+            top_distance = lambda r: {c["name"]: -c["distance"] for c in r["candidates"][:1]}  # noqa: E731
+            line["separable_top_distance"] = round(separable(part, top_distance, args.target), 3)
+            for label, model in models.items():
+                probabilities = lambda r, m=model: {c["name"]: m.probability(e) for c, e in zip(r["candidates"], evidence(r))}  # noqa: E731
+                line[f"separable_{label}"] = round(separable(part, probabilities, args.target), 3)
             line["verify_cpu_ms_p50"] = float(np.median([r["verify_cpu_ms"] for r in part]))
             line["retrieve_cpu_ms_p50"] = float(np.median([r["retrieve_cpu_ms"] for r in part]))
             print(json.dumps(line), flush=True)
