@@ -123,7 +123,7 @@ def main() -> None:
         "distance_only": fit(tune, ("distance", "ratio", "whole_image", "log_concepts"), args.encoder, args.target),
         "after": fit(tune, FEATURES, args.encoder, args.target),
     }
-    for name, rows in (("tuning: dreambooth", tune), ("reporting: avatar", report)):
+    for name, rows in (("tuning", tune), ("reporting", report)):
         by_n: dict[int, list[dict]] = defaultdict(list)
         for row in rows:
             by_n[row["n"]].append(row)

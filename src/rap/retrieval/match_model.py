@@ -24,8 +24,12 @@ generalizes").
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rap.retrieval.evidence import Candidate
 
 #: the evidence a model weighs, in the order of its weights
 FEATURES = ("distance", "ratio", "inliers", "whole_image", "log_concepts")
@@ -96,3 +100,36 @@ def other_distances(distances: Sequence[float]) -> list[float | None]:
     if len(distances) < 2:
         return [None] * len(distances)
     return [distances[1] if i == 0 else distances[0] for i in range(len(distances))]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The fitted decision as the retriever applies it: the model, how many candidates to verify, at what size."""
+
+    model: MatchModel
+    #: a photo's best concepts (by distance) that spatial verification checks when the model does not already accept them
+    top: int
+    #: longer side (px) of a query region and a reference image for their features
+    side: int
+
+
+def relabel(decided: Sequence[Candidate], concepts: int, verification: Verification, inliers: Callable[[Candidate], int]) -> list[Candidate]:
+    """``decided`` with each image candidate's label replaced by the fitted model's verdict on its concept.
+
+    ``decided`` comes from a decision that lets every image candidate match
+    except those the photo's faces reject: those stay rejected. Each concept is
+    judged on its nearest image candidate, against the nearest other concept;
+    ``inliers`` is asked only for the first ``verification.top`` concepts that
+    the model does not accept without it (inliers only ever raise the probability).
+    """
+    best: dict[str, Candidate] = {}
+    for candidate in sorted((c for c in decided if c.region != "face"), key=lambda c: c.distance):
+        best.setdefault(candidate.concept, candidate)
+    ranked = list(best.values())
+    verdict: dict[str, bool] = {}
+    for rank, (candidate, other) in enumerate(zip(ranked, other_distances([c.distance for c in ranked]))):
+        evidence = Evidence(candidate.distance, other, None, candidate.region, concepts)
+        if not verification.model.matches(evidence) and rank < verification.top:
+            evidence = replace(evidence, inliers=inliers(candidate))
+        verdict[candidate.concept] = verification.model.matches(evidence)
+    return [c if c.region == "face" else replace(c, match=c.match and verdict[c.concept]) for c in decided]
