@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rap.concepts import Concept, ConceptImage
-from rap.retrieval.match_model import FEATURES, Evidence, MatchModel, other_distances
+from rap.retrieval.match_model import FEATURES, Evidence, MatchModel, Verification, other_distances, relabel
 from rap.retrieval.verify import ReferenceFeatures, Verifier, features, inliers
 from rap.settings import Settings
 
@@ -110,3 +111,43 @@ def test_the_default_model_parses_and_holds_for_the_float_and_int8_encoders_alon
     assert not model.applies_to("clip:openai/clip-vit-large-patch14-336")
     with pytest.raises(ValueError, match="weights"):
         MatchModel.from_mapping({"weights": {"distance": 1.0}, "bias": 0, "cut": 0.5, "encoder": "x"})
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """The fields of a retrieval candidate that the relabelling reads and writes."""
+
+    concept: str
+    distance: float
+    region: str
+    match: bool = True
+    box: tuple[int, int, int, int] = (0, 0, 10, 10)
+
+
+def test_relabel_verifies_only_the_undecided_top_concepts_and_keeps_face_verdicts() -> None:
+    # a model that accepts on inliers alone: p >= 0.5 from 7 inliers (log1p(7) * 5 - 10 > 0)
+    model = MatchModel({"distance": 0.0, "ratio": 0.0, "inliers": 5.0, "whole_image": 0.0, "log_concepts": 0.0}, -10.0, 0.5, "x")
+    decided = [
+        _Candidate("tea", 0.70, "detector"),
+        _Candidate("tea", 0.90, "image"),
+        _Candidate("kit", 0.80, "detector"),
+        _Candidate("bo", 0.85, "detector", match=False),  # rejected by the photo's faces
+        _Candidate("bo", 0.20, "face", match=True),
+        _Candidate("far", 1.10, "image"),
+    ]
+    asked: list[str] = []
+
+    def inliers(candidate: _Candidate) -> int:
+        asked.append(candidate.concept)
+        return {"tea": 30, "bo": 50}.get(candidate.concept, 1)
+
+    out = relabel(decided, 4, Verification(model, top=3, side=320), inliers)
+    assert asked == ["tea", "kit", "bo"]  # the three nearest concepts, never "far"
+    labels = [(c.concept, c.region, c.match) for c in out]
+    assert labels == [("tea", "detector", True), ("tea", "image", True), ("kit", "detector", False),
+                      ("bo", "detector", False), ("bo", "face", True), ("far", "image", False)]  # fmt: skip
+    # a model that accepts on distance alone asks for no verification
+    eager = MatchModel({"distance": 0.0, "ratio": 0.0, "inliers": 0.0, "whole_image": 0.0, "log_concepts": 0.0}, 5.0, 0.5, "x")
+    asked.clear()
+    assert all(c.match for c in relabel(decided[:3], 4, Verification(eager, 3, 320), inliers))
+    assert asked == []
