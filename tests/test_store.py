@@ -332,3 +332,16 @@ def test_a_store_whose_encoder_cannot_load_is_not_left_behind(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="ONNX Runtime only"):
         LocalConceptStore(tmp_path / "new" / "store", encoder="offline:efficientnet-lite0-int8", faces="none")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_records_are_kept_per_store_and_seen_by_another_process(store_target, photos):
+    with store_target.open() as store:
+        assert store.recorded("operating-point") is None
+        store.record("operating-point", '{"image": 0.8}')
+        store.record("model-digest", "abc")
+        store.record("model-digest", "def")
+    with store_target.open() as again:
+        assert again.recorded("operating-point") == '{"image": 0.8}'
+        assert again.recorded("model-digest") == "def"
+        again.record("model-digest", None)
+        assert again.recorded("model-digest") is None

@@ -398,6 +398,7 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a run may take up to its 900 s below; room for a second one, or a retry
 @pytest.mark.parametrize(
     "sharding", [[], ["--fsdp", "full_shard auto_wrap"], ["--deepspeed", "zero3"]], ids=["ddp", "fsdp", "zero3"]
 )

@@ -66,6 +66,8 @@ class RememberingEncoder(ImageEncoder):
     def __init__(self, encoder: ImageEncoder) -> None:
         self.encoder = encoder
         self.id, self.dim, self.match_threshold = encoder.id, encoder.dim, encoder.match_threshold
+        # the calibration the retriever's decision reads, which a copy must keep
+        self.detector_match_thresholds, self.distinct_ratio = encoder.detector_match_thresholds, encoder.distinct_ratio
         self.batch_size = encoder.batch_size
         self._recent: _Recent[np.ndarray] = _Recent()
 
@@ -81,6 +83,7 @@ class RememberingFaceAnalyzer(FaceAnalyzer):
     def __init__(self, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
         self.id, self.dim, self.match_threshold = analyzer.id, analyzer.dim, analyzer.match_threshold
+        self.confirm_threshold = analyzer.confirm_threshold
         self._recent: _Recent[list[Face]] = _Recent()
 
     def faces(self, image: Image.Image) -> list[Face]:

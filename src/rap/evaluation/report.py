@@ -38,7 +38,9 @@ def _retrieval(config: EvalConfig) -> Callable[[list[dict[str, Any]]], dict[str,
     def score(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         ranked = [(r["retrieved"], r["truth"]) for r in rows if r["truth"]]
         recalls: dict[int, float | None] = dict(metrics.recall_at_k(ranked, config.ks)) if ranked else dict.fromkeys(config.ks)
-        return {f"recall@{k}": v for k, v in recalls.items()} | {"n": float(rows[0]["n"]) if rows else None}
+        decided = [(r["matched"], r["truth"]) for r in rows if "matched" in r]  # rows of an older run have no labels
+        acceptance, false = metrics.acceptance_and_false_matches(decided) if decided else (None, None)
+        return {f"recall@{k}": v for k, v in recalls.items()} | {"acceptance": acceptance, "false matches": false, "n": float(rows[0]["n"]) if rows else None}
 
     return score
 
@@ -96,6 +98,8 @@ def summarise(config: EvalConfig, journal: Journal, outcomes: list[RepeatOutcome
             for name in row["truth"]:
                 hits.setdefault(name, []).append(row["retrieved"][:1] == [name])
         summary["per_concept_recall_at_1"] = {name: sum(h) / len(h) for name, h in hits.items()}
+        points = {row["variant"]: row["operating_point"] for row in journal.select() if "operating_point" in row}
+        summary["operating_points"] = points
     if config.task == "caption":
         rows = journal.select(variant="rap")
         per_concept = metrics.caption_scores([(r["id"], r["reply"], r["truth"]) for r in rows], names).per_concept
@@ -143,6 +147,9 @@ def write_report(config: EvalConfig, meta: dict[str, Any], journal: Journal, sum
         _table(summary),
         "",
     ]
+    if summary.get("operating_points"):
+        shown = "; ".join(f"{variant}: {point}" for variant, point in summary["operating_points"].items())
+        lines += [f"Acceptance: the share of true concepts labelled a match; false matches: the share of photos of none of the concepts with any labelled a match. Operating point in force: {shown}.", ""]
     if adds:
         lines += [f"Adding a concept took {1000 * adds['median']:.0f} ms (median of {adds['n']}).", ""]
     if "retriever_curve" in summary:

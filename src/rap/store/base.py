@@ -230,6 +230,20 @@ class ConceptStore(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    @abstractmethod
+    def recorded(self, key: str) -> str | None:
+        """A value recorded in the store for its owner with :meth:`record`, or None.
+
+        Facts that belong to the vectors rather than to one process (the
+        operating point calibrated on the owner's photos, the digest of the model
+        file that made the vectors) live here, so every command and every server
+        worker that opens the store uses the same ones.
+        """
+
+    @abstractmethod
+    def record(self, key: str, value: str | None) -> None:
+        """Record ``value`` under ``key`` (None forgets it), in one write that other processes see."""
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.lookup([name]))
 

@@ -225,6 +225,16 @@ class LocalConceptStore(ConceptStore):
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def recorded(self, key: str) -> str | None:
+        return self._meta(f"record:{key}")
+
+    def record(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (f"record:{key}",))
+            else:
+                self._set_meta(f"record:{key}", value)
+
     def _record_models(self, models: tuple[str, str]) -> None:
         with self._write():
             self._set_meta("encoder:image", models[0])

@@ -58,6 +58,16 @@ SPACES = (IMAGE_SPACE, FACE_SPACE)
 _CONCEPT_COLUMNS = "id, name, info, category, attributes, created_at, updated_at"
 
 
+SERVER_DIED = (
+    "the connection broke in the middle of a statement without a word from the server, so its server process most "
+    "likely died; the likely cause is a pgvector built for AVX-512 on a CPU without it (the server's log then says "
+    "'terminated by signal 4: Illegal instruction'): install a pgvector built for that CPU (docs/deploy.md)"
+)
+"""What a backend that dies of a signal (SIGILL in an AVX-512 pgvector, SIGSEGV, the OOM killer) looks like to a
+client: the socket closes with no error message, so no SQLSTATE (a network that cuts the connection looks the
+same). A server that ends a session on purpose (a shutdown, pg_terminate_backend, a cancel) says why first."""
+
+
 def _one_line(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     return " ".join((getattr(diag, "message_primary", None) or str(exc) or type(exc).__name__).split())
@@ -139,7 +149,8 @@ class PostgresConceptStore(ConceptStore):
             except RapError:
                 raise
             except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL at {redact(self.url)}: {_one_line(exc)}") from None
+                died = isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None and self._db.broken
+                raise StoreError(f"PostgreSQL at {redact(self.url)}: {SERVER_DIED if died else _one_line(exc)}") from None
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
@@ -158,6 +169,24 @@ class PostgresConceptStore(ConceptStore):
     def _reembed_command(self, encoder: str, faces: str) -> str:
         user = "" if self.user == default("store_user") else f"RAP_STORE_USER={self.user} "
         return f"{user}rap --store {shell_word(redact(self.url))} --encoder {encoder} --faces {faces} reembed"
+
+    def recorded(self, key: str) -> str | None:
+        with self._session() as db:
+            row = db.execute(
+                "SELECT value FROM rap.user_records WHERE user_id = %s AND key = %s", (self._user_id, key)
+            ).fetchone()
+        return row[0] if row else None
+
+    def record(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            if value is None:
+                db.execute("DELETE FROM rap.user_records WHERE user_id = %s AND key = %s", (self._user_id, key))
+            else:
+                db.execute(
+                    "INSERT INTO rap.user_records VALUES (%s, %s, %s) "
+                    "ON CONFLICT (user_id, key) DO UPDATE SET value = EXCLUDED.value",
+                    (self._user_id, key, value),
+                )
 
     def _record_models(self, models: tuple[str, str]) -> None:
         self._db.execute(

@@ -87,6 +87,15 @@ MIGRATIONS: tuple[str, ...] = (
         revoked boolean NOT NULL DEFAULT false
     );
     """,
+    # 3: what a user's store records beside its vectors (ConceptStore.record): an operating point, a model digest.
+    """
+    CREATE TABLE rap.user_records (
+        user_id bigint NOT NULL REFERENCES rap.users (id) ON DELETE CASCADE,
+        key text NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
 )
 
 HNSW_MAX_DIM = 2000
