@@ -151,3 +151,27 @@ def test_relabel_verifies_only_the_undecided_top_concepts_and_keeps_face_verdict
     asked.clear()
     assert all(c.match for c in relabel(decided[:3], 4, Verification(eager, 3, 320), inliers))
     assert asked == []
+
+
+def test_with_verification_on_the_retriever_labels_by_the_model_and_the_inliers(store, tmp_path: Path) -> None:
+    from rap import Retriever
+    from rap.settings import resolve
+
+    store.add("tea", [PHOTOS / "teapot_00.jpg"], category="teapot")
+    store.add("kit", [PHOTOS / "cat_00.jpg"], category="cat")
+    scene = photo("dog_00.jpg").resize((512, 512))
+    scene.paste(photo("teapot_00.jpg").resize((300, 300)), (200, 200))
+    query = tmp_path / "scene.png"
+    scene.save(query)
+    # the tiny test encoder's distances mean nothing: a model that goes by the inliers alone
+    by_inliers = MatchModel({"distance": 0.0, "ratio": 0.0, "inliers": 5.0, "whole_image": 0.0, "log_concepts": 0.0}, -10.0, 0.5, store.encoder_id)
+    verified = Retriever(store, "multiscale", top_k=2, verification=Verification(by_inliers, top=2, side=320))
+    labels = {r.concept.name: r.match for r in verified.retrieve(query).concepts}
+    assert labels == {"tea": True, "kit": False}
+    assert not any(r.match for r in verified.retrieve(PHOTOS / "clock_00.jpg").concepts)
+    # a threshold the user sets is obeyed as it stands: the model is not used
+    assert all(r.match for r in Retriever(store, "multiscale", top_k=2, threshold=float("inf"), verification=Verification(by_inliers, 2, 320)).retrieve(PHOTOS / "clock_00.jpg").concepts)
+    # the setting builds it; off by default
+    assert Retriever.from_settings(store, resolve().settings).verification is None
+    on = Retriever.from_settings(store, resolve({"verify": True}).settings).verification
+    assert on is not None and on.top == 3 and on.model.applies_to("offline:efficientnet-lite0-int8")
