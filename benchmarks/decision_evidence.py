@@ -12,7 +12,8 @@ one of two protocols, at each store size N:
 Both use the same distractor concepts (``hard_retrieval.distractor``, same
 seeds), so one ``--cache`` of crop vectors serves both. Each line holds the
 query's truth (None for a stranger's photo), what today's decision returned
-(the default threshold, ratio test), and the top candidates with distance,
+(the default threshold, ratio test; ``--decide-verified``: the retriever's
+with the verify setting on), and the top candidates with distance,
 score, region, box and, for the first ``--verify`` of them, the spatial
 verification inliers (:mod:`rap.retrieval.verify`) against the region that
 matched and against the whole working image, and the CPU time that took.
@@ -40,6 +41,7 @@ from hard_retrieval import CachedEncoder, as_loaded, distractor, roles  # noqa: 
 from rap import LocalConceptStore, NewConcept, Retriever  # noqa: E402
 from rap.encoders import create_encoder  # noqa: E402
 from rap.images import load_image, reduced  # noqa: E402
+from rap.retrieval.match_model import MatchModel, Verification  # noqa: E402
 from rap.retrieval.verify import Verifier  # noqa: E402
 from rap.settings import default  # noqa: E402
 
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--verify", type=int, default=3, help="candidates verified per photo")
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--detector", default=default("detector"))
+    parser.add_argument("--decide-verified", action="store_true", help="'decided' by the retriever with the verify setting on, not today's rule")
     parser.add_argument("--whole-image", action="store_true", help="also verify against the whole working image")
     parser.add_argument("--query-side", type=int, default=480, help="longer side a query region is reduced to for features")
     parser.add_argument("--reference-side", type=int, default=480, help="longer side a reference image is reduced to for features")
@@ -100,12 +103,13 @@ def main() -> None:
                         offset = len(store)
                         store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(im)], category=classes[src]) for i, (src, im) in enumerate(batch)])
                     ranking = Retriever(store, args.detector, threshold=math.inf, top_k=5, cpu_threads=1)
-                    deciding = Retriever(store, args.detector, top_k=5, cpu_threads=1)
+                    verification = Verification(MatchModel.from_mapping(default("match_model")), default("verify_top"), default("verify_side"))
+                    deciding = Retriever(store, args.detector, top_k=5, cpu_threads=1, verification=verification if args.decide_verified else None)
                     for truth, path in queries:
                         started = time.process_time()
                         found = ranking.retrieve(path)
                         retrieve_s = time.process_time() - started
-                        decided = deciding.retrieve(path).names()
+                        decided = deciding.retrieve(path).matches()
                         working, size_full = reduced(path, ranking.image_side)
                         scale = working.width / size_full[0]
                         regions: dict[object, object] = {}
