@@ -195,6 +195,9 @@ def test_config_show_and_backends(rap, capsys):
     assert {"offline", "clip"} <= {e["name"] for e in listing["encoder"]}
     assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
     assert {"local", "postgresql"} <= {e["name"] for e in listing["store"]}
+    assert {e["name"] for e in listing["data source"]} == {"coco", "refcoco", "video", "identities", "folders"}
+    assert {e["name"] for e in listing["training family"]} == {"llava", "qwen2_vl", "qwen2_5_vl"}
+    assert {"offline", "generator"} <= {e["name"] for e in listing["annotator"]}
 
 
 @pytest.mark.parametrize("as_json", [True, False])

@@ -145,7 +145,7 @@ def test_offline_threshold_separates_subjects(
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer CLIP vision tower and its processor, saved like a hub checkpoint."""
     pytest.importorskip("transformers")
-    from rap.testing import save_random_clip
+    from support.random_models import save_random_clip
 
     return save_random_clip(tmp_path_factory.mktemp("tiny-clip"))
 

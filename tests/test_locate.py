@@ -76,7 +76,7 @@ def test_retriever_mode_needs_no_model_and_a_blind_model_is_not_asked(filled, ph
 @pytest.mark.slow  # transformers and a model built from its config: about 20 s on 2 busy cores
 def test_tiny_llava_answers_the_grounding_question(filled, photos, tmp_path):
     pytest.importorskip("transformers")
-    from rap.testing import save_random_llava
+    from support.random_models import save_random_llava
 
     folder = save_random_llava(tmp_path / "llava")
     generator = create_generator(f"llava:{folder}", device="cpu")

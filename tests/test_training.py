@@ -16,7 +16,7 @@ from PIL import Image
 
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GenerationOptions, Turn, create_generator
-from rap.testing import save_random_llava, save_random_qwen2_vl
+from support.random_models import save_random_llava, save_random_qwen2_vl
 from rap.training import TrainOptions, merge_adapter, train
 from rap.training.data import parse_record, read_jsonl
 from rap.training.encode import IGNORE, ChatEncoder

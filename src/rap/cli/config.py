@@ -57,10 +57,15 @@ def _operating_point(st: State) -> OperatingPoint | None:
 
 
 def backends_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The encoders, face analyzers, detectors, generators and stores rap knows, by name."""
+    """The encoders, face analyzers, detectors, generators, stores, and the data sources,
+    annotators and training families of ``rap data build`` and ``rap train``, by name."""
+    from rap.data import ANNOTATORS, SOURCES  # imported here: only this listing needs the data pipeline
+    from rap.training.family import FAMILIES
+
+    registries = {**REGISTRIES, "data source": SOURCES, "annotator": ANNOTATORS, "training family": FAMILIES}
     listing = {
         kind: [{"name": e.scheme, "default": e.default_argument, "help": e.help} for e in registry.entries()]
-        for kind, registry in REGISTRIES.items()
+        for kind, registry in registries.items()
     }
     if as_json:
         print_json(listing)

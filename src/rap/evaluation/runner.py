@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,8 @@ from rap.evaluation.journal import Journal
 from rap.evaluation.metrics import QAResult
 from rap.retrieval import Retriever
 from rap.settings import Settings
-from rap.store.base import NewConcept
+from rap.store.inputs import NewConcept, ProgressFactory
 from rap.store.local import LocalConceptStore
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 
 @dataclass

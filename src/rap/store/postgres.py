@@ -44,7 +44,8 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
-from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.settings import default
@@ -237,18 +238,9 @@ class PostgresConceptStore(ConceptStore):
             for cid, name, info, category, attributes, created, updated in rows
         ]
 
-    def get(self, name: str) -> Concept:
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
         with self._session():
-            concept_id, _ = self._concept_row(name)
-            return self._load_concepts("id = %s", [concept_id])[0]
-
-    def lookup(self, names: Iterable[str]) -> list[Concept]:
-        keys = list(dict.fromkeys(name_key(n.strip().strip("<>")) for n in names))
-        if not keys:
-            return []
-        with self._session():
-            found = {name_key(c.name): c for c in self._load_concepts("name_key = ANY(%s)", [keys])}
-        return [found[k] for k in keys if k in found]
+            return self._load_concepts("name_key = ANY(%s)", [list(keys)])
 
     def list(self) -> list[Concept]:
         with self._session():
