@@ -17,6 +17,9 @@ for today's rule (``before``), the fitted model without verification
 as ``Settings.match_model`` holds it.
 
     python benchmarks/fit_decision.py --tune tune.jsonl --report avatar.jsonl
+
+It needs scikit-learn (the ``dev`` extra); the fitted model itself is applied
+with plain arithmetic (:class:`rap.retrieval.match_model.MatchModel`).
 """
 
 from __future__ import annotations
