@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
+from rap.retrieval.match_model import MatchModel, Verification
 from rap.settings import default
 
 PERSON = Path(__file__).resolve().parents[1] / "tests" / "photos" / "astronaut.jpg"
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--person", type=Path, default=PERSON, help="a photo with a face, remembered as a person")
     parser.add_argument("--single", type=int, default=30, help="photos timed one at a time")
     parser.add_argument("--batch", type=int, default=0, help="photos timed in batches (0: all queries)")
+    parser.add_argument("--verify", action="store_true", help="label with the fitted match model and spatial verification (the verify setting)")
     args = parser.parse_args()
     subjects = sorted(p for p in args.data.iterdir() if (p / "00.jpg").exists())
     queries = [q for s in subjects for q in sorted(s.glob("*.jpg")) if q.name != "00.jpg"]
@@ -44,7 +46,9 @@ def main() -> None:
         with LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces) as store:
             concepts = [NewConcept(s.name, [s / "00.jpg"], category="thing") for s in subjects]
             store.add_many([*concepts, NewConcept("person", [args.person], category="person")])
-            options = {"image_side": args.image_side} if args.image_side else {}
+            options: dict[str, object] = {"image_side": args.image_side} if args.image_side else {}
+            if args.verify:
+                options["verification"] = Verification(MatchModel.from_mapping(default("match_model")), default("verify_top"), default("verify_side"))
             retriever = Retriever(store, args.detector, **options)
             retriever.retrieve(queries[-1])  # load the models: a one-off cost, not a photo's
             single_wall, single_cpu = [], []
@@ -67,6 +71,7 @@ def main() -> None:
                 "encoder": args.encoder,
                 "encoder_runtime": runtime,
                 "detector": args.detector,
+                "verify": args.verify,
                 "faces": args.faces if "face" in spaces else "none",
                 "image_side": args.image_side or getattr(retriever, "image_side", None),
                 "concepts": len(subjects) + 1,

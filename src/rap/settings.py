@@ -37,6 +37,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: fitted by benchmarks/fit_decision.py on the DreamBooth protocol (rotations 0 and 1, N = 30 and 630,
+#: full-size photos; the cut: best acceptance with false matches <= 0.15 there); reported on the
+#: avatar protocol, which fitted nothing (BENCHMARKS.md, "Retrieve: a match decision that generalizes")
+_MATCH_MODEL: dict[str, Any] = {
+    "weights": {"distance": -5.7015, "ratio": -7.5984, "inliers": 0.7443, "whole_image": 1.1035, "log_concepts": -0.0524},
+    "bias": 9.5605,
+    "cut": 0.25,
+    "encoder": "offline:efficientnet-lite0-int8",
+}
+
+
 def _default_home() -> Path:
     from platformdirs import user_data_path
 
@@ -74,6 +85,13 @@ class Settings(BaseModel):
     encoder_runtime: Literal["auto", "torch", "onnxruntime"] = Field("auto", description="what runs the offline float32 image encoder: onnxruntime (2.4x less CPU per crop than torch, measured), torch, or auto: onnxruntime when installed, else torch; the int8 one runs on onnxruntime only (RAP_ENCODER_RUNTIME)")
     cpu_threads: int = Field(0, ge=0, le=256, description="CPU threads retrieval works on: photos decoded, crops embedded (one single-threaded encoder run each) and faces found at once; 0: every core (a folder of photos went from 6 to 10 a second on 2 idle cores, float encoder); 1 where the cores are shared with other work (RAP_CPU_THREADS)")
     batch_images: int = Field(8, ge=1, le=256, description="photos decoded and retrieved together; memory held is this many reduced photos, whatever the number given (RAP_BATCH_IMAGES)")
+    verify: bool = Field(False, description="label image matches with the fitted match model (match_model) and spatial verification (SIFT features of the top candidates' references matched to the region that matched, a RANSAC similarity fit, the inliers weighed in) instead of the distance threshold and ratio test; off by default: on the held-out avatar set it did not beat them, for ~100 ms more CPU a photo (BENCHMARKS.md) (RAP_VERIFY)")
+    verify_top: int = Field(3, ge=1, le=20, description="candidates per photo that spatial verification checks, best first")
+    verify_side: int = Field(320, ge=64, le=4096, description="longer side (px) a query region and a reference image are reduced to for spatial verification")
+    match_model: dict[str, Any] = Field(
+        default_factory=lambda: dict(_MATCH_MODEL),
+        description="the fitted match decision (rap.retrieval.match_model): logistic weights over distance, ratio to the nearest other concept, log(1 + inliers), whole-image region and log N, a bias and the probability cut; fitted by benchmarks/fit_decision.py on the DreamBooth protocol; holds for the encoder it names",
+    )
     locate_box_vote: float = Field(0.04, ge=0, le=1, description="locate by retriever: regions within this distance of the best one vote on the box (weighted by closeness); 0 takes the best region's box")
     # -- rap photos: your photo library searched by your concepts --------------------------
     photos_limit: int = Field(50, ge=1, description="photos `rap photos find` lists at most (--limit)")
@@ -192,11 +210,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _parse_env(name: str, raw: str) -> Any:
     if name == "threshold" and raw.strip().lower() in {"inf", "none", "off"}:
         return float("inf") if raw.strip().lower() == "inf" else None
-    if name == "generator_options":
+    if name in ("generator_options", "match_model"):
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"RAP_GENERATOR_OPTIONS must be a JSON object ({exc.msg})") from None
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be a JSON object ({exc.msg})") from None
     if Settings.model_fields[name].annotation == list[str]:
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw

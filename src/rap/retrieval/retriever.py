@@ -42,9 +42,11 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders.base import Face
 from rap.images import Box, ImageInput, crop, reduced
 from rap import negatives
-from rap.retrieval.decision import RECORD_KEY, OperatingPoint, decide, per_concept
+from rap.retrieval.decision import RECORD_KEY, WIDEST, OperatingPoint, decide, per_concept
 from rap.retrieval.evidence import Candidate, PhotoEvidence, crowding
+from rap.retrieval.match_model import MatchModel, Verification, relabel
 from rap.retrieval.text import candidate_names
+from rap.retrieval.verify import Verifier
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
 from rap.threads import thread_imap
@@ -199,6 +201,7 @@ class Retriever:
         batch_images: int = default("batch_images"),
         locate_box_vote: float = default("locate_box_vote"),
         cpu_threads: int = default("cpu_threads"),
+        verification: Verification | None = None,
     ) -> None:
         self.store = store
         #: query photos are decoded with their shorter side reduced to this (boxes stay in full pixels)
@@ -221,6 +224,9 @@ class Retriever:
         self.strict = strict
         self._recent: LRUCache[tuple[str, _Wanted, str], _Looked] = LRUCache(maxsize=4)
         self._recent_lock = threading.Lock()
+        #: the fitted decision with spatial verification (the verify setting); None: the operating point alone
+        self.verification = verification
+        self._verifier = Verifier(store, query_side=verification.side, reference_side=verification.side) if verification else None
 
     @classmethod
     def from_settings(
@@ -236,6 +242,7 @@ class Retriever:
             "batch_images": settings.batch_images,
             "locate_box_vote": settings.locate_box_vote,
             "cpu_threads": settings.cpu_threads,
+            "verification": Verification(MatchModel.from_mapping(settings.match_model), settings.verify_top, settings.verify_side) if settings.verify else None,
         }
         options.update({name: value for name, value in overrides.items() if value is not None})
         return cls(store, detector if detector is not None else settings.detector, **options)
@@ -329,12 +336,33 @@ class Retriever:
         return decide(self._evidence(looked), self.operating_point, self.has_face_keys)
 
     def _retrieval(self, photo: _Looked, text: str | None, k: int) -> Retrieval:
-        decided = decide(self._evidence(photo), self.operating_point, self.has_face_keys)
+        decided = self._decide(photo)
         return Retrieval(
             self._merge(text or "", decided, k).concepts,
             regions=[replace(r, box=photo.full_box(r.box)) for r in photo.regions + photo.face_regions()],
             image_size=photo.size,
         )
+
+    def _decide(self, photo: _Looked) -> list[Candidate]:
+        """The photo's candidates labelled: by the operating point, or, with verification on and the
+        point the encoder's own (no threshold set, none calibrated), by the fitted match model."""
+        point, verification = self.operating_point, self.verification
+        if verification is None or point.source != "encoder" or not verification.model.applies_to(self.store.encoder_id):
+            return decide(self._evidence(photo), point, self.has_face_keys)
+        # every image candidate may match but those the photo's faces reject; the model decides the rest
+        opened = decide(self._evidence(photo), point.with_image(WIDEST, None), self.has_face_keys)
+        decided = [replace(c, score=point.score(c)) for c in opened]
+        scale = photo.image.width / photo.size[0]
+        regions: dict[Box, Any] = {}
+
+        def inliers(candidate: Candidate) -> int:
+            x0, y0, x1, y1 = candidate.box
+            box: Box = (round(x0 * scale), round(y0 * scale), round(x1 * scale), round(y1 * scale))
+            if box not in regions:
+                regions[box] = self._verifier.query(photo.image, box)  # type: ignore[union-attr]
+            return self._verifier.inliers(self.store.get(candidate.concept), regions[box])  # type: ignore[union-attr]
+
+        return relabel(decided, len(self.store), verification, inliers)
 
     def _evidence(self, photo: _Looked) -> PhotoEvidence:
         """The photo's regions and faces matched against the store, boxes in full pixels."""
