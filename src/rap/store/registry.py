@@ -138,4 +138,5 @@ def _postgres(
         progress=progress,
         image_side=settings.image_side,
         batch_images=settings.batch_images,
+        settings=settings,
     )
