@@ -117,10 +117,12 @@ ENV_PREFIX = "RAP_"
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     # Everything from PyPI: runs air-gapped, in CI and on a laptop. It is the built-in defaults.
     "offline": {name: default(name) for name in ("encoder", "detector", "faces", "generator", "top_k")},
+    # A bare scheme stands for the model its backend declares as its default (one place for
+    # each name): "clip" is CLIP ViT-L/14-336, "owlv2" OWLv2 base, "qwen2-vl" Qwen2.5-VL-7B.
     # The paper's setup: CLIP ViT-L/14-336 keys, an open-vocabulary detector.
     "paper": {
-        "encoder": "clip:openai/clip-vit-large-patch14-336",
-        "detector": "owlv2:google/owlv2-base-patch16-ensemble",
+        "encoder": "clip",
+        "detector": "owlv2",
         "faces": "dlib",
         # the official checkpoint is in the original LLaVA layout: `rap convert llava` it first
         "generator": "llava:Hoar012/RAP-LLaVA-13b",
@@ -128,10 +130,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
     },
     # A modern model to try without fine-tuning; its dynamic resolution keeps concept avatars cheap.
     "qwen": {
-        "encoder": "clip:openai/clip-vit-large-patch14-336",
-        "detector": "owlv2:google/owlv2-base-patch16-ensemble",
+        "encoder": "clip",
+        "detector": "owlv2",
         "faces": "dlib",
-        "generator": "qwen2-vl:Qwen/Qwen2.5-VL-7B-Instruct",
+        "generator": "qwen2-vl",
         "top_k": 3,
     },
     # Any OpenAI-compatible server (vLLM, SGLang, Ollama, LM Studio, hosted APIs);
@@ -140,7 +142,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "encoder": default("encoder"),
         "detector": "multiscale",
         "faces": "dlib",
-        "generator": "openai:gpt-4o-mini",
+        "generator": "openai",
         "top_k": 3,
     },
 }
