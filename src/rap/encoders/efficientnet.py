@@ -88,6 +88,10 @@ ARCHITECTURE = "efficientnet-lite0"
 RESIZE = 256  # shorter side before the crop: the TF checkpoint's 224 + 32 crop padding
 CROP = 224  # the model pads its convolutions statically for exactly this size
 GEM_POWER = 3.0
+CALIBRATION_SCALES = (0.75, 0.5)
+"""The int8 model's activation ranges come from each bundled photo, whole, and its centred and
+four corner crops at these scales: fixed here, so that the quantized file (and the vectors) do
+not change when the retriever's detector does."""
 
 
 @ENCODERS.register(
@@ -184,16 +188,15 @@ def _batch(images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def _calibration_batches() -> Iterator[np.ndarray]:
-    """The crops the retriever cuts from each photo that ships with rap (the whole
-    photo and the multiscale detector's regions), one batch a photo: what int8 activation
-    ranges are calibrated on."""
+    """Crops of each photo that ships with rap (see :data:`CALIBRATION_SCALES`), one batch a
+    photo: what int8 activation ranges are calibrated on."""
     from rap.detectors.proposals import Multiscale
     from rap.images import crop, load_image
     from rap.photos import photos
 
     for photo in photos():
         image = load_image(photo, shorter_side=default("image_side")).image
-        boxes = [(0, 0, image.width, image.height), *Multiscale().boxes(image.size)]
+        boxes = [(0, 0, image.width, image.height), *Multiscale(CALIBRATION_SCALES, corners=CALIBRATION_SCALES).boxes(image.size)]
         yield _batch([crop(image, box) for box in boxes])
 
 
