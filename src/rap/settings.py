@@ -54,7 +54,7 @@ class Settings(BaseModel):
     store_user: str = Field("local", description="whose concepts a shared store (postgresql) holds for this command (RAP_STORE_USER)")
     pgvector_exact_below: int = Field(10_000, ge=0, description="PostgreSQL searches a user's vectors exactly up to this many per space, through the HNSW index above")
     pgvector_ef_search: int = Field(200, ge=1, le=1000, description="HNSW candidate list size (hnsw.ef_search) of an approximate PostgreSQL search")
-    encoder: str = Field("offline:efficientnet-lite0-int8", description="image encoder that keys the store: the default is EfficientNet-Lite0 quantized to int8, 2.4x less CPU than offline:efficientnet-lite0 for the same recall (RAP_ENCODER, --encoder)")
+    encoder: str = Field("offline:efficientnet-lite0-int8", description="image encoder that keys the store: the default is EfficientNet-Lite0 quantized to int8 (7-bit weights: the same vectors on every CPU), about 2x less CPU than offline:efficientnet-lite0 for the same recall (RAP_ENCODER, --encoder)")
     faces: str = Field("dlib", description="face analyzer for concepts of a person category, or 'none' (RAP_FACES)")
     detector: str = Field("multiscale", description="region detector for query images (RAP_DETECTOR, --detector)")
     top_k: int = Field(2, ge=1, le=100, description="concepts retrieved per query (RAP_TOP_K, -k)")

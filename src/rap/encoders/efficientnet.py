@@ -27,7 +27,7 @@ within 0.90 of its second (``distinct_ratio``), which cut the false matches
 among 620 distractors from 0.60 to 0.12 and cost one accepted query in 44.
 Selective Search was not calibrated: it gets the stricter 0.826.
 
-For speed on a CPU (a query photo is some eleven crops), the loaded model is
+For speed on a CPU (a query photo is seven crops), the loaded model is
 rewritten once for inference, computing the same function: each batch norm is
 folded into the convolution before it, the symmetric "same" padding of the
 stride-1 convolutions becomes the convolution's own padding (no separate pad
@@ -43,15 +43,19 @@ once and kept in ``$RAP_HOME/cache`` (:mod:`rap.encoders.onnx_runtime`); torch
 stays the fallback for ``offline:efficientnet-lite0``.
 
 ``offline:efficientnet-lite0-int8``, the default, is that ONNX model quantized
-to int8 on first use (:mod:`rap.encoders.onnx_runtime` says how), and needs
-2.4x less CPU again. Its vectors lie some 0.1 from the float model's, so it is
-an encoder of its own (a store keyed by one is refused by the other), but its
-distances behave alike: with the thresholds below, unchanged, it measured the
-same recall, acceptance and false-match rate on the DreamBooth benchmarks
-within a query or two (BENCHMARKS.md).
+to int8 on first use (:mod:`rap.encoders.onnx_runtime` says how: 7-bit
+weights, so that every x86-64 CPU with AVX2, with or without VNNI, and every
+aarch64 CPU computes the same integers and the same vectors), and needs about
+2x less CPU a crop than float32 where the CPU has VNNI (5.1 against 10.5 ms;
+on AVX2 alone the gain is smaller, BENCHMARKS.md). Its vectors lie a median
+0.18 from the float model's (DreamBooth ``00.jpg``), so it is an encoder of
+its own (a store keyed by one is refused by the other), but its distances
+behave alike: with the thresholds below, unchanged, it measured the same
+recall, acceptance and false-match rate on the DreamBooth benchmarks within
+a query or two (BENCHMARKS.md).
 
 Either runs single-threaded, once per core at a time, each run on an equal
-share of the images (``cpu_threads``; :mod:`rap.threads`): a photo's eleven
+share of the images (``cpu_threads``; :mod:`rap.threads`): a photo's seven
 small crops keep two cores busier that way than when its intra-op threads
 split each convolution. torch runs one batch at a time on ``cpu_threads``
 intra-op threads.
