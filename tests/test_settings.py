@@ -148,3 +148,21 @@ def test_every_setting_is_read_outside_the_settings_module():
         if re.search(rf"\.{name}\b", code):
             read |= set(re.findall(r"self\.(\w+)", inspect.getsource(member.fget)))
     assert set(Settings.model_fields) - read == set()
+
+
+def test_only_the_command_line_the_server_and_the_library_entry_resolve_settings():
+    """Settings travel down: a module below the CLI and the server that resolved them itself would
+    read the environment behind its caller's back, and a Settings given to create_app would not reach it."""
+    import re
+    from pathlib import Path
+
+    import rap
+
+    package = Path(rap.__file__).parent
+    allowed = {"settings.py", "__init__.py", "cli/context.py", "server/app.py"}
+    resolving = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"from rap\.settings import[^\n]*\bresolve\b", path.read_text())
+    }
+    assert resolving <= allowed, resolving - allowed
