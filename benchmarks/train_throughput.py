@@ -20,9 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the random checkpoints are test support
 
 RAP_260K = 260_000
 ENCODE_REPEATS = 20
@@ -50,11 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from rap.testing import save_random_llava
     from rap.training.data import read_jsonl
     from rap.training.encode import ChatEncoder, collate
     from rap.training.family import load_family
     from rap.training.lora import with_lora
+    from support.random_models import save_random_llava
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32

@@ -101,13 +101,13 @@ GENERATORS.register("echo", help="test backend: repeats its prompt")(EchoGenerat
 from dataclasses import dataclass  # noqa: E402
 from uuid import uuid4  # noqa: E402
 
-from rap.store.postgres_throwaway import postgres_server  # noqa: E402
+from rap.store.postgres_server import throwaway_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """One PostgreSQL + pgvector server for the whole session (see rap.store.postgres_throwaway)."""
-    with postgres_server() as url:
+    """One PostgreSQL + pgvector server for the whole session, the one ``rap db`` runs (rap.store.postgres_server)."""
+    with throwaway_server() as url:
         yield url
 
 

@@ -114,3 +114,92 @@ def test_unknown_backend_lists_known_ones():
 
     with pytest.raises(UnknownBackend, match="known:.*offline"):
         create_generator("gpt-17")
+
+
+# -- rank, then decide: the model gets the top K labelled, and a blind one never contradicts the labels ----
+from rap.answers import parse_yes_no  # noqa: E402
+from rap.decided import question_kind  # noqa: E402
+
+PRESENCE = ["Is bo here?", "Is <bo> in the image? Answer with a single word.", "do you see bo", "Are bo and kit in this photo?"]
+
+
+@pytest.mark.parametrize("question", PRESENCE)
+@pytest.mark.parametrize(("threshold", "present"), [(float("inf"), True), (0.01, False)])
+def test_a_blind_model_never_contradicts_the_retrievers_label(filled, photos, question, threshold, present):
+    """On the web page, "Is bo here?" got "No, bo is not in this photo" beside a chip saying bo matched."""
+    lying = "Yes, definitely." if not present else "No, <bo> is not in this photo."
+    bot = Assistant(filled, Retriever(filled, "none", top_k=2, threshold=threshold), create_generator("echo", reply=lying, sees_images=False))
+    answer = bot.ask(question, photos / "dog_01.jpg")
+    [bo] = [c for c in answer.concepts if c.concept.name == "bo"]
+    assert bo.match is present and bo.to_dict()["match"] is present
+    assert answer.model == "retriever" and bot.generator.seen == []
+    # each concept asked about is answered as labelled (kit's label, when asked too, is whatever its evidence says)
+    for concept in answer.concepts:
+        if concept.concept.name in question:
+            assert (f"<{concept.concept.name}> is in this photo" in answer.text) is concept.match
+    if " and " not in question:
+        assert parse_yes_no(answer.text) is present
+
+
+def test_a_blind_model_is_told_where_from_the_labels_and_asked_the_rest(filled, photos):
+    bot = Assistant(filled, Retriever(filled, "multiscale", top_k=2, threshold=float("inf")), create_generator("echo", reply="Somewhere else.", sees_images=False))
+    chat = bot.chat(photos / "dog_01.jpg")
+    where = chat.ask("Where is bo?")
+    [bo] = [c for c in where.concepts if c.concept.name == "bo"]
+    assert bo.match and (str(list(bo.box)) in where.text or "whole photo" in where.text) and "Somewhere" not in where.text
+    assert chat.ask("What is bo doing?").text.strip() == "Somewhere else."  # not a presence question: the model answers
+    assert chat.ask("Is kit here?").text.startswith("Yes, <kit> is in this photo")  # named later, labelled from the photo
+
+
+def test_a_seeing_model_gets_weak_candidates_labelled_weak(filled, photos):
+    bot = Assistant(filled, Retriever(filled, "none", top_k=2, threshold=0.01), create_generator("echo"))
+    answer = bot.ask("Who is this?", photos / "dog_01.jpg")
+    text = bot.generator.seen[0][-1].text()
+    assert len(answer.concepts) == 2 and not any(c.match for c in answer.concepts)
+    assert text.count("(A weak match: it may not be in this image.)") == 2 and answer.model == "echo"
+    # a named concept is not weak, whatever its label: the user asked about it
+    bot.ask("What is <kit> doing?", photos / "dog_01.jpg")
+    assert "Info: <kit> is a ginger cat.\n" in bot.generator.seen[1][-1].text()
+
+
+def test_a_text_only_backend_is_told_which_are_weak(filled, photos):
+    bot = Assistant(filled, Retriever(filled, "none", top_k=2, threshold=0.01), create_generator("echo", sees_images=False))
+    bot.ask("Who is this?", photos / "dog_01.jpg")
+    text = bot.generator.seen[0][-1].text_only()
+    assert "none of the user's people or things were recognised" in text and "Only weak matches, probably not in it: <bo>" in text
+
+
+def test_a_blind_model_recognizes_by_the_retriever(filled, photos):
+    bot = Assistant(filled, Retriever(filled, "none", threshold=0.01), create_generator("echo", reply="Yes", sees_images=False))
+    result = bot.recognize(photos / "dog_00.jpg", "kit")
+    assert (result.present, result.mode, result.reply) == (False, "retriever", None) and bot.generator.seen == []
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [("Is bo here?", "presence"), ("is <bo> in the picture", "presence"), ("Can you see bo?", "presence"),
+     ("Is there bo?", "presence"), ("Does this photo show bo?", "presence"), ("Where's bo?", "location"),
+     ("where is <bo>", "location"), ("Is bo sleeping?", None), ("What is bo doing?", None), ("Is bo in the garden?", None)],
+)  # fmt: skip
+def test_presence_and_location_questions(question, kind):
+    assert question_kind(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("threshold", "reply", "corrected"),
+    [
+        (float("inf"), "It is a sunny day and <bo> is not in this picture.", "Yes, <bo> is in this photo"),
+        (float("inf"), "I don't see bo anywhere.", "Yes, <bo> is in this photo"),
+        (0.01, "I see <bo> running.", "No, I do not recognise <bo> in this photo"),
+        (float("inf"), "<bo> is running on the grass.", None),
+        (0.01, "A dog runs on the grass.", None),
+    ],
+)
+def test_a_blind_models_free_reply_that_contradicts_the_labels_is_corrected(filled, photos, threshold, reply, corrected):
+    bot = Assistant(filled, Retriever(filled, "none", top_k=1, threshold=threshold), create_generator("echo", reply=reply, sees_images=False))
+    answer = bot.ask("What is going on?", photos / "dog_01.jpg")
+    assert answer.text.startswith(reply.split(" ")[0]) and answer.model == "echo"
+    if corrected is None:
+        assert "Correction" not in answer.text
+    else:
+        assert answer.text.endswith(")") and f"(Correction from the retriever: {corrected}" in answer.text

@@ -48,6 +48,20 @@ def test_retrieve_prints_json_lines_one_per_image(rap, photos):
     assert code == 0 and "<bo>" in out
 
 
+def test_retrieve_labels_the_top_k_and_strict_keeps_only_matches(rap, photos):
+    rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
+    rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-c", "cat")
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg", "-k", "2", "--threshold", "0.3", "--json")
+    ranked = json.loads(out)["concepts"]
+    assert code == 0 and [(c["name"], c["match"], c["space"]) for c in ranked] == [("bo", True, "image"), ("kit", False, "image")]
+    code, out, _ = rap("retrieve", photos / "dog_00.jpg", "-k", "2", "--threshold", "0.3", "--strict", "--json")
+    assert [c["name"] for c in json.loads(out)["concepts"]] == ["bo"]
+    code, out, _ = rap("retrieve", photos / "clock_00.jpg", "-k", "2", "--threshold", "0.01", "--json")
+    assert [c["match"] for c in json.loads(out)["concepts"]] == [False, False]  # none of them, yet both shown
+    code, out, _ = rap("retrieve", "--text", "what does <kit> eat?", "--json")
+    assert json.loads(out)["concepts"][0]["match"] is False  # named, no photo: nothing shows it
+
+
 def test_import_export(rap, photos, tmp_path):
     (tmp_path / "plain" / "rex").mkdir(parents=True)
     (tmp_path / "plain" / "rex" / "a.jpg").write_bytes((photos / "dog_00.jpg").read_bytes())
@@ -106,12 +120,18 @@ def test_bad_database_json_is_one_line_and_imports_nothing(rap, photos, tmp_path
         assert rap("import", tmp_path / "db_json", "--allow-outside")[0] == 0
 
 
+def _image_file(rap, tmp_path, name):
+    """The store's file of a concept's first image (its JSON names images by content hash, not by file)."""
+    sha = json.loads(rap("concept", "show", name, "--json")[1])["images"][0]["sha256"]
+    return next((tmp_path / "db" / "images" / sha[:2]).glob(f"{sha}.*"))
+
+
 @pytest.mark.parametrize(("damage", "code", "message"), [("remove-image", 5, "missing from the store"), ("under-a-file", 2, "cannot write")])
 def test_export_failures_are_one_line_and_write_nothing(rap, photos, tmp_path, damage, code, message):
     rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
     target = tmp_path / "out" / "exported"
     if damage == "remove-image":
-        (tmp_path / "db" / json.loads(rap("concept", "show", "bo", "--json")[1])["images"][0]["file"]).unlink()
+        _image_file(rap, tmp_path, "bo").unlink()
         (tmp_path / "out").mkdir()
     else:
         (tmp_path / "out").write_text("a file where a folder should be")
@@ -129,8 +149,7 @@ def _lose_an_image(rap, photos, tmp_path):
     rap("concept", "add", "bo", "-i", photos / "dog_00.jpg", "-c", "dog")
     rap("concept", "add", "kit", "-i", photos / "cat_00.jpg", "-i", photos / "cat_01.jpg", "-c", "cat")
     for name in ("bo", "kit"):
-        image = json.loads(rap("concept", "show", name, "--json")[1])["images"][0]["file"]
-        (tmp_path / "db" / image).unlink()
+        _image_file(rap, tmp_path, name).unlink()
     return ["--db", tmp_path / "db", "export", tmp_path / "exported"]
 
 
@@ -176,6 +195,9 @@ def test_config_show_and_backends(rap, capsys):
     assert {"offline", "clip"} <= {e["name"] for e in listing["encoder"]}
     assert {"multiscale", "owlv2", "none"} <= {e["name"] for e in listing["detector"]}
     assert {"local", "postgresql"} <= {e["name"] for e in listing["store"]}
+    assert {e["name"] for e in listing["data source"]} == {"coco", "refcoco", "video", "identities", "folders"}
+    assert {e["name"] for e in listing["training family"]} == {"llava", "qwen2_vl", "qwen2_5_vl"}
+    assert {"offline", "generator"} <= {e["name"] for e in listing["annotator"]}
 
 
 @pytest.mark.parametrize("as_json", [True, False])
@@ -222,7 +244,7 @@ def test_chat_keeps_history(filled_cli, photos, monkeypatch):
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Who is this?\nAnd <kit>?\n\n"))
-    code, out, _ = filled_cli("chat", photos / "dog_00.jpg", "--backend", "echo", "--json")
+    code, out, _ = filled_cli("chat", photos / "dog_00.jpg", "--backend", "echo", "-k", "1", "--json")
     first, second = (json.loads(line) for line in out.splitlines())
     assert code == 0 and "<image>" in first["answer"] and "Name: <kit>" in second["answer"]
     assert [c["name"] for c in second["concepts"]][-1] == "kit"

@@ -22,6 +22,7 @@ import pytest
 from conftest import StoreTarget
 from rap import LocalConceptStore
 from test_store import assert_consistent
+from waiting import DEADLINE_S, end_process, read_line, wait_until
 
 TESTS = Path(__file__).parent
 
@@ -52,7 +53,12 @@ WORKER = textwrap.dedent(
 def start_worker(target: StoreTarget, seed: int, tests: Path = TESTS) -> subprocess.Popen:
     code = WORKER.format(tests=str(tests), spec=target.spec, user=target.user, seed=seed)
     worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert worker.stdout.readline().strip() == b"ready", worker.stderr.read().decode()
+    try:
+        assert read_line(worker.stdout, "the worker to open its store").strip() == b"ready", "the worker did not say ready"
+    except AssertionError as failed:
+        worker.kill()
+        _, errors = worker.communicate(timeout=DEADLINE_S)
+        raise AssertionError(f"{failed}; its stderr: {errors.decode()[-3000:]}") from None
     return worker
 
 
@@ -63,7 +69,7 @@ def test_kill_9_during_writes_never_breaks_the_store(store_target):
         worker = start_worker(store_target, round_)
         time.sleep(rng.uniform(0.05, 0.6))
         os.kill(worker.pid, signal.SIGKILL)
-        worker.wait()
+        end_process(worker, "the killed worker")
         with store_target.open() as store:
             assert_consistent(store)
             if store_target.folder is not None:  # a checkpoint or image cut short leaves no temp file
@@ -72,7 +78,7 @@ def test_kill_9_during_writes_never_breaks_the_store(store_target):
 
 def dead_pid() -> int:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    end_process(gone, "a process that does nothing")
     return gone.pid
 
 
@@ -101,15 +107,17 @@ def test_readers_work_while_another_process_writes(store_target, photos):
         reader = store_target.open()
         query = reader.embedder.embed([__import__("PIL.Image").Image.open(photos / "dog_00.jpg")])
         seen = set()
-        deadline = time.time() + 3
-        while time.time() < deadline:
+
+        def sees_new_concepts() -> bool:
             hits = reader.search("image", query, 50)[0]
             seen.update(hit.concept for hit in hits)
             reader.list()
-        assert len(seen) > 1  # the reader saw the writer's concepts appear
+            return len(seen) > 1
+
+        wait_until(sees_new_concepts, "the reader to find a concept the writer added")
         reader.close()
     finally:
         worker.kill()
-        worker.wait()
+        end_process(worker, "the killed writer")
     with store_target.open() as store:
         assert_consistent(store)

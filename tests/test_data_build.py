@@ -15,12 +15,13 @@ from rap.data import (
     BuildConfig,
     GeneratorAnnotator,
     GeneratorAnnotatorOptions,
-    SourceSpec,
     TemplateAnnotator,
     build_dataset,
     create_annotator,
     dataset_stats,
+    open_source,
 )
+from rap.data.sources import CocoSource, Source
 from rap.errors import BackendError, InvalidFormat, InvalidInput, UnknownBackend
 from rap.generation import GENERATORS, Generator, PromptConcept, user_turn
 
@@ -71,8 +72,8 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
 
 
-def _source(coco: Path) -> list[SourceSpec]:
-    return [SourceSpec("coco", coco, images=coco.parent / "images")]
+def _source(coco: Path) -> list[Source]:
+    return [CocoSource(coco, images=coco.parent / "images")]
 
 
 def test_build_makes_every_task_in_the_prompt_builders_layout(coco: Path, general: Path, tmp_path: Path) -> None:
@@ -201,7 +202,7 @@ def test_a_failed_build_leaves_no_folder(coco: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="exists"):
         build_dataset(_source(coco), tmp_path / "out")
     with pytest.raises(InvalidInput, match="no samples made .*missing_image"):
-        build_dataset([SourceSpec("coco", coco)], tmp_path / "elsewhere")
+        build_dataset([CocoSource(coco)], tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -281,7 +282,8 @@ def test_annotators_resolve_through_the_registry(coco: Path, tmp_path: Path) -> 
     assert isinstance(chosen, GeneratorAnnotator) and chosen.generator.id == "echo"
     report = build_dataset(_source(coco), tmp_path / "out", annotator=chosen)
     assert report.annotator["calls"] > 0 and report.annotator["cost"] > 0
-    assert any((tmp_path / "cache").rglob("*.json"))
+    again = create_annotator("generator:echo", tmp_path / "cache", calls_per_minute=0)
+    assert build_dataset(_source(coco), tmp_path / "out", annotator=again, overwrite=True).annotator["calls"] == 0
     with pytest.raises(UnknownBackend, match="unknown annotator 'openai:gpt-4o'; known: .*generator.*offline"):
         create_annotator("openai:gpt-4o", tmp_path / "cache")
     with pytest.raises(InvalidInput, match="takes no argument or options"):
@@ -303,7 +305,9 @@ def test_the_command_line_chooses_the_annotator_by_name(
     assert run([*args, "--annotator", "generator:echo", "--calls-per-minute", "0"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["annotator"]["calls"] > 0
-    assert any((rap_home / "cache" / "annotator").rglob("*.json"))  # paid answers kept under RAP_HOME
+    assert run([*args, "--overwrite", "--annotator", "generator:echo", "--calls-per-minute", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["annotator"]["calls"] == 0  # paid answers kept under RAP_HOME
+    assert (rap_home / "cache" / "annotator").is_dir()
     assert run([*args, "--overwrite", "--annotator", "openai:gpt-4o"]) == 6
     error = capsys.readouterr().err
     assert "unknown annotator 'openai:gpt-4o'" in error and "generator" in error and "Traceback" not in error
@@ -373,9 +377,9 @@ def test_folder_video_and_referring_sources(tmp_path: Path, photos: Path) -> Non
     refs.write_text(json.dumps([{"image": "teapot_00.jpg", "box": [20, 20, 200, 220], "category": "teapot",
                                  "sentences": ["the white teapot"]}]))
     specs = [
-        SourceSpec.parse(f"folders:{folders}"),
-        SourceSpec.parse(f"video:{video},images={photos}"),
-        SourceSpec.parse(f"refcoco:{refs},images={photos},name=refs"),
+        open_source(f"folders:{folders}"),
+        open_source(f"video:{video},images={photos}"),
+        open_source(f"refcoco:{refs},images={photos},name=refs"),
     ]
     report = build_dataset(specs, tmp_path / "out", config=BuildConfig(names="sks"))
     records = _records(tmp_path / "out")
@@ -386,18 +390,35 @@ def test_folder_video_and_referring_sources(tmp_path: Path, photos: Path) -> Non
     infos = [v["info"] for r in records if r["meta"]["source"] == "refs" for v in r["extra"].values()]
     assert any("the white teapot" in info for info in infos)
     assert all(v["name"].startswith("<sks") for r in records for v in r["extra"].values())
-    with pytest.raises(InvalidInput):
-        SourceSpec.parse("pascal:x.json")
+    with pytest.raises(UnknownBackend, match="known: coco, folders, identities, refcoco, video"):
+        open_source("pascal:x.json")
+    with pytest.raises(InvalidInput, match="bad coco source option 'instances=x.json'; known: images=PATH, name=LABEL"):
+        open_source(f"coco:{video},instances=x.json")
 
 
 def test_a_malformed_source_is_one_rap_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [], "annotations": [{"image_id": 1}]}')
     with pytest.raises(InvalidFormat, match="not COCO-format"):
-        build_dataset([SourceSpec("coco", broken)], tmp_path / "out")
+        build_dataset([CocoSource(broken)], tmp_path / "out")
     broken.write_text("{not json")
     with pytest.raises(InvalidFormat, match="not readable JSON"):
-        build_dataset([SourceSpec("coco", broken)], tmp_path / "out")
+        build_dataset([CocoSource(broken)], tmp_path / "out")
     with pytest.raises(InvalidInput, match="does not exist"):
-        build_dataset([SourceSpec("coco", tmp_path / "nowhere.json")], tmp_path / "out")
+        build_dataset([CocoSource(tmp_path / "nowhere.json")], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cache_keeps_the_prompt_and_reply_as_json_and_forgets_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    annotator = GeneratorAnnotator(GENERATORS.create("echo", reply="A red mug."), tmp_path / "cache",
+                                   GeneratorAnnotatorOptions(calls_per_minute=0))
+    crop = Image.new("RGB", (16, 16), "red")
+    assert annotator.describe(crop, "mug") == annotator.describe(crop, "mug") == "A red mug."
+    assert (annotator.usage.calls, annotator.usage.cache_hits) == (1, 1)
+    assert annotator.describe(Image.new("RGB", (16, 16), "blue"), "mug") == "A red mug."
+    assert annotator.usage.calls == 2  # other pixels, another prompt
+    with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:  # no value is pickled: nothing runs when read
+        assert {mode for (mode,) in db.execute("SELECT mode FROM Cache")} <= {1, 2}  # diskcache's raw and binary modes
+        assert db.execute("SELECT value FROM Settings WHERE key = 'eviction_policy'").fetchone() == ("none",)

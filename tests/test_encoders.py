@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from waiting import DEADLINE_S
 
 from rap.encoders import ENCODERS, ImageEncoder, create_encoder
 from rap.errors import ConfigError, UnknownBackend
@@ -74,7 +75,7 @@ def test_resolving_names_imports_no_model_library() -> None:
         "print(sorted({'torch', 'transformers', 'dlib'} & set(sys.modules)))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=DEADLINE_S
     )
     assert result.stdout.strip() == "[]"
 
@@ -144,7 +145,7 @@ def test_offline_threshold_separates_subjects(
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer CLIP vision tower and its processor, saved like a hub checkpoint."""
     pytest.importorskip("transformers")
-    from rap.testing import save_random_clip
+    from support.random_models import save_random_clip
 
     return save_random_clip(tmp_path_factory.mktemp("tiny-clip"))
 

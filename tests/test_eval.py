@@ -48,6 +48,9 @@ def test_retrieval_against_database_size_with_plots_and_resume(rap, dreambooth, 
     results = json.loads((out / "results.json").read_text())
     assert len(results["items"]) == 4 * 6 and "machine" in results["config"] and "versions" in results["config"]
     assert "![recall_vs_n.png](recall_vs_n.png)" in (out / "report.md").read_text()
+    # the default decision beside recall: acceptance, false matches (no photo of none of them here), the point in force
+    assert 0 <= summary["variants"]["both@3"]["acceptance"]["mean"] <= 1 and summary["variants"]["both@3"]["false matches"]["mean"] is None
+    assert "image distance <=" in summary["operating_points"]["both@3"] and "Operating point in force" in (out / "report.md").read_text()
 
     # an interrupted run (the journal cut mid-line) resumes without redoing finished items
     lines = (out / "items.jsonl").read_text().splitlines()

@@ -20,7 +20,7 @@ from rap.errors import ConfigError, InvalidInput  # noqa: E402
 from rap.generation import GenerationOptions, PromptConcept, Turn, create_generator, user_turn  # noqa: E402
 from rap.generation.llava_convert import LLAVA_V1_CHAT_TEMPLATE, V1_SYSTEM, convert_llava_checkpoint  # noqa: E402
 from rap.generation.vision_cache import FeatureCache  # noqa: E402
-from rap.testing import BYTE_VOCAB, byte_tokenizer  # noqa: E402
+from support.random_models import BYTE_VOCAB, byte_tokenizer  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
 BASE_VOCAB = BYTE_VOCAB

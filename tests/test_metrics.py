@@ -20,6 +20,7 @@ from rap.evaluation.metrics import (
     precision_recall_curve,
     qa_accuracy,
     recall_at_k,
+    acceptance_and_false_matches,
     recognition_accuracy,
 )
 
@@ -336,3 +337,9 @@ def test_mean_and_spread_uses_the_sample_deviation():
     assert mean_and_spread([0.5]) == (0.5, 0.0)
     with pytest.raises(ValueError):
         mean_and_spread([])
+
+
+def test_acceptance_counts_true_concepts_labelled_a_match_and_false_matches_photos_of_none():
+    decided = [(["bo"], ["bo"]), (["kit"], ["bo", "Kit"]), ([], ["tea"]), (["bo"], []), ([], [])]
+    assert acceptance_and_false_matches(decided) == (2 / 4, 1 / 2)
+    assert acceptance_and_false_matches([(["bo"], ["bo"])]) == (1.0, None)

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from rap.cli import run  # noqa: E402
 from rap.errors import ConfigError, InvalidInput  # noqa: E402
 from rap.generation import GenerationOptions, create_generator, user_turn  # noqa: E402
-from rap.testing import save_random_llava, save_random_qwen2_vl  # noqa: E402
+from support.random_models import save_random_llava, save_random_qwen2_vl  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 

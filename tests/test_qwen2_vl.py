@@ -1,4 +1,4 @@
-"""The ``qwen2-vl`` backend on tiny random Qwen2-VL and Qwen2.5-VL checkpoints (rap.testing).
+"""The ``qwen2-vl`` backend on tiny random Qwen2-VL and Qwen2.5-VL checkpoints (tests/support/random_models.py).
 
 No Qwen weights can be downloaded where rap is built, so each family is built
 from a small config with random weights, next to a byte-level tokenizer that
@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from rap.errors import ConfigError, InvalidInput  # noqa: E402
 from rap.generation import GenerationOptions, PromptConcept, Turn, create_generator, user_turn  # noqa: E402
-from rap.testing import save_random_qwen2_vl  # noqa: E402
+from support.random_models import save_random_qwen2_vl  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
 QUERY_PIXELS = 16 * 28 * 28  # the processor's own budget: a 256x256 photo becomes 8x8 patches, 16 tokens

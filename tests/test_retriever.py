@@ -34,10 +34,15 @@ def test_concepts_are_deduplicated_and_ranked_by_distance(filled, photos):
     assert len(result.regions) > 1 and result.regions[0].source == "image"
 
 
-def test_threshold_makes_none_a_possible_answer(filled, photos):
+def test_none_of_your_concepts_is_a_label_and_strict_mode_a_filter(filled, photos):
     loose = Retriever(filled, "none", top_k=2, threshold=math.inf).retrieve(photos / "clock_00.jpg")
-    strict = Retriever(filled, "none", top_k=2, threshold=0.01).retrieve(photos / "clock_00.jpg")
-    assert len(loose.concepts) == 2 and strict.concepts == []
+    ranked = Retriever(filled, "none", top_k=2, threshold=0.01).retrieve(photos / "clock_00.jpg")
+    strict = Retriever(filled, "none", top_k=2, threshold=0.01, strict=True).retrieve(photos / "clock_00.jpg")
+    assert len(loose.concepts) == 2 and loose.matches() == loose.names()
+    # the top K are all there, each labelled: nothing is hidden from a model that can look
+    assert ranked.names() == loose.names() and ranked.matches() == [] and strict.concepts == []
+    assert [c.to_dict()["match"] for c in ranked.concepts] == [False, False]
+    assert ranked.concepts[0].to_dict()["space"] == "image" and ranked.concepts[0].weak
 
 
 @pytest.mark.parametrize(
@@ -54,7 +59,11 @@ def test_named_concepts_are_always_retrieved_first(filled, photos, text, expecte
     retriever = Retriever(filled, "none", top_k=2, threshold=0.01)
     assert retriever.retrieve(text=text).names() == expected
     with_image = retriever.retrieve(photos / "clock_00.jpg", text=text)
-    assert with_image.names() == expected and all(r.via == "text" for r in with_image.concepts)
+    named = with_image.concepts[: len(expected)]
+    assert [r.concept.name for r in named] == expected and all(r.via == "text" for r in named)
+    assert with_image.matches() == []  # named, and still labelled by what the photo shows
+    strict = Retriever(filled, "none", top_k=2, threshold=0.01, strict=True).retrieve(photos / "clock_00.jpg", text=text)
+    assert strict.names() == expected
 
 
 def test_text_concepts_come_ahead_of_visual_ones(filled, photos):
@@ -118,7 +127,8 @@ def test_reduced_queries_match_full_ones(filled, photos, tmp_path):
 
 
 # -- which matches count: thresholds per detector, faces that admit, confirm or reject ------
-from rap.retrieval.evidence import Candidate, combine  # noqa: E402
+from rap.retrieval.decision import OperatingPoint, decide, match_distances, per_concept  # noqa: E402
+from rap.retrieval.evidence import Candidate, PhotoEvidence, crowding  # noqa: E402
 
 
 def test_image_threshold_is_calibrated_per_detector(filled, photos, monkeypatch):
@@ -133,59 +143,78 @@ def test_image_threshold_is_calibrated_per_detector(filled, photos, monkeypatch)
     [cut] = Retriever(filled, "multiscale", top_k=1, threshold=math.inf).retrieve(query).concepts
     assert whole.score == pytest.approx(whole.distance / 2.0) and whole.score <= 1
     assert cut.score == pytest.approx(cut.distance / 0.5) and cut.score > 1
-    assert Retriever(filled, "multiscale", top_k=1).retrieve(query).concepts == []
+    [weak] = Retriever(filled, "multiscale", top_k=1).retrieve(query).concepts
+    assert weak.concept.name == cut.concept.name and not weak.match
+    assert Retriever(filled, "multiscale", top_k=1, strict=True).retrieve(query).concepts == []
 
 
-def candidate(concept: str, score: float, region: str = "image") -> Candidate:
-    return Candidate(concept, score, score, (0, 0, 8, 8), region)
+def candidate(concept: str, distance: float, region: str = "image", crowding: float | None = None) -> Candidate:
+    return Candidate(concept, distance, (0, 0, 8, 8), region, crowding)
 
 
-def decide(image: list[Candidate], faces: list[Candidate], people: set[str], reject: bool = True) -> list[str]:
-    kept = combine(
-        image,
-        faces,
-        image_match=lambda c: c.score <= 1,
-        face_match=lambda c: c.score <= 1,
-        confirm_score=1.5,
-        has_face_keys=lambda names: people & set(names),
-        faces_reject=reject,
-    )
-    return sorted(f"{c.concept}:{c.region}" for c in kept)
+#: image threshold 1, ratio test 0.93, faces admit within 1 and confirm within 1.5
+POINT = OperatingPoint(image_threshold=1.0, calibrated_image=1.0, distinct_ratio=0.93, face_threshold=1.0, face_confirm=1.5)
+
+
+def decide_names(image: list[Candidate], faces: list[Candidate], people: set[str], has_faces: bool = True, point=POINT) -> list[str]:
+    """The matches of one photo's candidates, as concept:region, with their labels."""
+    decided = decide(PhotoEvidence(image, faces, has_faces), point, lambda names: people & set(names))
+    assert len(decided) == len(image) + len(faces)  # every candidate is labelled, none dropped
+    return sorted(f"{c.concept}:{c.region}" for c in per_concept(decided) if c.match)
 
 
 def test_a_close_face_admits_a_person_on_its_own():
-    assert decide([], [candidate("ann", 0.9, "face")], {"ann"}) == ["ann:face"]
+    assert decide_names([], [candidate("ann", 0.9, "face")], {"ann"}) == ["ann:face"]
 
 
 def test_a_face_in_the_doubtful_band_only_confirms_an_image_match():
     doubtful = [candidate("ann", 1.2, "face")]
-    assert decide([], doubtful, {"ann"}) == []
-    assert decide([candidate("ann", 2.0)], doubtful, {"ann"}) == []  # the image does not match either
-    assert decide([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:image"]
-    assert decide([candidate("ann", 0.8)], [candidate("ann", 0.5, "face")], {"ann"}) == ["ann:face"]
+    assert decide_names([], doubtful, {"ann"}) == []
+    assert decide_names([candidate("ann", 2.0)], doubtful, {"ann"}) == []  # the image does not match either
+    assert decide_names([candidate("ann", 0.8)], doubtful, {"ann"}) == ["ann:image"]
+    assert decide_names([candidate("ann", 0.8)], [candidate("ann", 0.5, "face")], {"ann"}) == ["ann:face"]
 
 
-def test_a_face_unlike_the_persons_rejects_their_image_match():
+def test_a_face_unlike_the_persons_labels_their_image_match_no_match():
     image = [candidate("ann", 0.8), candidate("mug", 0.7)]
     stranger = [candidate("ann", 1.9, "face")]
-    assert decide(image, stranger, {"ann"}) == ["mug:image"]
-    assert decide(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
-    assert decide(image, [], {"ann"}, reject=False) == ["ann:image", "mug:image"]  # no face: the image decides
-    assert decide(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:image", "mug:image"]
+    assert decide_names(image, stranger, {"ann"}) == ["mug:image"]
+    assert decide_names(image, [], {"ann"}) == ["mug:image"]  # faces nearest to no one stored
+    assert decide_names(image, [], {"ann"}, has_faces=False) == ["ann:image", "mug:image"]  # no face: the image decides
+    assert decide_names(image, [candidate("ann", 1.4, "face")], {"ann"}) == ["ann:image", "mug:image"]
+    # rejected, but still there for the model, labelled no match and ranked behind the match
+    ranked = per_concept(decide(PhotoEvidence(image, stranger, True), POINT, lambda names: {"ann"} & set(names)))
+    assert [(c.concept, c.match) for c in ranked] == [("mug", True), ("ann", False), ("ann", False)][:len(ranked)]
 
 
 def test_a_region_near_several_concepts_at_once_counts_for_none():
-    from rap.retrieval.evidence import mark_distinct
+    assert crowding([0.5, 0.9]) == pytest.approx(0.5 / 0.9) and crowding([0.5]) is None
+    apart = candidate("bo", 0.5, crowding=0.5 / 0.9)
+    crowded = candidate("bo", 0.85, crowding=0.85 / 0.9)
+    assert decide_names([apart], [], set()) == ["bo:image"]
+    assert decide_names([crowded], [], set()) == []
+    assert decide_names([crowded], [], set(), point=POINT.with_image(1.0, None)) == ["bo:image"]  # no ratio test
+    assert decide_names([crowded], [], set(), point=POINT.with_image(math.inf, 0.93)) == ["bo:image"]  # inf keeps all
 
-    apart = [candidate("bo", 0.5), candidate("kit", 0.9)]
-    crowded = [candidate("bo", 0.85), candidate("kit", 0.9)]
-    mark_distinct(apart, 0.93)
-    mark_distinct(crowded, 0.93)
-    assert [c.distinct for c in apart + crowded] == [True, True, False, False]
-    alone, untested = [candidate("bo", 0.85)], [candidate("bo", 0.85), candidate("kit", 0.9)]
-    mark_distinct(alone, 0.93)
-    mark_distinct(untested, None)
-    assert alone[0].distinct and all(c.distinct for c in untested)
+
+def test_matches_come_before_closer_weak_candidates():
+    """A region near several concepts at once fails the ratio test: its nearest stays, labelled weak,
+    behind a match from another region, so weak candidates never push a match out of the top K."""
+    image = [candidate("kit", 0.5, crowding=0.98), candidate("tea", 0.51, crowding=0.98), candidate("bo", 0.9, crowding=0.5)]
+    ranked = per_concept(decide(PhotoEvidence(image), POINT, lambda names: set()))
+    assert [(c.concept, c.match) for c in ranked] == [("bo", True), ("kit", False), ("tea", False)]
+
+
+def test_match_distances_tell_each_thresholds_outcome():
+    image = [candidate("bo", 0.7), candidate("bo", 0.6, crowding=0.99), candidate("kit", 0.9), candidate("ann", 0.5)]
+    faces = [candidate("sue", 0.5, "face")]
+    at = match_distances(PhotoEvidence(image, faces, True), POINT, lambda names: {"ann", "sue"} & set(names))
+    # bo's closer region is crowded; ann's face is unlike every face here; sue's face admits her at any threshold
+    assert at == {"bo": 0.7, "kit": 0.9, "sue": 0.0}
+    for threshold in (0.65, 0.8, 1.0):
+        point = POINT.with_image(threshold, 0.93)
+        matched = decide_names(image, faces, {"ann", "sue"}, point=point)
+        assert {m.split(":")[0] for m in matched} == {name for name, needed in at.items() if needed <= threshold}
 
 
 def test_a_reference_is_keyed_by_its_whole_image_and_centre_crops(filled):
@@ -200,9 +229,21 @@ def test_a_reference_is_keyed_by_its_whole_image_and_centre_crops(filled):
 def test_locate_refines_the_best_box_by_the_regions_nearly_as_close():
     from rap.retrieval.retriever import vote_box
 
-    best = Candidate("bo", 0.50, 0.6, (0, 0, 100, 100), "detector")
-    near = Candidate("bo", 0.52, 0.62, (20, 20, 120, 120), "detector")  # half as close as it could be: weight 1/2
-    far = Candidate("bo", 0.70, 0.8, (300, 300, 400, 400), "detector")
+    best = Candidate("bo", 0.50, (0, 0, 100, 100), "detector")
+    near = Candidate("bo", 0.52, (20, 20, 120, 120), "detector")  # half as close as it could be: weight 1/2
+    far = Candidate("bo", 0.70, (300, 300, 400, 400), "detector")
     assert vote_box(best, [best, near, far], 0.04) == (7, 7, 107, 107)
     assert vote_box(best, [best, near, far], 0.0) == best.box  # 0 turns voting off
     assert vote_box(best, [best, far], 0.04) == best.box
+
+
+def test_a_remembering_encoder_keeps_the_calibration_the_decision_reads(filled, monkeypatch):
+    """rap eval wraps the encoder to embed each photo once; its decision must be the retriever's own."""
+    from rap.encoders.memo import RememberingEncoder
+
+    encoder = filled.embedder.encoder
+    monkeypatch.setattr(encoder, "detector_match_thresholds", {"multiscale": 0.5}, raising=False)
+    monkeypatch.setattr(encoder, "distinct_ratio", 0.9, raising=False)
+    before = Retriever(filled, "multiscale").operating_point
+    monkeypatch.setattr(filled.embedder, "encoder", RememberingEncoder(encoder))
+    assert Retriever(filled, "multiscale").operating_point == before and before.image_threshold == 0.5

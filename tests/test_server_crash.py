@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_server_support import add_user, free_port, server_store
+from waiting import DEADLINE_S, end_process, join_all, wait_for_readyz, wait_until
 
 TESTS = Path(__file__).parent
 SERVER = """
@@ -30,15 +30,13 @@ uvicorn.run(create_app(settings()), host="127.0.0.1", port=int(sys.argv[1]), log
 def _start(port: int, store_url: str | None) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])} | ({"RAP_STORE_URL": store_url} if store_url else {})
     process = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, cwd=TESTS)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the server did not start")
+    try:
+        wait_for_readyz(f"http://127.0.0.1:{port}", process)
+    except BaseException:
+        process.kill()
+        process.wait(DEADLINE_S)
+        raise
+    return process
 
 
 def _noise(seed: int) -> bytes:
@@ -59,30 +57,39 @@ def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home, server_store_
     port = free_port()
     server = _start(port, server_store_url)
     acknowledged: list[str] = []
-    stop = threading.Event()
+    failures: list[str] = []  # what went wrong before the kill: the test fails at once, saying so
+    killed = threading.Event()
 
     def writer(first: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=DEADLINE_S) as http:
             for n in range(first, first + 10_000, 4):
-                if stop.is_set():
+                if killed.is_set():
                     return
                 try:
                     response = http.post("/v1/concepts", data={"name": f"c{n}"}, files=[("image", ("x.png", _noise(n), "image/png"))])
-                except httpx.TransportError:
+                except httpx.TransportError as error:
+                    if not killed.is_set():
+                        failures.append(f"c{n}: {error!r}")
                     return
-                if response.status_code == 201:
-                    acknowledged.append(f"c{n}")
+                if response.status_code != 201:
+                    failures.append(f"c{n}: {response.status_code} {response.text[:300]}")
+                    return
+                acknowledged.append(f"c{n}")
 
-    writers = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    writers = [threading.Thread(target=writer, args=(n,), name=f"writer-{n}") for n in range(4)]
     for thread in writers:
         thread.start()
-    while len(acknowledged) < 20:
-        time.sleep(0.01)
-    os.kill(server.pid, signal.SIGKILL)
-    server.wait()
-    stop.set()
-    for thread in writers:
-        thread.join()
+    try:
+        wait_until(
+            lambda: len(acknowledged) >= 20 or failures or not any(thread.is_alive() for thread in writers),
+            "20 concepts acknowledged by the server before killing it",
+        )
+    finally:
+        killed.set()
+        os.kill(server.pid, signal.SIGKILL)
+        end_process(server, "the killed server")
+        join_all(writers, "the writers to see the server gone")
+    assert not failures and len(acknowledged) >= 20, f"{len(acknowledged)} adds acknowledged, then: {failures}"
 
     server = _start(port, server_store_url)
     try:
@@ -99,4 +106,4 @@ def test_kill_9_during_writes_loses_nothing_acknowledged(rap_home, server_store_
                 assert found["concepts"][0]["name"] == name
     finally:
         server.kill()
-        server.wait()
+        end_process(server, "the restarted server, killed")

@@ -87,3 +87,21 @@ def test_chat_completions(client, pair):
         assert [(c["name"], c["category"]) for c in last["rap_concepts"]] == [("bo", "teapot")]
     mine = client.post("/v1/chat/completions", json={"messages": messages}, headers=alice).json()
     assert {c["name"] for c in mine["rap_concepts"]} == {"kit", "bo"}
+
+
+def test_a_worker_keeps_the_most_recently_used_stores_open(rap_home):
+    from rap.server.runtime import Runtime
+    from rap.server.users import User
+    from rap.settings import Settings
+
+    runtime = Runtime(Settings(home=rap_home, encoder="tiny", faces="none", open_stores=2), auth=False)
+    alice, bob, carol = (User(n, name, "") for n, name in enumerate(["alice", "bob", "carol"], start=1))
+    try:
+        kept = runtime.store(alice)
+        held = runtime.store(bob)
+        assert runtime.store(alice) is kept  # alice is now the most recent: bob goes first
+        runtime.store(carol)
+        assert runtime.store(alice) is kept and runtime.store(bob) is not held
+        assert len(held) == 0  # dropped, not closed: a request that holds it still reads it
+    finally:
+        runtime.close()

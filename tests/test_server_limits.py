@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import anyio
 from fastapi.testclient import TestClient
 from test_server_support import add_concept, add_user, client, photo, settings, wait_ready  # noqa: F401
+from waiting import wait_until
 
-from rap.server import create_app
+from rap.server import create_app, limits
 
 
-def test_each_key_has_its_own_rate(rap_home):
+def test_each_key_has_its_own_rate(rap_home, monkeypatch):
+    # the clock stands still, so no token comes back however slowly a loaded machine sends the requests
+    monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=lambda: 1000.0))
     with TestClient(create_app(settings(rate_limit=3))) as api:
         wait_ready(api)
         alice, bob = add_user(rap_home, "alice"), add_user(rap_home, "bob")
@@ -35,17 +40,17 @@ def test_a_full_generation_queue_answers_503_with_retry_after(rap_home):
 
 
 def test_a_request_past_its_deadline_gets_504_and_frees_its_slot(rap_home):
-    with TestClient(create_app(settings(generator="slow-echo", request_timeout=0.3))) as api:
+    # 25 words at 0.2 s each take 5 s whatever the load, past the 2 s deadline; 2 s leave a loaded
+    # machine time to reach the generator, which then runs to its end after the 504.
+    with TestClient(create_app(settings(generator="slow-echo", request_timeout=2.0))) as api:
         wait_ready(api)
         alice = add_user(rap_home, "alice")
-        late = api.post("/v1/ask", data={"question": "one two three four five"}, headers=alice)
+        late = api.post("/v1/ask", data={"question": " ".join(f"w{n}" for n in range(25))}, headers=alice)
         assert late.status_code == 504 and late.json()["error"]["code"] == "request_timeout"
         generator = api.app.state.runtime.models.generator
-        for _ in range(100):  # the abandoned generation ends in its thread, then gives its slot back
-            if api.app.state.runtime.queue.in_use == 0:
-                break
-            anyio.run(anyio.sleep, 0.05)
-        assert api.app.state.runtime.queue.in_use == 0 and generator.pieces_sent == 5
+        # the abandoned generation ends in its thread, then gives its slot back
+        wait_until(lambda: api.app.state.runtime.queue.in_use == 0, "the timed-out generation to give its slot back")
+        assert generator.pieces_sent == 25
 
 
 def test_metrics(client, rap_home):

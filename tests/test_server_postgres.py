@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from rap.store.postgres_throwaway import new_database
+from rap.store.postgres_server import new_database
 from test_server_support import add_concept, photo, settings, wait_ready
 
 from rap.cli import run

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from rap.store.postgres_throwaway import new_database
+from rap.store.postgres_server import new_database
 
 from rap.generation import GENERATORS, Generator
 from rap.server import create_app
 from rap.server.users import open_users
 from rap.settings import Settings, resolve
+from waiting import wait_for_readyz, wait_until
 
 PHOTOS = Path(__file__).parent / "photos"
 TINY = {"encoder": "tiny", "faces": "none", "detector": "none", "generator": "echo", "threshold": float("inf")}
@@ -74,11 +75,8 @@ def add_user(home: Path, name: str, store_url: str | None = None) -> dict[str, s
 
 
 def wait_ready(client: TestClient) -> None:
-    for _ in range(200):
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.02)
-    raise AssertionError(client.get("/readyz").json())
+    """Wait for the in-process app's models to load (its readiness probe, ``/readyz``)."""
+    wait_until(lambda: client.get("/readyz").status_code == 200, "the app to answer 200 at /readyz", interval_s=0.02)
 
 
 def server_store(request: pytest.FixtureRequest) -> str | None:
@@ -122,12 +120,15 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        for _ in range(500):
-            if self.server.started:
-                break
-            time.sleep(0.01)
+
+        def started() -> bool:
+            assert self.thread.is_alive(), "uvicorn's thread ended before it was serving"
+            return self.server.started
+
+        wait_until(started, "uvicorn to listen", interval_s=0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        wait_for_readyz(self.url)
         return self
 
     def __exit__(self, *exc: object) -> None:

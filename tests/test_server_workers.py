@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from test_server_support import free_port, photo
+from waiting import end_process, wait_for_readyz
+
+WORKERS_READY_S = 600.0
+"""Two workers exporting and quantizing the default encoder: the test took 2 minutes on 2 cores at load 15."""
 
 
 @pytest.mark.slow
@@ -22,19 +25,16 @@ def test_two_workers_serve_one_store(rap_home):
         stderr=subprocess.DEVNULL,
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            for _ in range(600):
-                try:
-                    if http.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+        # Each worker loads the default encoder, the first exporting and quantizing it: minutes on a loaded
+        # machine. /readyz answers from one worker; the other, should it still be loading, answers its
+        # first request once it has loaded, hence the long client timeout.
+        wait_for_readyz(f"http://127.0.0.1:{port}", server, deadline_s=WORKERS_READY_S, what="rap serve --workers 2")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WORKERS_READY_S) as http:
             assert http.post("/v1/concepts", data={"name": "bo"}, files=[("image", photo())]).status_code == 201
             found = [http.post("/v1/retrieve", data={"text": "where is bo?"}).json()["concepts"][0]["name"] for _ in range(8)]
             assert found == ["bo"] * 8  # whichever worker answered
             assert 'rap_requests_total{method="POST",route="/v1/retrieve",status="200"} 8.0' in http.get("/metrics").text
     finally:
         server.terminate()
-        server.wait(30)
+        end_process(server, "rap serve, terminated")
     assert not list((rap_home / "server").glob("metrics-*"))

@@ -7,8 +7,12 @@ The operations, bad-input, crash and concurrency tests run on this store too
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
+import threading
+import time
 from uuid import uuid4
 
 import numpy as np
@@ -17,11 +21,12 @@ import pytest
 from PIL import Image
 
 from conftest import StoreTarget
-from rap.store.postgres_throwaway import new_database
+from rap.store.postgres_server import new_database, throwaway_server
 from rap import open_store
 from rap.cli import run
 from rap.errors import ConceptExists, ConceptNotFound, InvalidInput, StoreError, UnknownBackend
 from rap.settings import resolve
+from waiting import join_all
 
 
 def postgres_user() -> str:
@@ -118,8 +123,7 @@ def test_postgres_concurrent_adds_of_one_name_let_exactly_one_win(postgres_url, 
     threads = [threading.Thread(target=add, args=(s,)) for s in stores]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads, "four stores adding one name at once")
     assert sorted(outcomes) == ["added", "exists", "exists", "exists"]
     assert [len(c.images) for c in stores[0].list()] == [1]
     for store in stores:
@@ -178,7 +182,57 @@ def test_postgres_store_reconnects_after_the_server_drops_it(postgres_url, photo
         with pytest.raises(StoreError) as caught:  # the call in flight fails, in one line
             store.list()
         assert "\n" not in str(caught.value)
+        assert "administrator command" in str(caught.value) and "AVX-512" not in str(caught.value)  # the server said why
         assert [c.name for c in store.list()] == ["bo"]  # the next one has a new connection
+
+
+@pytest.mark.slow
+def test_postgres_backend_dying_of_sigill_is_one_line_naming_avx512(photos, capsys):
+    """What a pgvector built for AVX-512 does on a CPU without it: the backend serving rap dies of SIGILL mid-statement.
+
+    The statement is held on a lock so that the signal lands while it runs; on
+    a server of its own, since the crash restarts every session of that server.
+    """
+    with throwaway_server() as url:
+        store = ["--store", url, "--encoder", "tiny", "--faces", "none"]
+        assert run([*store, "concept", "add", "bo", "-i", str(photos / "dog_00.jpg"), "-c", "dog"]) == 0
+        capsys.readouterr()
+        holder, watcher = psycopg.connect(url, autocommit=True), psycopg.connect(url, autocommit=True)
+        try:
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE rap.vectors IN ACCESS EXCLUSIVE MODE")  # the search's statements wait on it
+            exit_code: list[int] = []
+            search = threading.Thread(target=lambda: exit_code.append(run([*store, "retrieve", str(photos / "dog_01.jpg")])))
+            search.start()
+            deadline = time.monotonic() + 120
+            waiting = None
+            while waiting is None:
+                assert time.monotonic() < deadline, "rap retrieve never reached the locked vectors table"
+                waiting = watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).fetchone()
+                time.sleep(0.05)
+            os.kill(waiting[0], signal.SIGILL)
+            search.join(120)
+            assert not search.is_alive(), "rap retrieve did not return after its server process died"
+        finally:
+            holder.close()
+            watcher.close()
+        _wait_until_recovered(url)  # a shutdown asked for in the middle of crash recovery can hang PostgreSQL 18
+    err = capsys.readouterr().err
+    assert exit_code == [5] and len(err.strip().splitlines()) == 1, err
+    assert "AVX-512" in err and "Illegal instruction" in err and "Traceback" not in err
+
+
+def _wait_until_recovered(url: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=10).close()
+            return
+        except psycopg.OperationalError as exc:
+            assert time.monotonic() < deadline, f"PostgreSQL did not recover from the crash: {exc}"
+            time.sleep(0.2)
 
 
 def test_postgres_store_serves_the_assistant(postgres_url, photos):

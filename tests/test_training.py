@@ -16,7 +16,7 @@ from PIL import Image
 
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GenerationOptions, Turn, create_generator
-from rap.testing import save_random_llava, save_random_qwen2_vl
+from support.random_models import save_random_llava, save_random_qwen2_vl
 from rap.training import TrainOptions, merge_adapter, train
 from rap.training.data import parse_record, read_jsonl
 from rap.training.encode import IGNORE, ChatEncoder
@@ -398,6 +398,7 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a run may take up to its 900 s below; room for a second one, or a retry
 @pytest.mark.parametrize(
     "sharding", [[], ["--fsdp", "full_shard auto_wrap"], ["--deepspeed", "zero3"]], ids=["ddp", "fsdp", "zero3"]
 )

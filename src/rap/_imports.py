@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -34,7 +35,14 @@ def loading_checkpoint(what: str, name_or_path: str, extra: str = "paper") -> It
     provides it; a checkpoint that cannot be found or read asks for a cached or
     downloadable hub name or a folder written by ``save_pretrained``. rap's own
     errors raised inside (a model of the wrong family, say) pass through.
+
+    Offline (``HF_HUB_OFFLINE``), transformers' hub kernels are turned off
+    unless ``USE_HUB_KERNELS`` says otherwise: on a GPU transformers otherwise
+    fetches a kernel for LLaVA's activations from the hub at load time, which
+    fails offline and stops the model loading (seen on an H200).
     """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        os.environ.setdefault("USE_HUB_KERNELS", "NO")
     try:
         yield
     except ImportError as exc:

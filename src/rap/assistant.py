@@ -2,8 +2,12 @@
 
 An :class:`Assistant` joins a concept store, a retriever and a generation
 backend. Every answer carries the concepts that went into the prompt (name,
-distance, box, and whether text or image retrieved them), so a user can always
-see why the model said what it said.
+distance, box, whether text or image retrieved them, and whether the retriever
+labels them a match), so a user can always see why the model said what it said.
+The model gets the top K candidates, as in the paper, with weak ones labelled
+weak; a backend that cannot see answers "is X here?" and "where is X?" from the
+retriever's labels (:mod:`rap.decided`), and a reply of its that contradicts
+them gets the retriever's correction appended.
 
 A :class:`Conversation` keeps the history of a chat: retrieval runs with the
 image on the first turn; on later turns, concepts named in the text and not yet
@@ -19,11 +23,12 @@ from typing import Any, Literal
 from PIL import Image
 
 from rap.answers import parse_box, parse_yes_no
+from rap.decided import correction, decided_reply
 from rap.detectors import RegionDetector
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, as_rgb, load_image
-from rap.retrieval import Retrieval, RetrievedConcept, Retriever
+from rap.retrieval import Retrieval, RetrievedConcept, Retriever, candidate_names
 from rap.retrieval.retriever import Query
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
@@ -111,16 +116,35 @@ class Conversation:
 
     def stream(self, question: str) -> Iterator[str]:
         """Yield the reply as it is decoded; afterwards :attr:`last` holds the :class:`Answer`."""
+        yield from self.begin(question)[1]
+
+    def begin(self, question: str) -> tuple[list[RetrievedConcept], Iterator[str]]:
+        """Retrieve for ``question`` now: the concepts the prompt holds, and the reply still to decode.
+
+        Retrieval takes under a second and an answer many, so a client can show
+        the evidence (which concepts, where in the photo) before the first word.
+        """
         turn, used = self.assistant._next_turn(self, question)
-        conversation = [*self.turns, turn]
+        return [*self.concepts, *used], self._reply(question, turn, used)
+
+    def _reply(self, question: str, turn: Turn, used: list[RetrievedConcept]) -> Iterator[str]:
+        """The reply to ``turn``. A backend that cannot see is not asked whether or where a
+        named concept is in the photo: the retriever's labels answer (model ``retriever``)."""
+        decided = self.assistant._decided(self, question, used)
+        model = self.assistant.generator.id if decided is None else "retriever"
         pieces: list[str] = []
-        for piece in self.assistant.generator.stream(conversation, self.assistant.options):
+        stream = iter([decided]) if decided is not None else self.assistant.generator.stream([*self.turns, turn], self.assistant.options)
+        for piece in stream:
             pieces.append(piece)
             yield piece
+        fix = self.assistant._correction(self, "".join(pieces), used) if decided is None else None
+        if fix is not None:
+            pieces.append(f"\n{fix}")
+            yield pieces[-1]
         turn.reply = "".join(pieces).strip()
         self.turns.append(turn)
         self.concepts += used
-        self.last = Answer(turn.reply, list(self.concepts), self.assistant.generator.id)
+        self.last = Answer(turn.reply, list(self.concepts), model)
 
 
 class Assistant:
@@ -209,24 +233,25 @@ class Assistant:
         return self.ask(CAPTION_QUESTION, image)
 
     def recognize(self, image: Query, name: str, mode: Literal["model", "retriever"] = "model") -> Recognition:
-        """Is concept ``name`` in the image: ask the model, or decide by the retriever's calibrated distance."""
+        """Is concept ``name`` in the image: ask the model, or decide by the retriever's operating point.
+
+        A model that cannot see is not asked: the retriever decides (mode ``retriever``).
+        """
         concept = self.store.get(name)
-        match, matched = self.retriever.locate(image, concept.name)
-        if mode == "retriever":
-            return Recognition(concept.name, matched, mode, match)
+        match = self.retriever.locate(image, concept.name)
+        if mode == "retriever" or not self.generator.sees_images:
+            return Recognition(concept.name, match.match, "retriever", match)
         reply = self.ask(RECOGNITION_QUESTION.format(token=concept.token), image).text
         return Recognition(concept.name, parse_yes_no(reply), mode, match, reply)
 
     def locate(self, image: Query, name: str, mode: Literal["model", "retriever"] = "retriever") -> Location:
         """Where concept ``name`` is: ask the model with the paper's grounding question and read its box,
-        or take the retriever's best-matching region (no generation)."""
+        or take the retriever's best-matching region (no generation), as a model that cannot see must."""
         if mode not in ("model", "retriever"):
             raise InvalidInput(f"mode must be 'model' or 'retriever', not {mode!r}")
-        match, matched = self.retriever.locate(image, name)  # a path keeps the retriever's memory of its regions
-        if mode == "retriever":
-            return Location(match.concept.name, matched, match.box if matched else None, match, mode)
-        if not self.generator.sees_images:
-            raise InvalidInput(f"{self.generator.id} cannot see images, so it cannot locate anything; use a backend that sees images, or the retriever mode")
+        match = self.retriever.locate(image, name)  # a path keeps the retriever's memory of its regions
+        if mode == "retriever" or not self.generator.sees_images:
+            return Location(match.concept.name, match.match, match.box if match.match else None, match, "retriever")
         from rap.data.tasks import GROUNDING  # the data package is needed only here
 
         picture = as_rgb(image)
@@ -240,7 +265,21 @@ class Assistant:
         concept = retrieved.concept
         avatar = concept.images[0] if concept.images else None
         image = load_image(self.store.image_path(avatar.file)).image if avatar and self.generator.sees_images else None
-        return PromptConcept(concept.token, concept.describe(), image, avatar.sha256 if avatar else None)
+        return PromptConcept(concept.token, concept.describe(), image, avatar.sha256 if avatar else None, weak=retrieved.weak)
+
+    def _correction(self, conversation: Conversation, reply: str, used: Sequence[RetrievedConcept]) -> str | None:
+        """For a backend that cannot see: the retriever's word where the reply contradicts its labels."""
+        if conversation.image is None or self.generator.sees_images:
+            return None
+        return correction(reply, [*conversation.concepts, *used])
+
+    def _decided(self, conversation: Conversation, question: str, used: Sequence[RetrievedConcept]) -> str | None:
+        """The retriever's answer to "is X here?" or "where is X?", for a backend that cannot see the photo."""
+        if conversation.image is None or self.generator.sees_images:
+            return None
+        named = {c.name for c in self.store.lookup(candidate_names(question))}
+        labelled = {r.concept.name: r for r in [*conversation.concepts, *used]}
+        return decided_reply(question, [labelled[name] for name in named if name in labelled])
 
     def _next_turn(self, conversation: Conversation, question: str) -> tuple[Turn, list[RetrievedConcept]]:
         if not isinstance(question, str) or not question.strip():
@@ -253,18 +292,22 @@ class Assistant:
             turn = user_turn(question, conversation.image, [self._prompt_concept(r) for r in used], account)
             return turn, used
         known = {c.concept.name for c in conversation.concepts}
-        named = [r for r in self.retriever.retrieve(text=question, k=limit).concepts if r.concept.name not in known]
+        new = [c for c in self.store.lookup(candidate_names(question)) if c.name not in known]
+        # looked for in the photo again, so that a concept named later carries its label in it
+        image = conversation.image if new else None
+        named = [r for r in self.retriever.retrieve(image, text=question, k=limit).concepts if r.via == "text" and r.concept.name not in known]
         used = named[:limit]  # newly named concepts, up to the backend's limit per turn
         return user_turn(question, None, [self._prompt_concept(r) for r in used]), used
 
 
 def _account(retrieval: Retrieval, used: Sequence[RetrievedConcept]) -> str:
-    """What the retriever saw, in words, for a backend that cannot see."""
-    seen = [r for r in used if r.distance is not None]
-    if not seen:
-        return "none of the user's people or things were recognised in it."
-    described = [
-        f"{r.concept.token} (a {r.concept.category}, {'in the whole photo' if r.region == 'image' else f'at box {list(r.box or ())}'})"
-        for r in seen
-    ]
-    return "it shows " + "; ".join(described) + "."
+    """What the retriever saw, in words, for a backend that cannot see: the matches, then the weak candidates."""
+    def where(r: RetrievedConcept) -> str:
+        return f"{r.concept.token} (a {r.concept.category}, {'in the whole photo' if r.region == 'image' else f'at box {list(r.box or ())}'})"
+
+    seen = [where(r) for r in used if r.match]
+    weak = [r.concept.token for r in used if r.distance is not None and not r.match]
+    account = "it shows " + "; ".join(seen) + "." if seen else "none of the user's people or things were recognised in it."
+    if weak:
+        account += " Only weak matches, probably not in it: " + ", ".join(weak) + "."
+    return account

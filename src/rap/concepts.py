@@ -136,8 +136,12 @@ class Concept(BaseModel):
         return self.category in PERSON_CATEGORIES
 
     def to_dict(self) -> dict[str, Any]:
-        """The concept as JSON: what ``rap concept show --json`` prints and the API returns."""
-        return self.model_dump(mode="json") | {"token": self.token}
+        """The concept as JSON: what ``rap concept show --json`` prints and the API returns.
+
+        Images are named by id and content hash, not by their file inside the
+        store, which is the store's own business (and on PostgreSQL not a file).
+        """
+        return self.model_dump(mode="json", exclude={"images": {"__all__": {"file"}}}) | {"token": self.token}
 
     def describe(self) -> str:
         """The concept's text for a prompt: its info, then its attributes."""

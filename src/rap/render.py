@@ -32,11 +32,12 @@ def concept_table(concept: Concept) -> Table:
 
 
 def retrieval_table(title: str, retrieval: Retrieval) -> Table:
-    table = Table("#", "concept", "via", "distance", "score", "box", "region", title=title, box=None, header_style="bold")
+    table = Table("#", "concept", "match", "via", "distance", "score", "box", "region", title=title, box=None, header_style="bold")
     for n, r in enumerate(retrieval.concepts, 1):
         table.add_row(
             str(n),
             r.concept.token,
+            "yes" if r.match else "[dim]no[/dim]",
             r.via,
             "-" if r.distance is None else f"{r.distance:.3f}",
             "-" if r.score is None else f"{r.score:.2f}",
@@ -44,7 +45,9 @@ def retrieval_table(title: str, retrieval: Retrieval) -> Table:
             r.region or "-",
         )
     if not retrieval.concepts:
-        table.add_row("-", "none of your concepts", "", "", "", "", "")
+        table.add_row("-", "none of your concepts", "", "", "", "", "", "")
+    elif not any(r.match for r in retrieval.concepts):
+        table.caption = "none of your concepts is a match: these are the closest"
     return table
 
 
@@ -56,5 +59,6 @@ def concept_rows(concepts: list[RetrievedConcept]) -> str:
     for r in concepts:
         where = f" at {','.join(map(str, r.box))}" if r.box else ""
         distance = f", distance {r.distance:.3f}" if r.distance is not None else ""
-        lines.append(f"[dim]used {r.concept.token}: retrieved by {r.via}{distance}{where}[/dim]")
+        label = ", a match" if r.match else ", a weak match" if r.distance is not None else ""
+        lines.append(f"[dim]used {r.concept.token}: retrieved by {r.via}{distance}{label}{where}[/dim]")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from rap.cli import concepts, config, convert, data, demo, evaluate, generate, retrieve, serve, store, train, transfer, users
+from rap.cli import calibrate, concepts, config, convert, data, db, demo, evaluate, generate, retrieve, serve, store, train, transfer, users
 from rap.cli.context import global_options
 from rap.errors import RapError
 
@@ -28,6 +28,7 @@ app.add_typer(concepts.app, name="concept")
 app.add_typer(config.app, name="config")
 app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")
+app.add_typer(db.app, name="db")
 app.add_typer(train.app, name="train")
 app.add_typer(users.app, name="users")
 app.command("import")(transfer.import_command)
@@ -44,6 +45,7 @@ app.command("chat")(generate.chat_command)
 app.command("recognize")(generate.recognize_command)
 app.command("locate")(generate.locate_command)
 app.command("eval")(evaluate.eval_command)
+app.command("calibrate")(calibrate.calibrate_command)
 app.command("serve")(serve.serve_command)
 
 

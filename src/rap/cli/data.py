@@ -33,14 +33,14 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Build training conversations (the paper's section 3.2) from annotated images."""
-    from rap.data import SourceSpec, build_dataset, create_annotator
+    from rap.data import build_dataset, create_annotator, open_source
     from rap.data.annotator import DEFAULT_ANNOTATOR
     from rap.generation.base import validated_options
 
     options = dict(names=names, noise_ratio=noise_ratio, noise_k=noise_k, general=general,
                    general_fraction=general_fraction, workers=workers, limit=limit, seed=seed)  # fmt: skip
     config = validated_options(BuildConfig, options, "data build")
-    specs = [SourceSpec.parse(source) for source in sources]
+    specs = [open_source(source) for source in sources]
     given = {"calls_per_minute": calls_per_minute, "price_per_1k_tokens": price}
     cache = state(ctx).resolved.settings.home / "cache" / "annotator"
     chosen = create_annotator(annotator or DEFAULT_ANNOTATOR, cache, **{k: v for k, v in given.items() if v is not None})

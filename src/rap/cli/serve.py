@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
+import logging
+import logging.config
 import os
 import shutil
 import tempfile
 
 import typer
 
-from rap.cli.context import state, stderr
+from rap.cli.context import state
 from rap.errors import InvalidInput, MissingDependency
 
 SETTINGS_ENV = "RAP_SERVE_SETTINGS"
 """How ``rap serve --workers N`` hands its resolved settings to the worker processes it starts."""
 NO_AUTH_ENV = "RAP_SERVE_NO_AUTH"
+
+
+def log_config() -> dict:
+    """uvicorn's logging, with rap's own loggers on the same handler and format, so every line
+    of a server's log, from the first, reads alike (levels as uvicorn prints them)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["rap"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _loopback(host: str) -> bool:
@@ -42,11 +55,15 @@ def serve_command(
     except ImportError:
         raise MissingDependency("rap serve needs the serve extra: pip install 'rap-mllm[serve]'") from None
     settings = state(ctx).resolved.settings
-    stderr.print(f"[dim]rap serving on http://{host}:{port} ({'no auth: local user' if no_auth else 'API keys'}, {workers} worker(s))[/dim]")
+    logs = log_config()
+    logging.config.dictConfig(logs)
+    logging.getLogger("rap.server").info(
+        "rap serving on http://%s:%d (%s, %d worker(s))", host, port, "no auth: local user" if no_auth else "API keys", workers
+    )
     if workers == 1:
         from rap.server import create_app
 
-        uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, auth=not no_auth), host=host, port=port, log_level="info", log_config=logs)
         return
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[NO_AUTH_ENV] = "1" if no_auth else ""
@@ -54,7 +71,7 @@ def serve_command(
     metrics = tempfile.mkdtemp(prefix="metrics-", dir=settings.server_path)  # the workers' shared counters
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
     try:
-        uvicorn.run("rap.cli.serve:worker_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run("rap.cli.serve:worker_app", factory=True, host=host, port=port, workers=workers, log_level="info", log_config=logs)
     finally:
         shutil.rmtree(metrics, ignore_errors=True)
 

@@ -6,12 +6,15 @@ import typer
 
 from rap.cli.context import print_json, progress_bar, state, stdout
 from rap.errors import InvalidInput
+from rap.retrieval import Retriever
 from rap.store.check import check_store
 
 
 def info_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Where the store is, what encoded it, and its indexes."""
-    store = state(ctx).store()
+    st = state(ctx)
+    store = st.store()
+    point = Retriever.from_settings(store, st.resolved.settings).operating_point
     info = {
         "path": store.location,
         "concepts": len(store),
@@ -19,12 +22,13 @@ def info_command(ctx: typer.Context, as_json: bool = typer.Option(False, "--json
         "faces": store.faces_id,
         "categories": store.categories(),
         "indexes": store.index_info(),
+        "operating_point": point.to_dict(),
     }
     if as_json:
         print_json(info)
     else:
         for key, value in info.items():
-            stdout.print(f"[bold]{key}[/bold]: {value}")
+            stdout.print(f"[bold]{key}[/bold]: {point.describe() if key == 'operating_point' else value}")
 
 
 def reembed_command(ctx: typer.Context) -> None:

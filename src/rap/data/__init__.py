@@ -17,12 +17,13 @@ from rap.data.annotator import (
 )
 from rap.data.augment import AugmentSettings, NovelView
 from rap.data.build import BuildConfig, BuildReport, build_dataset
-from rap.data.sources import SourceSpec
+from rap.data.sources import SOURCES, Source, open_source
 from rap.data.stats import dataset_stats
 from rap.data.tasks import TASKS
 
 __all__ = [
     "ANNOTATORS",
+    "SOURCES",
     "TASKS",
     "Annotator",
     "AugmentSettings",
@@ -31,9 +32,10 @@ __all__ = [
     "GeneratorAnnotator",
     "GeneratorAnnotatorOptions",
     "NovelView",
-    "SourceSpec",
+    "Source",
     "TemplateAnnotator",
     "build_dataset",
     "create_annotator",
     "dataset_stats",
+    "open_source",
 ]

@@ -22,14 +22,13 @@ options.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from diskcache import Cache, JSONDisk
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -127,11 +126,12 @@ class GeneratorAnnotator(Annotator):
     reply, priced at ``price_per_1k_tokens``; images are not counted. ``sleep``
     and ``clock`` are the waits and the time the pacing uses (tests pass their own).
 
-    The disk cache is rap's own (one JSON file per prompt, named by the hash of
-    the backend, the prompt and the pixels, written atomically): a library cache
-    would add a dependency and an opaque database for what is a dozen lines and
-    a folder a user can inspect or delete. The rate limit is likewise a minimum
-    interval between calls.
+    The disk cache is ``diskcache`` in ``cache_dir``: one entry per prompt,
+    keyed by the hash of the backend, the prompt and the pixels, its value the
+    prompt and the reply as JSON (never pickled). SQLite transactions keep it
+    whole when two builds share it or one is killed mid-write, and nothing is
+    ever evicted: each entry is a paid answer, and deleting the folder is the
+    way to forget them. The rate limit is a minimum interval between calls.
     """
 
     def __init__(
@@ -145,7 +145,7 @@ class GeneratorAnnotator(Annotator):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.generator = create_generator(generator) if isinstance(generator, str) else generator
-        self.cache_dir = Path(cache_dir)
+        self.cache = Cache(str(cache_dir), disk=JSONDisk, eviction_policy="none")
         self.settings = settings or GeneratorAnnotatorOptions()
         rate = self.settings.calls_per_minute
         self.interval = 60.0 / rate if rate > 0 else 0.0
@@ -173,10 +173,10 @@ class GeneratorAnnotator(Annotator):
         key = hashlib.sha256(
             "\n".join([self.generator.id, prompt, *(image_digest(i) for i in turn.images)]).encode()
         ).hexdigest()
-        path = self.cache_dir / key[:2] / f"{key}.json"
-        if path.exists():
+        cached = self.cache.get(key)
+        if cached is not None:
             self.usage.cache_hits += 1
-            return json.loads(path.read_text(encoding="utf-8"))["reply"]
+            return cached["reply"]
         reply = self._call(turn).strip()
         if not reply:
             self.usage.errors += 1
@@ -184,10 +184,7 @@ class GeneratorAnnotator(Annotator):
         tokens = (len(prompt) + len(reply)) / 4
         self.usage.tokens += tokens
         self.usage.cost += tokens / 1000 * self.settings.price_per_1k_tokens
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"prompt": prompt, "reply": reply}), encoding="utf-8")
-        partial.replace(path)
+        self.cache.set(key, {"prompt": prompt, "reply": reply})
         return reply
 
     def _call(self, turn: Turn) -> str:

@@ -47,7 +47,7 @@ from rap.data.augment import (
     make_crops,
 )
 from rap.data.names import concept_tokens
-from rap.data.sources import Scene, SourceSpec, read_scenes
+from rap.data.sources import Scene, Source
 from rap.data.tasks import TASKS, Concept, Placed, Sample, add_noise, scene_samples
 from rap.errors import InvalidFormat, InvalidInput, RapError
 from rap.formats import validated
@@ -136,7 +136,7 @@ class BuildReport:
 
 
 def build_dataset(
-    sources: Sequence[SourceSpec],
+    sources: Sequence[Source],
     output: str | os.PathLike[str],
     annotator: Annotator | None = None,
     config: BuildConfig | None = None,
@@ -179,7 +179,7 @@ def build_dataset(
 
 
 def _build(
-    sources: Sequence[SourceSpec],
+    sources: Sequence[Source],
     staging: Path,
     annotator: Annotator,
     config: BuildConfig,
@@ -188,7 +188,7 @@ def _build(
 ) -> None:
     general = _general(config)  # a bad file fails before any crop is cut or annotator call paid for
     rng = random.Random(config.seed)
-    scenes = [scene for spec in sources for scene in _limited(read_scenes(spec, config.seed), config.limit)]
+    scenes = [scene for source in sources for scene in _limited(source.scenes(config.seed), config.limit)]
     references: dict[str, CropJob] = {}
     categories: dict[str, str] = {}
     sentences: dict[str, tuple[str, ...]] = {}

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from rap.encoders.base import Face, FaceAnalyzer, ImageEncoder
@@ -36,27 +36,24 @@ def pixel_key(image: Image.Image) -> bytes:
 
 
 class _Recent(Generic[T]):
-    """The last :data:`REMEMBERED` results, by pixel key."""
+    """The last :data:`REMEMBERED` results, by pixel key: a ``cachetools`` LRU cache that
+    computes what it lacks in one batch, the cache's lock released while it does."""
 
     def __init__(self) -> None:
-        self._values: OrderedDict[bytes, T] = OrderedDict()
+        self._values: LRUCache[bytes, T] = LRUCache(maxsize=REMEMBERED)
         self._lock = threading.Lock()  # several threads may ask at once (rap.threads)
 
     def get_or_compute(self, keys: list[bytes], compute: Callable[[list[int]], list[T]]) -> list[T]:
         """The results for ``keys``; ``compute`` is given the positions of those not remembered."""
-        values = self._values
         first = {key: n for n, key in reversed(list(enumerate(keys)))}  # repeats computed once
         with self._lock:
-            known = {key: values[key] for key in first if key in values}
+            known = {key: self._values[key] for key in first if key in self._values}
         missing = sorted(n for key, n in first.items() if key not in known)
         for n, value in zip(missing, compute(missing) if missing else []):
             known[keys[n]] = value
         with self._lock:
             for key in keys:
-                values[key] = known[key]
-                values.move_to_end(key)
-            while len(values) > max(REMEMBERED, len(keys)):
-                values.popitem(last=False)
+                self._values[key] = known[key]
         return [known[key] for key in keys]
 
 
@@ -66,6 +63,8 @@ class RememberingEncoder(ImageEncoder):
     def __init__(self, encoder: ImageEncoder) -> None:
         self.encoder = encoder
         self.id, self.dim, self.match_threshold = encoder.id, encoder.dim, encoder.match_threshold
+        # the calibration the retriever's decision reads, which a copy must keep
+        self.detector_match_thresholds, self.distinct_ratio = encoder.detector_match_thresholds, encoder.distinct_ratio
         self.batch_size = encoder.batch_size
         self._recent: _Recent[np.ndarray] = _Recent()
 
@@ -81,6 +80,7 @@ class RememberingFaceAnalyzer(FaceAnalyzer):
     def __init__(self, analyzer: FaceAnalyzer) -> None:
         self.analyzer = analyzer
         self.id, self.dim, self.match_threshold = analyzer.id, analyzer.dim, analyzer.match_threshold
+        self.confirm_threshold = analyzer.confirm_threshold
         self._recent: _Recent[list[Face]] = _Recent()
 
     def faces(self, image: Image.Image) -> list[Face]:

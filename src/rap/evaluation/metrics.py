@@ -445,6 +445,28 @@ def recall_at_k(ranked: Iterable[tuple[Sequence[str], Sequence[str]]], ks: Seque
     return {k: hits[k] / pairs for k in hits}
 
 
+def acceptance_and_false_matches(decided: Iterable[tuple[Sequence[str], Sequence[str]]]) -> tuple[float | None, float | None]:
+    """The retriever's decision on labelled photos: acceptance and false-match rate.
+
+    Each item is ``(names labelled a match; concepts truly in the image)``.
+    Acceptance is the share of (image, true concept) pairs whose concept is
+    labelled a match; the false-match rate is the share of images of none of
+    the concepts (no true concept) with any concept labelled a match. Either
+    is None when no item can measure it.
+    """
+    pairs = accepted = strangers = false = 0
+    for matched, truth in decided:
+        keys = {_key(m) for m in matched}
+        if not truth:
+            strangers += 1
+            false += bool(keys)
+            continue
+        for concept in {_key(t) for t in truth}:
+            pairs += 1
+            accepted += concept in keys
+    return (accepted / pairs if pairs else None), (false / strangers if strangers else None)
+
+
 def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation of a metric over repeats (seeds).
 

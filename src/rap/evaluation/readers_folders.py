@@ -29,7 +29,7 @@ from rap.concepts import DEFAULT_CATEGORY
 from rap.errors import InvalidFormat, InvalidInput
 from rap.evaluation.items import ConceptSource, EvalItem, EvalSet, Task
 from rap.evaluation.readers_json import ImageResolver, load_json
-from rap.store.base import NewConcept
+from rap.store.inputs import NewConcept
 from rap.store.interchange import read_plain_folder
 
 FOLDER_TASKS: tuple[Task, ...] = ("caption", "retrieval", "recognition")

@@ -38,7 +38,9 @@ def _retrieval(config: EvalConfig) -> Callable[[list[dict[str, Any]]], dict[str,
     def score(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         ranked = [(r["retrieved"], r["truth"]) for r in rows if r["truth"]]
         recalls: dict[int, float | None] = dict(metrics.recall_at_k(ranked, config.ks)) if ranked else dict.fromkeys(config.ks)
-        return {f"recall@{k}": v for k, v in recalls.items()} | {"n": float(rows[0]["n"]) if rows else None}
+        decided = [(r["matched"], r["truth"]) for r in rows if "matched" in r]  # rows of an older run have no labels
+        acceptance, false = metrics.acceptance_and_false_matches(decided) if decided else (None, None)
+        return {f"recall@{k}": v for k, v in recalls.items()} | {"acceptance": acceptance, "false matches": false, "n": float(rows[0]["n"]) if rows else None}
 
     return score
 
@@ -85,6 +87,8 @@ def summarise(config: EvalConfig, journal: Journal, outcomes: list[RepeatOutcome
         if rows and len({bool(r["truth"]) for r in rows}) == 2:
             scores, labels = [r["score"] for r in rows], [bool(r["truth"]) for r in rows]
             summary["retriever_curve"] = {
+                "questions": len(labels),
+                "positives": sum(labels),
                 "best": metrics.best_threshold(scores, labels).to_dict(),
                 "average_precision": metrics.average_precision(scores, labels),
                 "points": [p.to_dict() for p in metrics.precision_recall_curve(scores, labels)],
@@ -96,6 +100,8 @@ def summarise(config: EvalConfig, journal: Journal, outcomes: list[RepeatOutcome
             for name in row["truth"]:
                 hits.setdefault(name, []).append(row["retrieved"][:1] == [name])
         summary["per_concept_recall_at_1"] = {name: sum(h) / len(h) for name, h in hits.items()}
+        points = {row["variant"]: row["operating_point"] for row in journal.select() if "operating_point" in row}
+        summary["operating_points"] = points
     if config.task == "caption":
         rows = journal.select(variant="rap")
         per_concept = metrics.caption_scores([(r["id"], r["reply"], r["truth"]) for r in rows], names).per_concept
@@ -143,6 +149,9 @@ def write_report(config: EvalConfig, meta: dict[str, Any], journal: Journal, sum
         _table(summary),
         "",
     ]
+    if summary.get("operating_points"):
+        shown = "; ".join(f"{variant}: {point}" for variant, point in summary["operating_points"].items())
+        lines += [f"Acceptance: the share of true concepts labelled a match; false matches: the share of photos of none of the concepts with any labelled a match. Operating point in force: {shown}.", ""]
     if adds:
         lines += [f"Adding a concept took {1000 * adds['median']:.0f} ms (median of {adds['n']}).", ""]
     if "retriever_curve" in summary:
@@ -157,24 +166,65 @@ def write_report(config: EvalConfig, meta: dict[str, Any], journal: Journal, sum
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+QUERY_MODES = {"image": "whole photo", "regions": "detector regions", "both": "whole photo and regions"}
+"""The retrieval variants' query modes, as a plot's panels name them."""
+
+
+def _measured_with(config: EvalConfig, summary: dict[str, Any]) -> str:
+    """The end of a caption: the models, and the repeats a value is the mean of."""
+    settings = config.settings
+    repeats = f"; each value the mean of {summary['repeats']} repeats" if summary["repeats"] > 1 else ""
+    return f"Encoder {settings.encoder}, detector {settings.detector}{repeats}."
+
+
 def _plots(config: EvalConfig, summary: dict[str, Any]) -> list[str]:
-    """Draw what the task has to show; return the file names."""
+    """Draw what the task has to show, each plot with a caption saying what was measured; return the file names."""
     out, drawn = config.out, []
+    models = _measured_with(config, summary)
     if config.task == "retrieval" and config.sizes:
-        curves: dict[str, dict[int, float]] = {}
+        panels: dict[str, dict[int, dict[int, float]]] = {}
         for variant, scores in summary["variants"].items():
             mode, _, size = variant.partition("@")
-            for k in config.ks:
+            for k in plots.drawn_ks(config.ks):
                 value = scores.get(f"recall@{k}", {}).get("mean")
                 if value is not None:
-                    curves.setdefault(f"{mode}, recall@{k}", {})[int(size)] = value
-        drawn.append(plots.recall_vs_size(out / "recall_vs_n.png", curves, "Retrieval recall against database size").name)
+                    panels.setdefault(QUERY_MODES.get(mode, mode), {}).setdefault(k, {})[int(size)] = value
+        caption = (
+            f"Recall@K: the share of {summary['items']} query photos of {summary['concepts']} concepts whose concept is "
+            f"among the K retrieved first, as distractor concepts grow the database to N. One panel per query: the "
+            f"whole photo, the detector's regions, or both. Dashed: chance, K/N. {models}"
+        )
+        drawn.append(plots.recall_vs_size(out / "recall_vs_n.png", panels, "Retrieval recall@K against database size", caption).name)
     if "retriever_curve" in summary:
-        points = summary["retriever_curve"]["points"]
-        path = plots.precision_recall(out / "recognition_pr.png", [p["recall"] for p in points], [p["precision"] for p in points], "Recognition by retriever distance")
+        curve = summary["retriever_curve"]
+        points, best = curve["points"], curve["best"]
+        calibrated = max((p for p in points if p["threshold"] <= 1.0), key=lambda p: p["threshold"], default=None)
+        marks = {f"best here (score \u2264 {best['threshold']:.3f})": (best["recall"], best["precision"])}
+        if calibrated is not None:
+            marks = {"calibrated (score \u2264 1)": (calibrated["recall"], calibrated["precision"])} | marks
+        caption = (
+            f"Is the concept in the photo? {curve['questions']} questions, {curve['positives']} of them about a concept "
+            "that is there, answered by the retriever alone: yes when the concept's best-matching region scores at or "
+            "under a threshold (score: distance over the encoder's calibrated threshold); a point per threshold. "
+            f"The best threshold is fitted on these same questions. Dashed: chance, the share of yes questions. {models}"
+        )
+        path = plots.precision_recall(
+            out / "recognition_pr.png", [p["recall"] for p in points], [p["precision"] for p in points],
+            chance=curve["positives"] / curve["questions"], marks=marks,
+            title="Recognition by the retriever's score", caption=caption,
+        )  # fmt: skip
         drawn.append(path.name)
     if summary.get("per_concept_recall_at_1"):
-        drawn.append(plots.per_concept(out / "retrieval_recall_at_1_per_concept.png", summary["per_concept_recall_at_1"], "recall@1", "Retrieval recall@1 per concept").name)
+        largest = f" at N = {max(config.sizes)}" if config.sizes else ""
+        caption = (
+            "Recall@1 of each concept: the share of its query photos for which it is the concept retrieved first, "
+            f"querying the whole photo and its regions together{largest}. Dashed: the mean over concepts. {models}"
+        )
+        drawn.append(plots.per_concept(out / "retrieval_recall_at_1_per_concept.png", summary["per_concept_recall_at_1"], "recall@1", "Retrieval recall@1 per concept", caption).name)
     if summary.get("per_concept_recall"):
-        drawn.append(plots.per_concept(out / "caption_recall_per_concept.png", summary["per_concept_recall"], "recall", "Caption recall per concept").name)
+        caption = (
+            "Caption recall of each concept: the share of captions of photos showing it that name it, with retrieval "
+            f"as configured. Dashed: the mean over concepts. {models}"
+        )
+        drawn.append(plots.per_concept(out / "caption_recall_per_concept.png", summary["per_concept_recall"], "recall", "Caption recall per concept", caption).name)
     return drawn

@@ -15,10 +15,8 @@ every item under each *variant*, writing each result as it finishes:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +31,8 @@ from rap.evaluation.journal import Journal
 from rap.evaluation.metrics import QAResult
 from rap.retrieval import Retriever
 from rap.settings import Settings
-from rap.store.base import NewConcept
+from rap.store.inputs import NewConcept, ProgressFactory
 from rap.store.local import LocalConceptStore
-
-ProgressFactory = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 
 @dataclass
@@ -135,9 +131,9 @@ class _Assistants:
         self._generator: Generator | str = settings.generator_spec
         self._made: dict[tuple[Any, ...], Assistant] = {}
 
-    def make(self, detector: str, *, whole_image: bool = True, max_concepts: int | None = None, k: int | None = None, threshold: float | None = None) -> Assistant:
+    def make(self, detector: str, *, whole_image: bool = True, max_concepts: int | None = None, k: int | None = None, strict: bool | None = None) -> Assistant:
         """One assistant per configuration, kept: its retriever remembers the last photos' regions."""
-        key = (detector, whole_image, max_concepts, k, threshold)
+        key = (detector, whole_image, max_concepts, k, strict)
         if key in self._made:
             made = self._made[key]
             if isinstance(self._generator, Generator):
@@ -145,7 +141,7 @@ class _Assistants:
             return made
         s = self.settings
         retriever = Retriever.from_settings(
-            self.store, s, detector=detector, top_k=k, threshold=threshold, whole_image=whole_image
+            self.store, s, detector=detector, top_k=k, strict=strict, whole_image=whole_image
         )
         options = GenerationOptions(max_new_tokens=s.max_new_tokens, temperature=s.temperature)
         made = self._made[key] = Assistant(self.store, retriever, self._generator, options, s.generator_options, max_concepts)
@@ -169,9 +165,13 @@ def _evaluate(config: EvalConfig, store: LocalConceptStore, todo: list[tuple[str
         if size:
             _resize(store, config.distractors, int(size))
         if config.task == "retrieval":
-            bot = assistants.make("none" if base == "image" else detector, whole_image=base != "regions", k=max(config.ks), threshold=math.inf)
+            # the default decision: the top K, each labelled (recall from their order, acceptance from the labels)
+            bot = assistants.make("none" if base == "image" else detector, whole_image=base != "regions", k=max(config.ks), strict=False)
             retrieval = bot.retriever.retrieve(item.image)
-            yield variant, item, {"retrieved": retrieval.names(), "truth": list(item.concepts), "n": len(store)}
+            yield variant, item, {
+                "retrieved": retrieval.names(), "matched": retrieval.matches(), "truth": list(item.concepts), "n": len(store),
+                "operating_point": bot.retriever.operating_point.describe(),
+            }  # fmt: skip
             continue
         if config.task == "recognition":
             bot = assistants.make(detector)

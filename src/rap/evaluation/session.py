@@ -23,7 +23,7 @@ from rap.evaluation.report import summarise, write_report
 from rap.evaluation.runner import EvalConfig, ProgressFactory, run
 from rap.redact import redact
 from rap.settings import Settings
-from rap.store.base import NewConcept
+from rap.store.inputs import NewConcept
 from rap.images import IMAGE_SUFFIXES
 
 

@@ -1,9 +1,9 @@
-"""What the transformers backends share: decoding settings and streaming generation."""
+"""What the transformers backends share: decoding settings, streaming generation, chat-template messages."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rap._imports import require
 from rap.errors import ConfigError
 from rap.generation.base import GenerationOptions
+from rap.generation.prompt import Turn
 
 
 class TransformersOptions(BaseModel):
@@ -131,3 +132,16 @@ def stream_generate(model: Any, tokenizer: Any, inputs: dict[str, Any], options:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def chat_messages(conversation: Sequence[Turn]) -> list[dict[str, Any]]:
+    """The conversation as chat-template messages, images as placeholders in their places."""
+    messages: list[dict[str, Any]] = []
+    for turn in conversation:
+        content = [
+            {"type": "text", "text": part} if isinstance(part, str) else {"type": "image"} for part in turn.parts
+        ]
+        messages.append({"role": "user", "content": content})
+        if turn.reply is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.reply}]})
+    return messages

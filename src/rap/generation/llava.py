@@ -42,7 +42,7 @@ from rap._imports import loading_checkpoint, require
 from rap.errors import ConfigError, InvalidInput, shell_word
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import TransformersOptions, stream_generate
+from rap.generation.hf import TransformersOptions, chat_messages, stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 
@@ -81,19 +81,6 @@ def paper_max_concepts(config: Any) -> int:
     image per concept.
     """
     return 3 if config.text_config.model_type == "phi3" else 2
-
-
-def chat_messages(conversation: Sequence[Turn]) -> list[dict[str, Any]]:
-    """The conversation as chat-template messages, images as placeholders in their places."""
-    messages: list[dict[str, Any]] = []
-    for turn in conversation:
-        content = [
-            {"type": "text", "text": part} if isinstance(part, str) else {"type": "image"} for part in turn.parts
-        ]
-        messages.append({"role": "user", "content": content})
-        if turn.reply is not None:
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.reply}]})
-    return messages
 
 
 def render(processor: Any, conversation: Sequence[Turn], generation_prompt: bool = True) -> str:

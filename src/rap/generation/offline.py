@@ -31,7 +31,8 @@ from rap.generation.prompt import Turn
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = (
-    "You are a helpful personal assistant. You cannot see images; you are told what is in the user's photo. "
+    "You are a helpful personal assistant. You cannot see images; you are told what is in the user's photo, "
+    "and that account is right: never say otherwise. "
     "Call the user's people and things by their names in angle brackets. Answer in one or two sentences."
 )
 
@@ -108,7 +109,7 @@ class OfflineTextGenerator(Generator):
         facts are laid out plainly: what it knows of each concept in the system
         message, what the retriever saw before the question.
         """
-        known = {c.token: c.text for turn in conversation for c in turn.concepts}
+        known = {c.token: c.info for turn in conversation for c in turn.concepts}
         system = SYSTEM
         if known:
             system += "\n\nThe user's people and things:\n" + "\n".join(f"- {t}: {text}" for t, text in known.items())

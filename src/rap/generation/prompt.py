@@ -11,7 +11,17 @@ first, then, in brackets, one entry per retrieved concept::
     ]What is <bo> doing?
 
 where each inner ``<image>`` is that concept's reference image. A text-only
-question has no query image. rap keeps this as a list of *parts*, text and
+question has no query image.
+
+The retriever hands over its top K candidates, as in the paper, and labels
+each a match or not. A candidate retrieved for its looks alone that is not a
+match is marked in the least intrusive place, the end of its ``Info`` (free
+text the model already reads)::
+
+     Name: <kit>, Info: <kit> is a ginger cat. (A weak match: it may not be in this image.)
+
+so the format the paper trained on is unchanged, and a prompt whose concepts
+are all matches (or all named by the user) is exactly the paper's. rap keeps this as a list of *parts*, text and
 images interleaved, so that each backend can render it its own way: image
 placeholder tokens and the model's own chat template for the transformers
 backends, content lists for an OpenAI-compatible server, a text account of the
@@ -30,6 +40,10 @@ Part = str | Image.Image
 """A piece of a user message: text, or an image in its place."""
 
 
+#: what a weak candidate's ``Info`` ends with
+WEAK_LABEL = "(A weak match: it may not be in this image.)"
+
+
 @dataclass(frozen=True)
 class PromptConcept:
     """A retrieved concept as the model sees it."""
@@ -42,6 +56,14 @@ class PromptConcept:
     """Its reference image (None: text only, e.g. for a text-only model)."""
     image_key: str | None = None
     """A stable key of that image (its SHA-256), for caching its vision features."""
+    weak: bool = False
+    """Retrieved for its looks, but not labelled a match: the prompt says it may not be there."""
+
+    @property
+    def info(self) -> str:
+        """Its text as the prompt gives it, with the weak label when it is weak."""
+        return f"{self.text} {WEAK_LABEL}" if self.weak else self.text
+
 
 
 @dataclass
@@ -86,7 +108,7 @@ def concept_block(concepts: Sequence[PromptConcept]) -> list[Part]:
         parts.append(f"{n}.")
         if concept.image is not None:
             parts.append(concept.image)
-        parts.append(f"\n Name: {concept.token}, Info: {concept.text}\n")
+        parts.append(f"\n Name: {concept.token}, Info: {concept.info}\n")
     parts.append("]")
     return _merge_text(parts)
 

@@ -60,8 +60,7 @@ from rap._imports import loading_checkpoint, require
 from rap.errors import ConfigError, InvalidInput
 from rap.generation import GENERATORS
 from rap.generation.base import GenerationOptions, Generator, validated_options
-from rap.generation.hf import TransformersOptions, stream_generate
-from rap.generation.llava import chat_messages
+from rap.generation.hf import TransformersOptions, chat_messages, stream_generate
 from rap.generation.prompt import Turn
 from rap.generation.vision_cache import FeatureCache
 

@@ -15,13 +15,16 @@ which bounds the memory: each entry is one image's features on the model's
 device (576 x 5120 values for LLaVA-1.5-13B, about 6 MB in bfloat16).
 
 Values are opaque here (torch tensors in practice), so this module needs no torch.
+The map is ``cachetools``' LRU cache; this class adds the lock that a server
+answering several questions at once needs, and a capacity of 0 that keeps nothing.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Generic, TypeVar
+
+from cachetools import LRUCache
 
 V = TypeVar("V")
 
@@ -33,26 +36,20 @@ class FeatureCache(Generic[V]):
         if capacity < 0:
             raise ValueError("capacity must be >= 0")
         self.capacity = capacity
-        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._entries: LRUCache[str, V] = LRUCache(maxsize=capacity)
         self._lock = threading.Lock()  # a server answers several questions at once
 
     def get(self, key: str) -> V | None:
         """The features kept for ``key``, now marked most recently used; None if absent."""
         with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
+            return self._entries.get(key)
 
     def put(self, key: str, value: V) -> None:
-        """Keep ``value`` for ``key``, dropping the least recently used entries beyond capacity."""
+        """Keep ``value`` for ``key``, dropping the least recently used entry beyond capacity."""
         if self.capacity == 0:
             return
         with self._lock:
             self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:

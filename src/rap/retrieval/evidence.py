@@ -1,82 +1,54 @@
-"""Which visual matches count: image evidence, face evidence, and how they combine.
+"""The evidence the retriever gathers for one query photo, before anything is decided.
 
-A region's match with a concept's key is a *candidate*; its ``score`` is the
-distance divided by the space's calibrated match distance, so ``score <= 1``
-means "a match" in every space. The image space's distance is calibrated for
-the detector that cut the query (see ``ImageEncoder.threshold_for``).
-
-Faces decide about people, but a face descriptor alone is not proof: dlib's
-descriptor puts some pairs of different people (two women measured 0.30 and
-0.33 apart) closer than some pairs of photos of one person (up to 0.31). So a
-face is used in three bands (``FaceAnalyzer``'s two distances):
-
-* within ``match_threshold``: the person is admitted on the face alone;
-* between that and ``confirm_threshold``: the face only *confirms* an image
-  match of the same person in the same photo (the image match stands); alone
-  it admits no one;
-* beyond ``confirm_threshold`` for every face in the photo: the face *rejects*
-  that person, even where the image encoder matched their clothes or setting.
+A query region's match with a concept's key is a :class:`Candidate`: the
+distance, where the region is, what cut it, and how crowded the region's
+neighbourhood is. The retriever gathers every region's nearest concepts as
+candidates; :mod:`rap.retrieval.decision` then labels each one a match or not
+under an operating point. Keeping the two apart lets ``rap calibrate`` gather a
+photo's evidence once and try many operating points on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.images import Box
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
-    """One concept matched by one query region in one space."""
+    """One concept matched by one query region in one space, labelled once decided."""
 
     concept: str
     distance: float
-    score: float
     box: Box
     #: what produced the region: ``image`` (whole image), ``detector`` or ``face``
     region: str
-    #: whether the region's nearest concept stands apart from its second (see :func:`mark_distinct`)
-    distinct: bool = True
+    #: the region's nearest distance over its second-nearest concept's (image space; None: one concept in reach)
+    crowding: float | None = None
+    #: distance over the space's match distance in the operating point (set by the decision; <= 1: within it)
+    score: float = float("nan")
+    #: whether the decision labels it a match
+    match: bool = False
+
+    @property
+    def space(self) -> str:
+        return FACE_SPACE if self.region == "face" else IMAGE_SPACE
 
 
-def mark_distinct(region: list[Candidate], ratio: float | None) -> None:
-    """Lowe's ratio test on one region's candidates, nearest first.
+@dataclass(frozen=True)
+class PhotoEvidence:
+    """Everything the decision needs about one query photo."""
 
-    Among hundreds of concepts a region showing none of them lands near several
-    at once, while the concept a region shows stands apart: when the nearest is
-    not within ``ratio`` times the second's distance, none of them counts.
-    """
-    if ratio is not None and len(region) >= 2 and region[0].distance > ratio * region[1].distance:
-        for candidate in region:
-            candidate.distinct = False
+    image: list[Candidate] = field(default_factory=list)
+    faces: list[Candidate] = field(default_factory=list)
+    #: whether faces were looked for and found (so that a face may reject a person)
+    has_faces: bool = False
 
 
-def combine(
-    image: list[Candidate],
-    faces: list[Candidate],
-    *,
-    image_match: Callable[[Candidate], bool],
-    face_match: Callable[[Candidate], bool],
-    confirm_score: float,
-    has_face_keys: Callable[[Collection[str]], set[str]],
-    faces_reject: bool,
-) -> list[Candidate]:
-    """The candidates of one query photo that count, image and face together.
-
-    ``image_match`` and ``face_match`` say whether a candidate counts on its own;
-    ``confirm_score`` is the face score up to which a face confirms an image
-    match; ``has_face_keys`` names which of some concepts have stored faces;
-    ``faces_reject`` is whether the photo's faces may reject a person: it has
-    faces, and the caller does not keep every match (as the paper does).
-    """
-    images = [c for c in image if image_match(c)]
-    near_faces = {c.concept for c in faces if c.score <= confirm_score}
-    if faces_reject:
-        # a person whose stored face is unlike every face here is not here
-        rejected = has_face_keys({c.concept for c in images}) - near_faces
-        images = [c for c in images if c.concept not in rejected]
-    # a person known by face is reported by their face: its box is where they are
-    by_face = [c for c in faces if face_match(c)]
-    known = {c.concept for c in by_face}
-    return by_face + [c for c in images if c.concept not in known]
+def crowding(distances: list[float]) -> float | None:
+    """A region's nearest distance over its second-nearest (distinct concepts, nearest first)."""
+    if len(distances) < 2 or distances[1] <= 0:
+        return None
+    return distances[0] / distances[1]

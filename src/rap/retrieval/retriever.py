@@ -12,25 +12,28 @@ What the official code lacks, and this adds:
   nothing still retrieves;
 * faces are matched in their own space with a face-recognition model, because
   CLIP-like encoders are weak on faces (as MyVLM found);
-* a distance threshold, so "none of my concepts is here" is a possible answer.
-  Matches from different spaces are ranked on one scale, ``score`` = distance
-  divided by the space's calibrated match distance, where ``score <= 1`` means
-  "a match"; the image space's is calibrated per detector (the best of ten
-  crops comes closer to a stranger than one whole image does), and a user
-  threshold replaces it. A face admits, confirms or rejects a person
-  (:mod:`rap.retrieval.evidence`);
-* concepts named in the text are always retrieved, ahead of visual matches.
+* each of the top K is labelled a match or not (:mod:`rap.retrieval.decision`),
+  so "none of my concepts is here" is a possible answer that hides nothing from
+  a model that can look: matches come first, then the closest non-matches,
+  ranked on one scale, ``score`` = distance divided by the space's match
+  distance, where ``score <= 1`` means "within it"; ``strict`` keeps only the
+  matches;
+* concepts named in the text are always retrieved, ahead of visual matches,
+  with the label their visual evidence earns.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+import threading
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from rap.concepts import Concept
@@ -38,7 +41,9 @@ from rap.detectors import Region, RegionDetector, create_detector
 from rap.embedding import FACE_SPACE, IMAGE_SPACE
 from rap.encoders.base import Face
 from rap.images import Box, ImageInput, crop, reduced
-from rap.retrieval.evidence import Candidate, combine, mark_distinct
+from rap import negatives
+from rap.retrieval.decision import RECORD_KEY, OperatingPoint, decide, per_concept
+from rap.retrieval.evidence import Candidate, PhotoEvidence, crowding
 from rap.retrieval.text import candidate_names
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
@@ -54,20 +59,36 @@ class RetrievedConcept:
     concept: Concept
     #: ``text`` if the user named it, else ``image``
     via: Literal["text", "image"]
-    #: Euclidean distance of its best visual match (None if no region matched it)
+    #: Euclidean distance of its best visual candidate (None if no region came near it)
     distance: float | None = None
-    #: distance divided by its space's calibrated match distance (<= 1: a match)
+    #: distance divided by its space's match distance in the operating point (<= 1: within it)
     score: float | None = None
-    #: the query region that matched it, in pixels of the query image
+    #: the query region of that candidate, in pixels of the query image
     box: Box | None = None
     #: what produced that region: ``image`` (whole image), ``detector`` or ``face``
     region: str | None = None
+    #: whether the retriever's decision labels it present in the photo (False: a weak candidate, or no visual evidence)
+    match: bool = False
+
+    @property
+    def space(self) -> str | None:
+        """The space of its visual evidence: ``image`` or ``face`` (None: none)."""
+        if self.region is None:
+            return None
+        return FACE_SPACE if self.region == "face" else IMAGE_SPACE
+
+    @property
+    def weak(self) -> bool:
+        """Retrieved for its looks alone, yet not labelled a match: the model should doubt it."""
+        return self.via == "image" and not self.match
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.concept.name,
             "category": self.concept.category,
             "via": self.via,
+            "match": self.match,
+            "space": self.space,
             "distance": None if self.distance is None else round(self.distance, 4),
             "score": None if self.score is None else round(self.score, 4),
             "box": list(self.box) if self.box else None,
@@ -86,6 +107,10 @@ class Retrieval:
 
     def names(self) -> list[str]:
         return [r.concept.name for r in self.concepts]
+
+    def matches(self) -> list[str]:
+        """The names labelled a match, best first."""
+        return [r.concept.name for r in self.concepts if r.match]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +193,7 @@ class Retriever:
         top_k: int | None = None,
         per_region_k: int | None = None,
         threshold: float | None = None,
+        strict: bool = default("strict_matches"),
         whole_image: bool = True,
         image_side: int = default("image_side"),
         batch_images: int = default("batch_images"),
@@ -189,9 +215,12 @@ class Retriever:
         self._detector = detector if detector is not None else default("detector")
         self.top_k = top_k if top_k is not None else default("top_k")
         self.per_region_k = per_region_k if per_region_k is not None else default("per_region_k")
-        #: image-space distance threshold; None uses the encoder's calibrated one, inf keeps all
+        #: image-space distance threshold; None: the store's calibrated operating point, else the encoder's; inf keeps all
         self.threshold = threshold
-        self._recent: dict[tuple[str, _Wanted, str], _Looked] = {}
+        #: keep only the candidates labelled a match (the top K otherwise, each labelled)
+        self.strict = strict
+        self._recent: LRUCache[tuple[str, _Wanted, str], _Looked] = LRUCache(maxsize=4)
+        self._recent_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -202,6 +231,7 @@ class Retriever:
             "top_k": settings.top_k,
             "per_region_k": settings.per_region_k,
             "threshold": settings.threshold,
+            "strict": settings.strict_matches,
             "image_side": settings.image_side,
             "batch_images": settings.batch_images,
             "locate_box_vote": settings.locate_box_vote,
@@ -216,21 +246,13 @@ class Retriever:
             self._detector = create_detector(self._detector)
         return self._detector
 
-    def _keeps(self, space: str, distance: float, score: float) -> bool:
-        """Whether a match counts: the user's threshold for images (inf keeps all), else score <= 1."""
-        if self.threshold is not None and (space == IMAGE_SPACE or math.isinf(self.threshold)):
-            return distance <= self.threshold
-        return score <= 1.0
-
-    def _counts(self, space: str, candidate: Candidate) -> bool:
-        """Whether a region's candidate counts: within the threshold and, unless every
-        match is kept, from a region whose nearest concept stands apart."""
-        keep_all = self.threshold is not None and math.isinf(self.threshold)
-        return self._keeps(space, candidate.distance, candidate.score) and (candidate.distinct or keep_all)
-
-    def _calibrated(self, space: str) -> float:
-        """The space's match distance for this retriever's queries: per detector for images."""
-        return self.store.embedder.threshold(space, self.detector.id)
+    @cached_property
+    def operating_point(self) -> OperatingPoint:
+        """How this retriever labels matches: the threshold given, else the store's calibrated point, else the encoder's."""
+        detector = self._detector if isinstance(self._detector, str) else self._detector.id  # a spec names it without loading it
+        return OperatingPoint.of(
+            self.store.embedder, self.store.encoder_id, detector, threshold=self.threshold, recorded=self.store.recorded(RECORD_KEY)
+        )
 
     def retrieve(self, image: Query | None = None, text: str | None = None, k: int | None = None) -> Retrieval:
         """Concepts for one query: an image, a text, or both."""
@@ -256,10 +278,21 @@ class Retriever:
         if len(texts) != len(images):
             raise ValueError("give one text per image, or none")
         k = k or self.top_k
-        wanted = self._wanted(faces=True)
-        looked = thread_imap(lambda image: self._look(image, wanted), images, self.cpu_threads, window=self.batch_images)
-        for photo, text in zip(looked, texts):
+        for photo, text in zip(self._looked_many(images), texts):
             yield self._retrieval(photo, text, k)
+
+    def evidence_many(self, images: Sequence[Query]) -> Iterator[PhotoEvidence]:
+        """Each photo's evidence, undecided: for trying operating points on it (``rap calibrate``)."""
+        for photo in self._looked_many(images):
+            yield self._evidence(photo)
+
+    def has_face_keys(self, names: Collection[str]) -> set[str]:
+        """Which of ``names`` have stored faces (only they can be rejected by a photo's faces)."""
+        return {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))}
+
+    def _looked_many(self, images: Sequence[Query]) -> Iterator[_Looked]:
+        wanted = self._wanted(faces=True)
+        return thread_imap(lambda image: self._look(image, wanted), images, self.cpu_threads, window=self.batch_images)
 
     def _wanted(self, faces: bool) -> _Wanted:
         """What to compute for each photo, asked of the store once, before any thread starts."""
@@ -283,51 +316,41 @@ class Retriever:
         return _Looked(picture, size, regions, vectors, faces)
 
     def _retrieval(self, photo: _Looked, text: str | None, k: int) -> Retrieval:
-        found = [replace(c, box=photo.full_box(c.box)) for c in self._visual_candidates(photo)]
+        decided = decide(self._evidence(photo), self.operating_point, self.has_face_keys)
         return Retrieval(
-            self._merge(text or "", found, k).concepts,
+            self._merge(text or "", decided, k).concepts,
             regions=[replace(r, box=photo.full_box(r.box)) for r in photo.regions + photo.face_regions()],
             image_size=photo.size,
         )
 
-    def _visual_candidates(self, photo: _Looked) -> list[Candidate]:
-        """The photo's regions and faces matched against the store: the candidates that count."""
+    def _evidence(self, photo: _Looked) -> PhotoEvidence:
+        """The photo's regions and faces matched against the store, boxes in full pixels."""
         by_image = self._match(IMAGE_SPACE, photo.vectors, photo.regions) if len(photo.vectors) else []
-        if photo.faces is None:
-            return [c for c in by_image if self._counts(IMAGE_SPACE, c)]
         by_face = self._match(FACE_SPACE, np.stack([f.vector for f in photo.faces]), photo.face_regions()) if photo.faces else []
-        return self._combine(by_image, by_face, bool(photo.faces))
-
-    def _combine(self, image: list[Candidate], faces: list[Candidate], photo_has_faces: bool) -> list[Candidate]:
-        """Image and face candidates of one photo that count (see :mod:`rap.retrieval.evidence`)."""
-        analyzer = self.store.embedder.face_analyzer
-        keep_all = self.threshold is not None and math.isinf(self.threshold)
-        return combine(
-            image,
-            faces,
-            image_match=lambda c: self._counts(IMAGE_SPACE, c),
-            face_match=lambda c: self._counts(FACE_SPACE, c),
-            confirm_score=analyzer.confirm_threshold / analyzer.match_threshold if analyzer else 1.0,
-            has_face_keys=lambda names: {n for n in names if len(self.store.concept_vectors(n, FACE_SPACE))},
-            faces_reject=not keep_all and photo_has_faces,
-        )
+        full = lambda found: [replace(c, box=photo.full_box(c.box)) for c in found]  # noqa: E731
+        return PhotoEvidence(full(by_image), full(by_face), bool(photo.faces))
 
     def _match(self, space: str, vectors: np.ndarray, regions: list[Region]) -> list[Candidate]:
-        """Each region's ``per_region_k`` nearest concepts, whether they count or not (see _combine)."""
-        calibrated = self._calibrated(space)
+        """Each region's ``per_region_k`` nearest concepts, with how crowded the region's neighbourhood is."""
         found: list[Candidate] = []
+        refused: dict[str, np.ndarray] = {}  # each concept's negatives, read once ("Not bo" in the web page)
         # Ask for more neighbours than needed: several may be images of one concept.
-        for region, region_hits in zip(regions, self.store.search(space, vectors, self.per_region_k * 4)):
-            kept: dict[str, Candidate] = {}
+        for region, vector, region_hits in zip(regions, vectors, self.store.search(space, vectors, self.per_region_k * 4)):
+            nearest: dict[str, float] = {}
             for hit in region_hits:
-                if hit.concept in kept:
+                if hit.concept in nearest:
                     continue
-                kept[hit.concept] = Candidate(hit.concept, hit.distance, hit.distance / calibrated, region.box, region.source)
-                if len(kept) == self.per_region_k:
+                if space == IMAGE_SPACE:
+                    if hit.concept not in refused:
+                        refused[hit.concept] = negatives.vectors(self.store, hit.concept)
+                    if negatives.refuses(refused[hit.concept], vector, hit.distance):
+                        continue
+                nearest[hit.concept] = hit.distance
+                if len(nearest) == max(self.per_region_k, 2):
                     break
-            if space == IMAGE_SPACE:
-                mark_distinct(list(kept.values()), self.store.embedder.encoder.distinct_ratio)
-            found.extend(kept.values())
+            crowded = crowding(list(nearest.values())) if space == IMAGE_SPACE else None
+            for concept, distance in list(nearest.items())[: self.per_region_k]:
+                found.append(Candidate(concept, distance, region.box, region.source, crowded))
         return found
 
     def _looked_once(self, image: Query, faces: bool) -> _Looked:
@@ -335,56 +358,55 @@ class Retriever:
         often asked of one photo for many X."""
         wanted = self._wanted(faces)
         key = (str(image), wanted, self.store.encoder_id) if isinstance(image, (str, Path)) else None
-        if key is not None and key in self._recent:
-            return self._recent[key]
+        if key is not None:
+            with self._recent_lock:
+                if key in self._recent:
+                    return self._recent[key]
         looked = self._look(image, wanted)
         if key is not None:
-            self._recent[key] = looked
-            while len(self._recent) > 4:
-                self._recent.pop(next(iter(self._recent)))
+            with self._recent_lock:
+                self._recent[key] = looked
         return looked
 
-    def locate(self, image: Query, name: str) -> tuple[RetrievedConcept, bool]:
-        """Where one named concept best matches in ``image``, and whether that counts as a match.
+    def locate(self, image: Query, name: str) -> RetrievedConcept:
+        """Where one named concept best matches in ``image``, labelled a match or not.
 
         Every region (and face) is compared with the concept's own reference
-        vectors directly, so the answer does not depend on the other concepts.
+        vectors directly, so the answer does not depend on the other concepts
+        (no ratio test); the rest of the decision is retrieval's.
         """
         concept = self.store.get(name)
         references = self.store.concept_vectors(concept.name, IMAGE_SPACE)
         faces_of_concept = self.store.concept_vectors(concept.name, FACE_SPACE)
         photo = self._looked_once(image, bool(len(faces_of_concept)))
-        queries: list[tuple[str, np.ndarray, list[Region]]] = []
-        if len(references) and len(photo.vectors):
-            queries.append((IMAGE_SPACE, photo.vectors, photo.regions))
-        if photo.faces:
-            queries.append((FACE_SPACE, np.stack([face.vector for face in photo.faces]), photo.face_regions()))
         found: dict[str, list[Candidate]] = {IMAGE_SPACE: [], FACE_SPACE: []}
-        for space, vectors, space_regions in queries:
-            keys = references if space == IMAGE_SPACE else faces_of_concept
+        queries: list[tuple[str, np.ndarray, np.ndarray, list[Region]]] = []
+        if len(references) and len(photo.vectors):
+            queries.append((IMAGE_SPACE, photo.vectors, references, photo.regions))
+        if photo.faces:
+            queries.append((FACE_SPACE, np.stack([face.vector for face in photo.faces]), faces_of_concept, photo.face_regions()))
+        for space, vectors, keys, space_regions in queries:
             distances = np.linalg.norm(vectors[:, None, :] - keys[None, :, :], axis=2).min(axis=1)
-            calibrated = self._calibrated(space)
             for region, distance in zip(space_regions, distances.tolist()):
-                found[space].append(Candidate(concept.name, distance, distance / calibrated, region.box, region.source))
-        every = found[IMAGE_SPACE] + found[FACE_SPACE]
-        if not every:
-            return RetrievedConcept(concept, "image"), False
-        # the same decision as retrieval's, the face included, but against this concept alone
-        counted = self._combine(found[IMAGE_SPACE], found[FACE_SPACE], bool(found[FACE_SPACE]))
-        best = min(counted or every, key=lambda c: c.score)
+                found[space].append(Candidate(concept.name, distance, region.box, region.source))
+        if not found[IMAGE_SPACE] and not found[FACE_SPACE]:
+            return RetrievedConcept(concept, "image")
+        evidence = PhotoEvidence(found[IMAGE_SPACE], found[FACE_SPACE], bool(found[FACE_SPACE]))
+        [best] = per_concept(decide(evidence, self.operating_point, self.has_face_keys))
         if best.region != "face":
             best = replace(best, box=vote_box(best, found[IMAGE_SPACE], self.locate_box_vote))
-        return _retrieved(concept, "image", replace(best, box=photo.full_box(best.box))), bool(counted)
+        return _retrieved(concept, "image", replace(best, box=photo.full_box(best.box)))
 
-    def _merge(self, text: str, candidates: list[Candidate], k: int) -> Retrieval:
-        best: dict[str, Candidate] = {}
-        for candidate in sorted(candidates, key=lambda c: c.score):
-            best.setdefault(candidate.concept, candidate)
+    def _merge(self, text: str, decided: list[Candidate], k: int) -> Retrieval:
+        """The named concepts, then the best visual ones up to ``k`` in all: matches first, each labelled."""
+        best = per_concept(decided)
         named = self.store.lookup(candidate_names(text)) if text else []
         named_keys = {c.name for c in named}
-        visual = [c for c in best.values() if c.concept not in named_keys][: max(0, k - len(named))]
+        shown = [c for c in best if c.match] if self.strict else best
+        visual = [c for c in shown if c.concept not in named_keys][: max(0, k - len(named))]
+        by_name = {c.concept: c for c in best}
         concepts = {c.name: c for c in self.store.lookup([*named_keys, *(c.concept for c in visual)])}
-        result = [_retrieved(concepts[c.name], "text", best.get(c.name)) for c in named]
+        result = [_retrieved(concepts[c.name], "text", by_name.get(c.name)) for c in named]
         result += [_retrieved(concepts[c.concept], "image", c) for c in visual if c.concept in concepts]
         return Retrieval(result)
 
@@ -392,4 +414,4 @@ class Retriever:
 def _retrieved(concept: Concept, via: Literal["text", "image"], match: Candidate | None) -> RetrievedConcept:
     if match is None:
         return RetrievedConcept(concept, via)
-    return RetrievedConcept(concept, via, match.distance, match.score, match.box, match.region)
+    return RetrievedConcept(concept, via, match.distance, match.score, match.box, match.region, match.match)

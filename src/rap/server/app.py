@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from rap import __version__
 from rap.server import errors
+from rap.server.headers import SecurityHeadersMiddleware
 from rap.server.limits import BodyLimitMiddleware, TimeoutMiddleware
 from rap.server.metrics import MetricsMiddleware
 from rap.server.routes import account, assistant, chat, concepts, health
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     # every image at its limit, plus room for the form's text fields
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes * settings.max_images_per_request + 2**20)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     return app

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from rap.errors import RapError
+from rap.errors import NotReady, RapError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def rap_error_response(error: RapError) -> JSONResponse:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(int(retry_after))
-    if error.http_status >= 500:
+    if error.http_status >= 500 and not isinstance(error, NotReady):  # "still loading" is expected, not a fault
         log.warning("%s: %s", type(error).__name__, error.message)
     return JSONResponse(error_body(error_code(error), error.message), error.http_status, headers=headers)
 

@@ -9,8 +9,9 @@ their first request through :func:`open_user_store` and kept among the
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from rap.assistant import Assistant
 from rap.detectors import RegionDetector, create_detector
@@ -109,7 +110,7 @@ class Runtime:
         self.ready = threading.Event()
         #: why loading the models failed, if it did (``/readyz`` says so)
         self.load_error: str | None = None
-        self._stores: OrderedDict[int, ConceptStore] = OrderedDict()
+        self._stores: LRUCache[int, ConceptStore] = LRUCache(maxsize=settings.open_stores)
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -125,12 +126,10 @@ class Runtime:
         """The user's store, opened on first use; the least recently used beyond ``open_stores`` is dropped
         (not closed: a request may still hold it; it closes when the last one lets go)."""
         with self._lock:
-            store = self._stores.pop(user.id, None)
+            store = self._stores.get(user.id)
             if store is None:
                 store = open_user_store(self.settings, user, self.models)
-            self._stores[user.id] = store
-            while len(self._stores) > self.settings.open_stores:
-                self._stores.popitem(last=False)
+                self._stores[user.id] = store
             return store
 
     def assistant(self, user: User, k: int | None = None) -> Assistant:

@@ -23,7 +23,6 @@ class ErrorBody(BaseModel):
 
 class ImageOut(BaseModel):
     id: int
-    file: str
     sha256: str
     width: int
     height: int
@@ -39,6 +38,11 @@ class ConceptOut(BaseModel):
     images: list[ImageOut]
     created_at: datetime
     updated_at: datetime
+
+
+class NegativesOut(BaseModel):
+    name: str
+    negatives: int = Field(description="regions marked as not this concept; retrieval no longer matches regions nearer to them")
 
 
 class ConceptPage(BaseModel):
@@ -61,6 +65,8 @@ class RetrievedOut(BaseModel):
     name: str
     category: str
     via: Literal["text", "image"]
+    match: bool = Field(description="whether the retriever labels it present in the photo; false: a weak candidate, or no visual evidence")
+    space: Literal["image", "face"] | None = Field(description="the space of its visual evidence; null: none")
     distance: float | None
     score: float | None
     box: list[int] | None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rap.store.base import ConceptStore, NewConcept, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept
 from rap.store.local import LocalConceptStore
 from rap.store.registry import STORES, open_store
 

@@ -11,28 +11,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage
+from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
 from rap.embedding import Embedder
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
-from rap.errors import EncoderMismatch
-from rap.images import ImageFile, LoadedImage
+from rap.errors import ConceptNotFound, EncoderMismatch
 from rap.settings import Settings
-
-if TYPE_CHECKING:
-    from rap.store.prepare import EditPlan
-
-ImageSource = str | Path | ImageFile | LoadedImage
-Progress = Callable[[int], None]
-"""Called with the number of items just finished, for progress bars."""
-ProgressFactory = Callable[[str, int], AbstractContextManager[Progress]]
-"""Opens a progress display for ``total`` items with a description; yields its ``advance``."""
+from rap.store.inputs import ImageSource, NewConcept, Progress, ProgressFactory
+from rap.store.prepare import EditPlan, plan_edit
 
 
 MODEL_DIGEST = "model_digest:image"
@@ -46,17 +37,6 @@ class VectorHit:
     concept: str
     image_id: int
     distance: float
-
-
-@dataclass
-class NewConcept:
-    """What a user gives to remember a concept (used for bulk adds)."""
-
-    name: str
-    images: Sequence[ImageSource]
-    info: str = ""
-    category: str = DEFAULT_CATEGORY
-    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 class ConceptStore(ABC):
@@ -198,8 +178,6 @@ class ConceptStore(ABC):
     ) -> Concept:
         """Change a concept; the whole edit is checked and its new images embedded before
         anything is written, then written in one transaction."""
-        from rap.store.prepare import plan_edit  # prepare builds on this module
-
         self._check_model_file()
         current = self.get(name)
         plan = plan_edit(
@@ -231,13 +209,22 @@ class ConceptStore(ABC):
     @abstractmethod
     def remove(self, name: str) -> None: ...
 
-    @abstractmethod
     def get(self, name: str) -> Concept:
         """The concept, by name (case-insensitive, with or without ``<>``)."""
+        found = self.lookup([name])
+        if not found:
+            raise ConceptNotFound(f"no concept named {name.strip().strip('<>')!r}; 'rap concept list' shows them")
+        return found[0]
 
-    @abstractmethod
     def lookup(self, names: Iterable[str]) -> list[Concept]:
         """The concepts among ``names`` that exist, in the order given; unknown ones are skipped."""
+        keys = list(dict.fromkeys(name_key(name.strip().strip("<>")) for name in names))
+        found = {name_key(concept.name): concept for concept in self._find(keys)} if keys else {}
+        return [found[key] for key in keys if key in found]
+
+    @abstractmethod
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
+        """The stored concepts whose name keys are among ``keys`` (distinct, not empty), in any order."""
 
     @abstractmethod
     def list(self) -> list[Concept]: ...

@@ -269,7 +269,7 @@ def _index_differs(index: VectorIndex | None, ids: np.ndarray, vectors: np.ndarr
         lacks = len(np.setdiff1d(ids, present))
         extra = len(np.setdiff1d(present, ids))
         return f"lacks {lacks} stored vector(s) and holds {extra} that point at nothing"
-    if len(ids) and not np.allclose(index.vectors(ids), vectors, atol=1e-6):
+    if not index.holds(ids, vectors):
         return "holds vectors that differ from the stored ones"
     if recorded is not None and recorded != index.factory:
         return f"was built as {index.factory}, but the store records {recorded}"

@@ -38,7 +38,8 @@ from rap.concepts import DEFAULT_CATEGORY, validate_name
 from rap.errors import InvalidFormat, InvalidInput, StoreError, shell_word
 from rap.formats import validated
 from rap.images import IMAGE_SUFFIXES
-from rap.store.base import ConceptStore, NewConcept
+from rap.store.base import ConceptStore
+from rap.store.inputs import NewConcept
 
 DATABASE_JSON = "database.json"
 

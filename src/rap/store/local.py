@@ -46,7 +46,8 @@ from rap.encoders import ENCODERS, FACE_ANALYZERS, Face, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, StoreDamaged, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
-from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import (
@@ -323,22 +324,13 @@ class LocalConceptStore(ConceptStore):
         if changed:
             raise changed_error(self.path / DB_FILE, table, changed)
 
-    def get(self, name: str) -> Concept:
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
+        found: list[Concept] = []
         with self._lock:
-            concept_id, _ = self._concept_id(name)
-            return self._load_concepts("id = ?", [concept_id])[0]
-
-    def lookup(self, names: Iterable[str]) -> list[Concept]:
-        keys = list(dict.fromkeys(name_key(n.strip().strip("<>")) for n in names))
-        if not keys:
-            return []
-        with self._lock:
-            found: dict[str, Concept] = {}
-            for start in range(0, len(keys), 900):
+            for start in range(0, len(keys), 900):  # SQLite's limit on a statement's parameters
                 chunk = keys[start : start + 900]
-                for concept in self._load_concepts(f"name_key IN ({','.join('?' * len(chunk))})", chunk):
-                    found[name_key(concept.name)] = concept
-        return [found[k] for k in keys if k in found]
+                found += self._load_concepts(f"name_key IN ({','.join('?' * len(chunk))})", chunk)
+        return found
 
     def list(self) -> list[Concept]:
         with self._lock:

@@ -44,7 +44,8 @@ from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
-from rap.store.base import ConceptStore, NewConcept, Progress, ProgressFactory, VectorHit
+from rap.store.base import ConceptStore, VectorHit
+from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.settings import Settings, default
@@ -56,6 +57,16 @@ OnEncoderChange = Literal["refuse", "reembed"]
 SPACES = (IMAGE_SPACE, FACE_SPACE)
 
 _CONCEPT_COLUMNS = "id, name, info, category, attributes, created_at, updated_at"
+
+
+SERVER_DIED = (
+    "the connection broke in the middle of a statement without a word from the server, so its server process most "
+    "likely died; the likely cause is a pgvector built for AVX-512 on a CPU without it (the server's log then says "
+    "'terminated by signal 4: Illegal instruction'): install a pgvector built for that CPU (docs/deploy.md)"
+)
+"""What a backend that dies of a signal (SIGILL in an AVX-512 pgvector, SIGSEGV, the OOM killer) looks like to a
+client: the socket closes with no error message, so no SQLSTATE (a network that cuts the connection looks the
+same). A server that ends a session on purpose (a shutdown, pg_terminate_backend, a cancel) says why first."""
 
 
 def _one_line(exc: psycopg.Error) -> str:
@@ -141,7 +152,8 @@ class PostgresConceptStore(ConceptStore):
             except RapError:
                 raise
             except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL at {redact(self.url)}: {_one_line(exc)}") from None
+                died = isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None and self._db.broken
+                raise StoreError(f"PostgreSQL at {redact(self.url)}: {SERVER_DIED if died else _one_line(exc)}") from None
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection]:
@@ -228,18 +240,9 @@ class PostgresConceptStore(ConceptStore):
             for cid, name, info, category, attributes, created, updated in rows
         ]
 
-    def get(self, name: str) -> Concept:
+    def _find(self, keys: Sequence[str]) -> list[Concept]:
         with self._session():
-            concept_id, _ = self._concept_row(name)
-            return self._load_concepts("id = %s", [concept_id])[0]
-
-    def lookup(self, names: Iterable[str]) -> list[Concept]:
-        keys = list(dict.fromkeys(name_key(n.strip().strip("<>")) for n in names))
-        if not keys:
-            return []
-        with self._session():
-            found = {name_key(c.name): c for c in self._load_concepts("name_key = ANY(%s)", [keys])}
-        return [found[k] for k in keys if k in found]
+            return self._load_concepts("name_key = ANY(%s)", [list(keys)])
 
     def list(self) -> list[Concept]:
         with self._session():

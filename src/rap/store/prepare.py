@@ -31,7 +31,7 @@ from rap.embedding import Embedder, SpaceVector
 from rap.errors import ConceptExists, InvalidImage, InvalidInput
 from rap.images import ImageFile, LoadedImage, check_image, reduce, suffix_for
 from rap.settings import default
-from rap.store.base import ImageSource, NewConcept, Progress
+from rap.store.inputs import ImageSource, NewConcept, Progress
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ each time it grows fourfold, and its ``nprobe`` is calibrated so that recall@5
 stays at or above ``target_recall`` of exact search. IVF (not HNSW)
 because a concept store is edited all the time, and IVF supports removing ids.
 Every index is made by :func:`faiss.index_factory` from its factory string,
-which the store records in its ``meta`` table.
+which the store records in its ``meta`` table, read back from the built index
+by FAISS's ``reverse_index_factory``. Only FAISS's public API is used: the ids
+an index holds come from a search of every list, its vectors from
+``reconstruct`` (exact) or ``search_and_reconstruct`` (IVF), never from its
+inverted lists or id map.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from faiss.contrib.inspect_tools import get_invlist
+from faiss.contrib.factory_tools import reverse_index_factory
 
 from rap.settings import default
 from rap.store.files import temp_path
@@ -71,8 +75,12 @@ class VectorIndex:
         index = faiss.index_factory(dim, factory_for(len(ids), approximate_above))
         if isinstance(index, faiss.IndexIVF):
             rng = np.random.default_rng(seed)
-            index.cp.niter = 10  # enough for list assignment; keeps a rebuild at 1M vectors near 30 s on 2 cores
-            index.train(vectors[rng.choice(len(vectors), size=min(len(vectors), 40 * index.nlist), replace=False)])
+            sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 40 * index.nlist), replace=False)]
+            # 10 k-means rounds are enough for list assignment, and keep a rebuild at 1M vectors near 30 s on 2 cores
+            lists = faiss.Kmeans(dim, index.nlist, niter=10, seed=seed)
+            lists.train(sample)
+            index.quantizer.add(lists.centroids)
+            index.train(sample)  # its quantizer holds nlist centroids already: IVF keeps them
             index.add_with_ids(vectors, ids)
             index.nprobe = calibrate_nprobe(index, vectors, ids, rng, TARGET_RECALL)
         elif len(ids):
@@ -91,28 +99,40 @@ class VectorIndex:
     @property
     def factory(self) -> str:
         """The FAISS factory string this index was made from."""
-        return f"IVF{self._index.nlist},Flat" if self.approximate else EXACT_FACTORY
+        return str(reverse_index_factory(self._index))
 
     @property
     def search_params(self) -> str:
         return f"nprobe={self._index.nprobe}" if self.approximate else ""
 
     def ids(self) -> np.ndarray:
-        """All ids in the index (int64, unordered)."""
+        """All ids in the index (int64, unordered): a range search of unbounded radius, every list probed."""
         if self._ids is None:
-            if not self.approximate:
-                self._ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if not self.ntotal:
+                self._ids = np.empty(0, np.int64)
             else:
-                lists = self._index.invlists
-                chunks = [get_invlist(lists, i)[0] for i in range(lists.nlist) if lists.list_size(i)]
-                self._ids = np.concatenate(chunks).astype(np.int64) if chunks else np.empty(0, np.int64)
+                query = np.zeros((1, self.dim), np.float32)
+                params = faiss.SearchParametersIVF(nprobe=self._index.nlist) if self.approximate else None
+                _, _, found = self._index.range_search(query, float("inf"), params=params)
+                self._ids = found.astype(np.int64)
         return self._ids
 
-    def vectors(self, ids: np.ndarray) -> np.ndarray:
-        """The vectors the index holds for ``ids`` (all present), to check it against SQLite."""
-        if self.approximate:
-            self._index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return np.stack([self._index.reconstruct(int(i)) for i in ids]) if len(ids) else np.empty((0, self.dim), np.float32)
+    def holds(self, ids: np.ndarray, vectors: np.ndarray, atol: float = 1e-6) -> bool:
+        """Whether the index holds each of ``vectors`` (rows) under its id in ``ids``, to check it against SQLite.
+
+        An IVF index is asked for each vector's nearest neighbour in the list
+        the vector belongs to (its own, if it is there); an exact one, for the
+        vector under each id.
+        """
+        if not len(ids):
+            return True
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if not self.approximate:
+            held = np.stack([self._index.reconstruct(int(i)) for i in ids])
+            return bool(np.allclose(held, vectors, atol=atol))
+        _, found, held = self._index.search_and_reconstruct(vectors, 1, params=faiss.SearchParametersIVF(nprobe=1))
+        # a vector stored twice under two ids may come back under either: what matters is that it is there
+        return bool(np.allclose(held[:, 0], vectors, atol=atol) and np.isin(found[:, 0], ids).all())
 
     def needs_rebuild(self, count: int) -> bool:
         """Whether ``count`` vectors call for another kind of index than this one (see the module docstring)."""

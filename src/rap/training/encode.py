@@ -1,7 +1,7 @@
 """A conversation as training tensors: the inference prompt, with the loss on the replies only.
 
 The text is laid out by the family's inference backend (its ``render``: the
-checkpoint's own chat template over :func:`rap.generation.llava.chat_messages`),
+checkpoint's own chat template over :func:`rap.generation.hf.chat_messages`),
 through :class:`~rap.training.family.Family`, so the model is trained on the
 prompt it is later asked with.
 

@@ -6,6 +6,10 @@ token ids with each image slot widened to the image's visual tokens, and the
 pixels (and, for Qwen, patch grids and M-RoPE token types) the model's
 ``forward`` takes. :class:`~rap.training.encode.ChatEncoder` places the labels
 the same way for every family, from these three operations alone.
+
+Families are chosen through :data:`FAMILIES`, the registry mechanism every
+other backend uses, by the checkpoint's ``model_type``; a package adds one by
+registering its class under the ``model_type`` it trains.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from rap._imports import require
 from rap.errors import ConfigError
 from rap.generation import llava, qwen2_vl
 from rap.generation.prompt import Turn
+from rap.registry import Registry
 
 
 class Family(ABC):
@@ -59,12 +64,19 @@ class Family(ABC):
         """Write what the backend loads beside the weights: tokenizer, image processor, chat template."""
 
 
+FAMILIES: Registry[Family] = Registry(
+    "training family", dict.fromkeys(("llava", *qwen2_vl.MODEL_TYPES), "rap.training.family")
+)
+"""Each family is registered under the ``model_type`` of the checkpoints it loads; ``factory(base, dtype=...)``."""
+
+
+@FAMILIES.register("llava", help="LLaVA-1.5 in the llava-hf layout (RAP-LLaVA and RAP-Phi3-V after rap convert llava)")
 class LlavaFamily(Family):
     """LLaVA through its processor, which widens each ``<image>`` and makes ``pixel_values``."""
 
     backend = "llava"
 
-    def __init__(self, base: str, dtype: Any) -> None:
+    def __init__(self, base: str, *, dtype: Any) -> None:
         self.processor, self.model = llava.load(base, "cpu", dtype)
         self.tokenizer = self.processor.tokenizer
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
@@ -91,12 +103,14 @@ class LlavaFamily(Family):
         self.processor.save_pretrained(folder)
 
 
+@FAMILIES.register("qwen2_5_vl", help="Qwen2.5-VL, as the qwen2-vl backend loads it")
+@FAMILIES.register("qwen2_vl", help="Qwen2-VL, as the qwen2-vl backend loads it")
 class Qwen2VLFamily(Family):
     """Qwen2-VL and Qwen2.5-VL, each image at the budget the backend's default options give it."""
 
     backend = "qwen2-vl"
 
-    def __init__(self, base: str, dtype: Any) -> None:
+    def __init__(self, base: str, *, dtype: Any) -> None:
         checkpoint = qwen2_vl.load(base, dtype)
         self.model, self.tokenizer, self.image_processor = checkpoint.model, checkpoint.tokenizer, checkpoint.image_processor
         self.template = checkpoint.template
@@ -136,10 +150,6 @@ class Qwen2VLFamily(Family):
         self.image_processor.save_pretrained(folder)
 
 
-FAMILIES: dict[str, type[Family]] = {"llava": LlavaFamily, **dict.fromkeys(qwen2_vl.MODEL_TYPES, Qwen2VLFamily)}
-"""Family by the checkpoint's ``model_type``."""
-
-
 def load_family(base: str, dtype: Any) -> Family:
     """The checkpoint ``base`` loaded as its backend loads it, the model in training mode."""
     transformers = require("transformers", "train")
@@ -148,8 +158,8 @@ def load_family(base: str, dtype: Any) -> Family:
         model_type = transformers.AutoConfig.from_pretrained(base).model_type
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the config of {base} ({exc}); give a folder written by save_pretrained or a hub name") from None
-    if model_type not in FAMILIES:
-        raise ConfigError(f"{base} is a {model_type} model; rap train takes {', '.join(sorted(FAMILIES))}")
-    family = FAMILIES[model_type](base, dtype)
+    if model_type not in FAMILIES.names():
+        raise ConfigError(f"{base} is a {model_type} model; rap train takes {', '.join(FAMILIES.names())}")
+    family = FAMILIES.create(f"{model_type}:{base}", dtype=dtype)
     family.model.train()
     return family

@@ -7,7 +7,13 @@ messages (``image_url`` parts, as data URLs: the service fetches no URLs).
 Earlier exchanges are replayed, retrieving as they did, then the last user
 message is answered. System messages are ignored: the paper's prompt is the
 system prompt. The concepts used come back in ``rap_concepts``, on the
-response or on the last streamed chunk.
+response, or, streamed, on the first chunk (as soon as retrieval returns,
+before the first token) and again on the last.
+
+``model`` may be left out or name the model ``/v1/models`` lists; any other is
+refused (404 ``model_not_found``) rather than silently answered by another.
+``usage`` is estimated at four characters a token: rap's backends (a local
+model, llama.cpp, a remote API) do not all report counts.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -65,7 +72,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(None, description="ignored: the service answers with its configured backend")
+    model: str | None = Field(None, description="the model /v1/models lists (the default); any other is refused")
     messages: Annotated[list[Message], Field(min_length=1)]
     stream: bool = False
     max_tokens: Annotated[int | None, Field(ge=1)] = None
@@ -84,12 +91,19 @@ class Choice(BaseModel):
     finish_reason: Literal["stop"] = "stop"
 
 
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="estimated at four characters a token, concept descriptions included")
+    completion_tokens: int = Field(description="estimated at four characters a token")
+    total_tokens: int
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
     choices: list[Choice]
+    usage: Usage
     rap_concepts: list[RetrievedOut] = Field(description="the concepts the prompt held, and why each was retrieved")
 
 
@@ -103,6 +117,23 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class ModelNotFound(RapError):
+    """The client asked for a model this service does not answer with."""
+
+    http_status = 404
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _usage(request: ChatRequest, answer: Answer) -> dict[str, int]:
+    """Token counts, estimated from the characters the prompt and reply hold (see the module's note)."""
+    prompt = sum(_tokens(_text(m)) for m in request.messages) + sum(_tokens(c.concept.describe()) for c in answer.concepts)
+    completion = _tokens(answer.text)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _text(message: Message) -> str:
@@ -158,6 +189,8 @@ def _options(request: ChatRequest, rt: Runtime) -> GenerationOptions:
 
 
 def _prepare(rt: Runtime, user: User, request: ChatRequest) -> tuple[Conversation, str]:
+    if request.model not in (None, "", rt.settings.generator_spec):
+        raise ModelNotFound(f"this service answers with {rt.settings.generator_spec!r} only, not {request.model!r} (GET /v1/models lists it)")
     image_url, exchanges, question = _dialogue(request, rt)
     assistant = rt.assistant(user)
     assistant.options = _options(request, rt)
@@ -167,13 +200,14 @@ def _prepare(rt: Runtime, user: User, request: ChatRequest) -> tuple[Conversatio
     return conversation, question
 
 
-def _completion(answer: Answer, completion_id: str, created: int) -> dict[str, Any]:
+def _completion(request: ChatRequest, answer: Answer, model: str, completion_id: str, created: int) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
-        "model": answer.model,
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
+        "usage": _usage(request, answer),
         "rap_concepts": [c.to_dict() for c in answer.concepts],
     }
 
@@ -188,9 +222,9 @@ async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatReque
     conversation, question = await run_blocking(lambda: _prepare(rt, user, request))
     lease = await rt.queue.acquire()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    model = rt.settings.generator_spec  # what /v1/models lists, and so what a client may ask for by name
     if not request.stream:
-        return _completion(await generate(conversation, question, lease, rt.metrics), completion_id, created)
-    model = conversation.assistant.generator.id
+        return _completion(request, await generate(conversation, question, lease, rt.metrics), model, completion_id, created)
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -198,11 +232,12 @@ async def chat_completions(user: CurrentUser, rt: RuntimeDep, request: ChatReque
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async def chunks() -> AsyncIterator[str]:
-        yield chunk({"role": "assistant", "content": ""})
         try:
             async for item in pieces(conversation, question, lease, rt.metrics):
-                if isinstance(item, Answer):
-                    yield chunk({}, "stop", rap_concepts=[c.to_dict() for c in item.concepts])
+                if isinstance(item, list):  # retrieval returned: the evidence goes first
+                    yield chunk({"role": "assistant", "content": ""}, rap_concepts=[c.to_dict() for c in item])
+                elif isinstance(item, Answer):
+                    yield chunk({}, "stop", rap_concepts=[c.to_dict() for c in item.concepts], usage=_usage(request, item))
                 else:
                     yield chunk({"content": item})
         except RapError as exc:

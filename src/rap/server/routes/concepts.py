@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile
 from PIL import Image
 
+from rap import negatives
 from rap.concepts import DEFAULT_CATEGORY, Concept, name_key
 from rap.errors import ImageNotFound, InvalidInput
 from rap.images import load_image
 from rap.server.auth import CurrentUser, RuntimeDep
 from rap.server.limits import run_blocking
 from rap.server.routes import ERRORS
-from rap.server.schemas import ConceptOut, ConceptPage, ConceptPatch
-from rap.server.uploads import parse_attributes, read_images
+from rap.server.schemas import ConceptOut, ConceptPage, ConceptPatch, NegativesOut
+from rap.server.uploads import parse_attributes, read_image, read_images
 
 router = APIRouter(prefix="/v1/concepts", tags=["concepts"], responses=ERRORS)
 
@@ -55,13 +58,20 @@ def _after(cursor: str) -> str:
     return after
 
 
-@router.get("", response_model=ConceptPage, summary="List the concepts, a page at a time")
+@router.get(
+    "",
+    response_model=ConceptPage,
+    responses={304: {"description": "the page is unchanged since the ETag given in If-None-Match"}},
+    summary="List the concepts, a page at a time",
+)
 async def list_concepts(
     user: CurrentUser,
     rt: RuntimeDep,
+    response: Response,
     limit: Annotated[int | None, Query(ge=1, description="concepts per page; at most the service's max_page_size")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
-) -> dict:
+    if_none_match: Annotated[str | None, Header(description="the ETag of a page seen before: 304 if it is unchanged")] = None,
+) -> dict | Response:
     size = min(limit or rt.settings.max_page_size, rt.settings.max_page_size)
     after = _after(cursor) if cursor else None
     concepts = sorted(await run_blocking(lambda: rt.store(user).list()), key=lambda c: name_key(c.name))
@@ -69,7 +79,13 @@ async def list_concepts(
         concepts = [c for c in concepts if name_key(c.name) > after]
     page = concepts[:size]
     more = len(concepts) > size
-    return {"concepts": [c.to_dict() for c in page], "next_cursor": _cursor(page[-1]) if more else None}
+    body = {"concepts": [c.to_dict() for c in page], "next_cursor": _cursor(page[-1]) if more else None}
+    # an ETag of the page's content, so a client polling for changes made elsewhere gets 304s while there are none
+    etag = '"%s"' % hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return body
 
 
 @router.get("/{name}", response_model=ConceptOut, summary="Show one concept")
@@ -80,8 +96,10 @@ async def get_concept(user: CurrentUser, rt: RuntimeDep, name: str) -> dict:
 @router.patch("/{name}", response_model=ConceptOut, summary="Rename or edit a concept")
 async def edit_concept(user: CurrentUser, rt: RuntimeDep, name: str, change: ConceptPatch) -> dict:
     attributes = change.attributes or {}
-    concept = await run_blocking(
-        lambda: rt.store(user).edit(
+
+    def work() -> Concept:
+        store = rt.store(user)
+        concept = store.edit(
             name,
             rename=change.name,
             info=change.info,
@@ -89,13 +107,20 @@ async def edit_concept(user: CurrentUser, rt: RuntimeDep, name: str, change: Con
             set_attributes={k: v for k, v in attributes.items() if v is not None},
             unset_attributes=[k for k, v in attributes.items() if v is None],
         )
-    )
-    return concept.to_dict()
+        negatives.move(store, name, concept.name)
+        return concept
+
+    return (await run_blocking(work)).to_dict()
 
 
 @router.delete("/{name}", status_code=204, summary="Forget a concept and its images")
 async def remove_concept(user: CurrentUser, rt: RuntimeDep, name: str) -> Response:
-    await run_blocking(lambda: rt.store(user).remove(name))
+    def work() -> None:
+        store = rt.store(user)
+        store.remove(name)
+        negatives.forget(store, name)
+
+    await run_blocking(work)
     return Response(status_code=204)
 
 
@@ -103,6 +128,30 @@ async def remove_concept(user: CurrentUser, rt: RuntimeDep, name: str) -> Respon
 async def add_images(user: CurrentUser, rt: RuntimeDep, name: str, image: Images) -> dict:
     images = await read_images(image, rt.settings)
     return (await run_blocking(lambda: rt.store(user).edit(name, add_images=images))).to_dict()
+
+
+@router.post("/{name}/negatives", response_model=NegativesOut, summary="Not this concept: remember a region that is not it")
+async def add_negative(
+    user: CurrentUser, rt: RuntimeDep, name: str, image: Annotated[UploadFile, File(description="the wrongly matched region, cropped")]
+) -> dict:
+    picture = await read_image(image, rt.settings)
+
+    def work() -> dict:
+        store = rt.store(user)
+        concept = store.get(name)
+        return {"name": concept.name, "negatives": negatives.add(store, concept.name, store.embedder.embed([picture.image])[0])}
+
+    return await run_blocking(work)
+
+
+@router.get("/{name}/negatives", response_model=NegativesOut, summary="How many regions were marked as not this concept")
+async def count_negatives(user: CurrentUser, rt: RuntimeDep, name: str) -> dict:
+    def work() -> dict:
+        store = rt.store(user)
+        concept = store.get(name)
+        return {"name": concept.name, "negatives": len(negatives.vectors(store, concept.name))}
+
+    return await run_blocking(work)
 
 
 def _image_file(concept: Concept, n: int) -> str:

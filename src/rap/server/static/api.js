@@ -51,9 +51,13 @@ async function failure(response) {
   return error;
 }
 
-/** fetch() against the API; resolves to the Response when it is 2xx, throws ApiError otherwise. */
-export async function request(path, { method = "GET", json, form, signal } = {}) {
-  const init = { method, signal, headers: headers() };
+/**
+ * fetch() against the API; resolves to the Response when it is 2xx (or a 304
+ * for an `etag` given), throws ApiError otherwise.
+ */
+export async function request(path, { method = "GET", json, form, signal, etag } = {}) {
+  const init = { method, signal, headers: headers(), cache: "no-store" };
+  if (etag) init.headers["If-None-Match"] = etag;
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -67,7 +71,7 @@ export async function request(path, { method = "GET", json, form, signal } = {})
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, "network", "");
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok && !(etag && response.status === 304)) throw await failure(response);
   return response;
 }
 

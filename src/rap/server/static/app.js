@@ -1,15 +1,16 @@
 // The page's entry point: sign-in, then concepts and chat. Signing out or in
 // as someone else forgets everything the page held, so nobody sees another
-// user's concepts or conversation.
+// user's concepts or conversation; signing out also drops the chat this
+// browser kept for a reload.
 
 import { ApiError, apiKey, auth, explain, getJSON, setApiKey } from "./api.js";
-import { initChat, resetChat } from "./chat.js";
+import { initChat, resetChat, restoreChat } from "./chat.js";
 import { initConcepts, loadConcepts, resetConcepts } from "./concepts.js";
 import { forgetImages } from "./images.js";
 import { $, setError, withBusy } from "./ui.js";
 
-function forgetEverything() {
-  resetChat();
+function forgetEverything(signedOut = false) {
+  resetChat({ forget: signedOut });
   resetConcepts();
   forgetImages();
 }
@@ -27,6 +28,7 @@ async function start() {
     $("#sign-out").hidden = !apiKey();
     $("#session-user").textContent = apiKey() ? `Signed in as ${me.user}` : "";
     await loadConcepts();
+    await restoreChat(me.user);
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return false; // the sign-in is showing
@@ -51,8 +53,8 @@ async function signIn(event) {
 }
 
 function signOut() {
+  forgetEverything(true);
   setApiKey(null);
-  forgetEverything();
   $("#sign-out").hidden = true;
   $("#session-user").textContent = "";
   showSignIn();

@@ -1,13 +1,16 @@
 // "My concepts": the grid, search, add (with an optional crop), inline
 // description edit, reference images, delete. Every change goes through the
-// API and then into the grid, so the next question sees it at once.
+// API and then into the grid, so the next question sees it at once; changes
+// made elsewhere (another tab, the API) are picked up by polling with ETags.
 
-import { ApiError, explain, getJSON } from "./api.js";
+import { ApiError, explain, getJSON, request } from "./api.js";
+import { checkImage } from "./checks.js";
 import { BoxSelector, cropFile } from "./crop.js";
 import { conceptPath, showImage } from "./images.js";
 import { $, setError, toast, withBusy } from "./ui.js";
 
 const PAGE = 100;
+const POLL_MS = 5000; // how often the list is checked for changes made elsewhere (a 304 while there are none)
 
 /** The signed-in user's concepts; fires "change" whenever the list changes. */
 export const concepts = Object.assign(new EventTarget(), {
@@ -19,37 +22,80 @@ export const concepts = Object.assign(new EventTarget(), {
   },
 });
 
+function sorted(list) {
+  return list.sort((a, b) => a.name.localeCompare(b.name));
+}
+
 function changed() {
-  concepts.list.sort((a, b) => a.name.localeCompare(b.name));
+  sorted(concepts.list);
   concepts.dispatchEvent(new Event("change"));
   render();
 }
 
-function upsert(concept, previousName = concept.name) {
+export function upsert(concept, previousName = concept.name) {
   const at = concepts.list.findIndex((c) => c.name === previousName);
   if (at >= 0) concepts.list[at] = concept;
   else concepts.list.push(concept);
   changed();
 }
 
+let pages = []; // each page's cursor and ETag, as last loaded
+let poller = null;
+
 /** Load every concept, page by page. */
 export async function loadConcepts() {
   setError($("#concepts-error"), null);
   const all = [];
+  const seen = [];
   let cursor = null;
   do {
-    const query = new URLSearchParams({ limit: String(PAGE) });
-    if (cursor) query.set("cursor", cursor);
-    const page = await getJSON(`/v1/concepts?${query}`);
+    const response = await request(pagePath(cursor));
+    const page = await response.json();
+    seen.push({ cursor, etag: response.headers.get("ETag") });
     all.push(...page.concepts);
     cursor = page.next_cursor;
   } while (cursor);
+  pages = seen;
+  // the page's own edits change the ETags too: redraw only when the list differs from what is shown
+  const same = concepts.loaded && JSON.stringify(sorted(all)) === JSON.stringify(concepts.list);
   concepts.list = all;
   concepts.loaded = true;
-  changed();
+  if (!same) changed();
+  clearInterval(poller);
+  poller = setInterval(poll, POLL_MS);
+}
+
+function pagePath(cursor) {
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  if (cursor) query.set("cursor", cursor);
+  return `/v1/concepts?${query}`;
+}
+
+/**
+ * Has the list changed elsewhere? Each page is asked for with its ETag (a 304
+ * says no); on a change the whole list is reloaded. Not while the user is
+ * editing here (an open editor or dialog would be redrawn under them).
+ */
+async function poll() {
+  if (document.hidden || !concepts.loaded || busyHere()) return;
+  try {
+    for (const { cursor, etag } of pages) {
+      const response = await request(pagePath(cursor), { etag });
+      if (response.status !== 304) return busyHere() || (await loadConcepts());
+    }
+  } catch {
+    // offline for a moment, or signed out: the next poll tries again
+  }
+}
+
+function busyHere() {
+  return !!document.querySelector("dialog[open], #concept-grid .info-edit:not([hidden]), [aria-busy]");
 }
 
 export function resetConcepts() {
+  clearInterval(poller);
+  poller = null;
+  pages = [];
   concepts.list = [];
   concepts.loaded = false;
   changed();
@@ -249,7 +295,14 @@ async function editImages(name, files, removeId) {
 let photo = null;
 let selector = null;
 
-function setPhoto(file) {
+/** Show the chosen photo, checked first: a file that is not a whole image is refused with a reason. */
+async function setPhoto(file) {
+  const check = file ? await checkImage(file) : { error: null };
+  if (check.error) {
+    $("#add-photo").value = "";
+    setError($("#add-error"), check.error);
+    return;
+  }
   photo = file;
   selector.clear();
   setError($("#add-error"), null);
@@ -262,16 +315,15 @@ function setPhoto(file) {
     img.removeAttribute("src");
     return;
   }
+  if (!check.shown) {
+    // HEIC and TIFF: the server reads what this browser cannot show.
+    img.removeAttribute("src");
+    $("#add-nopreview").hidden = false;
+    $("#add-nopreview").replaceChildren(`No preview for “${file.name}” in this browser; the server will read it. `, changeButton());
+    return;
+  }
   img.onload = () => {
     $("#add-preview").hidden = false;
-  };
-  img.onerror = () => {
-    // HEIC and friends: the server may read what this browser cannot show.
-    $("#add-nopreview").hidden = false;
-    $("#add-nopreview").replaceChildren(
-      `No preview for “${file.name}”: this browser cannot show it. The server will check it when you add the concept. `,
-      changeButton(),
-    );
   };
   img.src = URL.createObjectURL(file);
 }
@@ -285,11 +337,14 @@ function changeButton() {
   return button;
 }
 
-function openAdd() {
+/** The add dialog, empty, or filled from the chat ("Remember as…": a crop of its photo, and what was said). */
+export async function openAdd({ file = null, category = "", info = "" } = {}) {
   $("#add-form").reset();
-  setPhoto(null);
+  await setPhoto(file);
+  $("#add-category").value = category;
+  $("#add-info").value = info;
   $("#add-dialog").showModal();
-  $("#add-photo").focus();
+  (file ? $("#add-name") : $("#add-photo")).focus();
 }
 
 async function submitAdd(event) {
@@ -337,7 +392,7 @@ export function dropTarget(zone, onFiles) {
 
 export function initConcepts() {
   $("#concept-search").addEventListener("input", render);
-  $("#add-concept").addEventListener("click", openAdd);
+  $("#add-concept").addEventListener("click", () => openAdd());
   $("#add-cancel").addEventListener("click", () => $("#add-dialog").close());
   $("#add-form").addEventListener("submit", submitAdd);
   $("#add-photo").addEventListener("change", (event) => setPhoto(event.target.files[0] || null));

@@ -18,6 +18,17 @@ export class BoxSelector {
     frame.addEventListener("pointerup", (event) => this.#up(event));
     frame.addEventListener("pointercancel", () => this.clear());
     frame.addEventListener("keydown", (event) => this.#key(event));
+    // the click that ends a drag is not a click on what lies under it
+    frame.addEventListener(
+      "click",
+      (event) => {
+        if (!this.dragged) return;
+        this.dragged = false;
+        event.stopPropagation();
+        event.preventDefault();
+      },
+      true,
+    );
   }
 
   /** Keyboard: arrows move the box (one appears in the middle), Shift+arrows resize it, Delete clears it. */
@@ -66,8 +77,12 @@ export class BoxSelector {
 
   #down(event) {
     if (event.button !== 0 || !this.img.naturalWidth) return;
-    event.preventDefault();
-    this.frame.setPointerCapture(event.pointerId);
+    this.dragged = false;
+    // On a button over the photo (a retrieved concept's box) a click stays a click, and a drag still draws.
+    if (!event.target.closest("button")) {
+      event.preventDefault();
+      this.frame.setPointerCapture(event.pointerId);
+    }
     const [x, y] = this.#point(event);
     this.start = [x, y];
     this.#draw(x, y, x, y);
@@ -97,6 +112,7 @@ export class BoxSelector {
       Math.round(Math.max(sy, y) * scaleY),
     ];
     this.#draw(sx, sy, x, y);
+    this.dragged = true;
     this.onChange(this.box);
   }
 
