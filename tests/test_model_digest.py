@@ -47,9 +47,10 @@ def test_an_encoder_without_a_model_file_records_nothing(store_target, photos) -
         assert store.recorded(MODEL_DIGEST) is None
 
 
-def test_the_cli_refuses_in_one_line_naming_rap_reembed(tmp_path, photos, capsys) -> None:
+def test_the_cli_refuses_in_one_line_naming_rap_reembed(tmp_path, photos, capsys, monkeypatch) -> None:
     from rap.encoders import ENCODERS
 
+    monkeypatch.setattr(ENCODERS, "_entries", dict(ENCODERS._entries))  # the test encoder leaves with the test
     digest = {"value": FIRST}
     ENCODERS.register("filed", help="test: the tiny encoder with a model file")(lambda argument, settings: _filed(digest["value"]))
     flags = ["--db", str(tmp_path / "db"), "--encoder", "filed", "--faces", "none"]
