@@ -41,6 +41,18 @@ def test_a_process_with_another_model_file_reads_but_does_not_add(store_target, 
         first.add("tea", [photos / "teapot_00.jpg"])
 
 
+def test_a_store_whose_vectors_predate_the_record_waits_for_reembed(store_target, photos) -> None:
+    with store_target.open(encoder=FiledEncoder(FIRST)) as store:
+        store.add("bo", [photos / "dog_00.jpg"])
+        store.record(MODEL_DIGEST, None)  # as a store made before rap recorded model files
+    with store_target.open(encoder=FiledEncoder(FIRST)) as store:
+        with pytest.raises(EncoderMismatch, match="before rap recorded model files.*reembed"):
+            store.add("kit", [photos / "cat_00.jpg"])
+        store.reembed()
+        store.add("kit", [photos / "cat_00.jpg"])
+        assert store.recorded(MODEL_DIGEST) == FIRST
+
+
 def test_an_encoder_without_a_model_file_records_nothing(store_target, photos) -> None:
     with store_target.open() as store:
         store.add("bo", [photos / "dog_00.jpg"])

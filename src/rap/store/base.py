@@ -129,12 +129,19 @@ class ConceptStore(ABC):
         would not be comparable, and nothing else would notice. The first process
         to add vectors records its file's digest; one whose file differs may read
         and search, but adding waits for ``rap reembed``, which makes every vector
-        again with its file and records that.
+        again with its file and records that. So does adding to a store whose
+        vectors predate the record (the int8 model's recipe changed since).
         """
         digest = self.embedder.encoder.model_digest
         if digest is None:
             return
         recorded = self.recorded(MODEL_DIGEST)
+        if recorded is None and len(self):
+            raise EncoderMismatch(
+                f"{self.location}: its vectors were made before rap recorded model files, perhaps by an "
+                f"earlier quantization of {self.encoder_id}; searching works, but to add, re-embed with "
+                f"'{self._reembed_command(self.encoder_id, self.faces_id)}'"
+            )
         if recorded is None:
             self.record(MODEL_DIGEST, digest)
         elif recorded != digest:
