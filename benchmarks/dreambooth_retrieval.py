@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
-from rap.settings import default
+from rap.settings import default, resolve
 
 
 def subjects(root: Path) -> dict[str, str]:
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--image-side", type=int, default=default("image_side"), help="shorter side photos are decoded to")
     args = parser.parse_args()
     classes = subjects(args.data)
-    with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces, image_side=args.image_side) as store:
+    with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces, image_side=args.image_side, settings=resolve().settings) as store:
         store.add_many([NewConcept(s, [args.data / s / "00.jpg"], category=c) for s, c in classes.items()])
         queries = [(s, p) for s in classes for p in sorted((args.data / s).glob("*.jpg")) if p.name != "00.jpg"]
         for mode in ("image", "regions", "both"):

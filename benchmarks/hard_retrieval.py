@@ -59,7 +59,7 @@ from dreambooth_retrieval import subjects  # noqa: E402
 from rap import LocalConceptStore, NewConcept, Retriever  # noqa: E402
 from rap.encoders import ImageEncoder, create_encoder, create_face_analyzer  # noqa: E402
 from rap.images import decode_image, load_image  # noqa: E402
-from rap.settings import default  # noqa: E402
+from rap.settings import default, resolve  # noqa: E402
 
 MODES = ("image", "regions", "both")
 
@@ -146,7 +146,7 @@ def measure(store, detector: str, mode: str, remembered, never, k: int, image_si
 def run_photos(args: argparse.Namespace) -> None:
     classes = subjects(args.data)
     names = sorted(classes)
-    encoder = CachedEncoder(create_encoder(args.encoder), args.cache)
+    encoder = CachedEncoder(create_encoder(args.encoder, resolve().settings), args.cache)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     totals: dict[tuple[int, str], dict[str, list]] = {}
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def run_photos(args: argparse.Namespace) -> None:
         rng.shuffle(pool)
         queries = [(s, p) for s in remembered for p in sorted((args.data / s).glob("*.jpg")) if p.name != "00.jpg"]
         unknown = [(None, p) for s in never for p in sorted((args.data / s).glob("*.jpg"))]
-        with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=encoder, faces="none", image_side=args.image_side) as store:
+        with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=encoder, faces="none", image_side=args.image_side, settings=resolve().settings) as store:
             store.add_many([NewConcept(s, [args.data / s / "00.jpg"], category=classes[s]) for s in remembered])
             for size in sizes:
                 extra = size - len(store)
@@ -204,7 +204,7 @@ def run_photos(args: argparse.Namespace) -> None:
 
 def run_faces(paths: Sequence[Path]) -> None:
     """Face-descriptor distances between augmented copies of one person and across people."""
-    analyzer = create_face_analyzer("dlib")
+    analyzer = create_face_analyzer("dlib", resolve().settings)
     assert analyzer is not None
     vectors: list[tuple[int, np.ndarray]] = []
     for person, path in enumerate(paths):

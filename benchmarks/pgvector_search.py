@@ -55,7 +55,7 @@ OTHERS_SIZE = 1000
 class Unused(ImageEncoder):
     """Stands in for the encoder the store records; the benchmark writes vectors itself."""
 
-    def __init__(self, argument: str) -> None:
+    def __init__(self, argument: str, settings: object = None) -> None:
         self.id, self.dim, self.match_threshold = f"bench:{argument}", int(argument), 1.0
 
     def embed(self, images):  # pragma: no cover - never called

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept, Retriever
 from rap.retrieval.match_model import MatchModel, Verification
-from rap.settings import default
+from rap.settings import default, resolve
 
 PERSON = Path(__file__).resolve().parents[1] / "tests" / "photos" / "astronaut.jpg"
 
@@ -43,7 +43,7 @@ def main() -> None:
     subjects = sorted(p for p in args.data.iterdir() if (p / "00.jpg").exists())
     queries = [q for s in subjects for q in sorted(s.glob("*.jpg")) if q.name != "00.jpg"]
     with tempfile.TemporaryDirectory() as scratch:
-        with LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces) as store:
+        with LocalConceptStore(Path(scratch) / "s", encoder=args.encoder, faces=args.faces, settings=resolve().settings) as store:
             concepts = [NewConcept(s.name, [s / "00.jpg"], category="thing") for s in subjects]
             store.add_many([*concepts, NewConcept("person", [args.person], category="person")])
             options: dict[str, object] = {"image_side": args.image_side} if args.image_side else {}
@@ -67,6 +67,7 @@ def main() -> None:
         json.dumps(
             {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                **cpu_kind(),
                 "load_average": [round(load, 2) for load in os.getloadavg()],
                 "encoder": args.encoder,
                 "encoder_runtime": runtime,
@@ -86,6 +87,18 @@ def main() -> None:
         ),
         flush=True,
     )
+
+
+def cpu_kind() -> dict[str, object]:
+    """The CPU's model and the vector extensions ONNX Runtime's int8 kernels choose between:
+    speed differs by kind (VNNI sums int8 products in one instruction, AVX2 in three)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"cpu": model, "cpu_flags": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from rap import LocalConceptStore, NewConcept
-from rap.settings import default
+from rap.settings import default, resolve
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     photos = sorted(args.photos.rglob("*.jpg"))
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        store = LocalConceptStore(Path(scratch) / "one", encoder=args.encoder, faces=args.faces)
+        store = LocalConceptStore(Path(scratch) / "one", encoder=args.encoder, faces=args.faces, settings=resolve().settings)
         store.embedder.encoder  # load the model: a one-off cost, reported apart
         load_s = time.perf_counter() - start
         times = []

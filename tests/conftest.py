@@ -16,10 +16,12 @@ PHOTOS = Path(__file__).parent / "photos"
 @pytest.fixture(scope="session", autouse=True)
 def session_rap_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A RAP_HOME for module-scoped fixtures too (they run before rap_home): models write
-    caches there, such as the exported ONNX encoder, never in the user's folder."""
+    caches there, such as the exported ONNX encoder, never in the user's folder. The built-in
+    default home (what ``Settings()`` gives a library caller) moves there too, by XDG_DATA_HOME."""
     home = tmp_path_factory.mktemp("rap-session-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAP_HOME", str(home))
+        patch.setenv("XDG_DATA_HOME", str(home / "xdg"))
         yield home
 
 
@@ -52,7 +54,7 @@ class TinyEncoder(ImageEncoder):
     dim = 108
     match_threshold = 0.6
 
-    def __init__(self, argument: str) -> None:
+    def __init__(self, argument: str, settings: object = None) -> None:
         self.id = f"tiny:{argument}" if argument else "tiny"
 
     def embed(self, images):

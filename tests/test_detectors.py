@@ -92,8 +92,9 @@ def test_multiscale_crops_a_photo(photos: Path, name: str) -> None:
     detector = create_detector("multiscale")
     [regions] = detector.detect([image], [])
     assert_proposals(regions, image)
-    assert len(regions) == 10
+    assert len(regions) == 6  # a centred crop per scale, the four corners at 1/2
     assert regions[0].box == (32, 32, 224, 224)  # the centred 3/4 crop comes first
+    assert [r.box for r in regions[1:]] == [(64, 64, 192, 192), (0, 0, 128, 128), (128, 0, 256, 128), (0, 128, 128, 256), (128, 128, 256, 256)]
     assert detector.detect([image], ["dog"]) == [regions]
 
 
@@ -113,7 +114,7 @@ def test_multiscale_follows_a_wide_image(photos: Path) -> None:
 def test_multiscale_skips_crops_too_small_to_embed() -> None:
     image = Image.new("RGB", (12, 12))
     [regions] = create_detector("multiscale").detect([image], [])
-    assert len(regions) == 5 and all(r.box[2] - r.box[0] == 9 for r in regions)
+    assert [r.box for r in regions] == [(2, 2, 11, 11)]  # the 3/4 crop alone: the 1/2 ones would be 6 px
 
 
 def test_multiscale_id_records_its_scales() -> None:

@@ -98,3 +98,71 @@ def test_a_store_made_by_the_cli_gets_the_default_face_analyzer(capsys, photos, 
     info = json.loads(_cli(capsys, *flags, "info", "--json"))
     assert info["faces"] == "dlib" and info["indexes"]["face"]["vectors"] == 1
     assert "faces: dlib" in _cli(capsys, *flags, "info")
+
+
+@pytest.mark.slow
+def test_settings_given_reach_the_encoder_the_face_analyzer_and_the_index(tmp_path, photos, monkeypatch):
+    """A Settings object handed down (as create_app and the CLI do) is what the models and the
+    index run with, whatever the environment says: nothing below them resolves settings again."""
+    import faiss
+
+    from rap.images import load_image
+    from rap.server.runtime import SharedModels
+    from rap.settings import Settings
+    from rap.store.local import LocalConceptStore
+
+    for name, value in {"CPU_THREADS": "1", "FACE_SIDE": "999", "SEARCH_THREADS": "1", "ENCODER_RUNTIME": "torch"}.items():
+        monkeypatch.setenv(f"RAP_{name}", value)  # what a resolve() below would wrongly pick up
+    settings = Settings(
+        home=tmp_path / "home", cpu_threads=3, face_side=333, search_threads=2, encoder_runtime="onnxruntime",
+        encoder="offline:efficientnet-lite0", faces="dlib",
+    )
+    told: list[int] = []
+    set_threads = faiss.omp_set_num_threads
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda count: (told.append(count), set_threads(count))[1])
+    with LocalConceptStore(tmp_path / "store", settings=settings) as store:
+        encoder, analyzer = store.embedder.encoder, store.embedder.face_analyzer
+        assert (encoder.runtime, encoder._threads, analyzer.side) == ("onnxruntime", 3, 333)
+        assert encoder.model_file.parent == settings.home / "cache"  # the exported model is kept in that home
+        store.add("bo", [photos / "dog_00.jpg"])
+        [[hit]] = store.search("image", store.embedder.embed([load_image(photos / "dog_01.jpg").image]), 1)
+        assert hit.concept == "bo" and told[0] == 2  # FAISS searched on search_threads
+    models = SharedModels(settings)  # what create_app(settings) holds
+    assert models.embedder.face_analyzer.side == 333 and models.embedder.encoder._threads == 3
+
+
+def test_every_setting_is_read_outside_the_settings_module():
+    """A setting no code reads is a promise nothing keeps: each field is read as an attribute
+    (``settings.top_k``) somewhere in the package, or through a Settings property that is."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import rap
+    from rap.settings import Settings
+
+    package = Path(rap.__file__).parent
+    code = "\n".join(p.read_text() for p in package.rglob("*.py") if p.name != "settings.py")
+    read = {name for name in Settings.model_fields if re.search(rf"\.{name}\b", code)}
+    for name, member in inspect.getmembers(Settings, lambda m: isinstance(m, property)):
+        if re.search(rf"\.{name}\b", code):
+            read |= set(re.findall(r"self\.(\w+)", inspect.getsource(member.fget)))
+    assert set(Settings.model_fields) - read == set()
+
+
+def test_only_the_command_line_the_server_and_the_library_entry_resolve_settings():
+    """Settings travel down: a module below the CLI and the server that resolved them itself would
+    read the environment behind its caller's back, and a Settings given to create_app would not reach it."""
+    import re
+    from pathlib import Path
+
+    import rap
+
+    package = Path(rap.__file__).parent
+    allowed = {"settings.py", "__init__.py", "cli/context.py", "server/app.py"}
+    resolving = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"from rap\.settings import[^\n]*\bresolve\b", path.read_text())
+    }
+    assert resolving <= allowed, resolving - allowed

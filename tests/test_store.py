@@ -196,7 +196,7 @@ def test_encoder_is_recorded_and_never_mixed(store_target, photos):
         def embed(self, images):
             return l2_normalize(super().embed([image.resize((3, 3)) for image in images])[:, :27])
 
-    ENCODERS.register("other", help="test")(lambda arg: type("O", (Other,), {"id": "other"})(arg))
+    ENCODERS.register("other", help="test")(lambda arg, settings: type("O", (Other,), {"id": "other"})(arg))
     with store_target.open(encoder="tiny") as store:
         store.add("bo", [photos / "dog_00.jpg"])
     with pytest.raises(EncoderMismatch, match="tiny"):
@@ -327,11 +327,12 @@ def test_a_new_store_takes_its_models_from_the_settings(tmp_path, photos):
 def test_a_store_whose_encoder_cannot_load_is_not_left_behind(tmp_path, monkeypatch):
     """The models of a new store load before it is recorded; if they cannot, nothing stays."""
     from rap.errors import ConfigError
+    from rap.settings import Settings
 
-    monkeypatch.setenv("RAP_ENCODER_RUNTIME", "torch")  # the int8 encoder runs on ONNX Runtime only
+    torch = Settings(encoder_runtime="torch", home=tmp_path / "home")  # the int8 encoder runs on ONNX Runtime only
     with pytest.raises(ConfigError, match="ONNX Runtime only"):
-        LocalConceptStore(tmp_path / "new" / "store", encoder="offline:efficientnet-lite0-int8", faces="none")
-    assert list(tmp_path.iterdir()) == []
+        LocalConceptStore(tmp_path / "new" / "store", encoder="offline:efficientnet-lite0-int8", faces="none", settings=torch)
+    assert not (tmp_path / "new").exists()
 
 
 def test_records_are_kept_per_store_and_seen_by_another_process(store_target, photos):

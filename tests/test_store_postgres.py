@@ -91,7 +91,7 @@ def test_postgres_users_may_use_different_encoders(postgres_url, photos):
     class Small(TinyEncoder):
         dim = 27
 
-        def __init__(self, argument):
+        def __init__(self, argument, settings):
             self.id = "small"
 
         def embed(self, images):

@@ -19,6 +19,7 @@ from PIL import Image
 from rap.encoders import ENCODERS, FACE_ANALYZERS, FaceAnalyzer, ImageEncoder
 from rap.images import Box
 from rap.reference_views import reference_views
+from rap.settings import Settings
 
 IMAGE_SPACE = "image"
 FACE_SPACE = "face"
@@ -34,8 +35,12 @@ class SpaceVector:
 class Embedder:
     """The models that key a store, named by spec and loaded lazily."""
 
-    def __init__(self, encoder: str | ImageEncoder, faces: str | FaceAnalyzer | None) -> None:
-        """``faces`` None (or ``"none"``) keys no face space."""
+    def __init__(
+        self, encoder: str | ImageEncoder, faces: str | FaceAnalyzer | None, settings: Settings | None = None
+    ) -> None:
+        """``faces`` None (or ``"none"``) keys no face space. Models named by spec are built with
+        ``settings`` (threads, runtime, cache folder, face side; None: the built-in defaults)."""
+        self.settings = settings or Settings()
         if isinstance(encoder, str):
             self.encoder_id = ENCODERS.canonical(encoder)
             self._encoder_spec: str | None = encoder
@@ -52,12 +57,12 @@ class Embedder:
     @cached_property
     def encoder(self) -> ImageEncoder:
         assert self._encoder_spec is not None
-        return ENCODERS.create(self._encoder_spec)
+        return ENCODERS.create(self._encoder_spec, settings=self.settings)
 
     @cached_property
     def face_analyzer(self) -> FaceAnalyzer | None:
         assert self._faces_spec is not None
-        return FACE_ANALYZERS.create(self._faces_spec)
+        return FACE_ANALYZERS.create(self._faces_spec, settings=self.settings)
 
     def load(self) -> None:
         """Load both models now rather than at first use: a store about to be made

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, state, stdout
-from rap.cli.render import concept_table, concepts_table
+from rap.render import concept_table, concepts_table
 from rap.concepts import DEFAULT_CATEGORY, parse_attribute, validate_name
 from rap.images import check_image
 

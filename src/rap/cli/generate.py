@@ -9,7 +9,7 @@ import typer
 
 from rap.assistant import Answer, Assistant
 from rap.cli.context import print_json, state, stderr, stdout
-from rap.cli.render import concept_rows
+from rap.render import concept_rows
 from rap.errors import InvalidInput
 from rap.images import LoadedImage, load_image
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rap.cli.context import print_json, progress_bar, state, stderr, stdout
-from rap.cli.render import retrieval_table
+from rap.render import retrieval_table
 from rap.errors import InvalidInput
 from rap.images import check_image
 from rap.retrieval import Retrieval, Retriever

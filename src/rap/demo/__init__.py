@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 
 from rap.assistant import Answer, Assistant
+from rap.sample_photos import FOLDER as PHOTOS
+from rap.render import concept_rows, retrieval_table
 from rap.settings import Settings
 from rap.store.local import LocalConceptStore
-
-PHOTOS = Path(__file__).parent / "photos"
 
 CONCEPTS = [
     ("bo", "dog_00.jpg", "dog", "<bo> is a corgi with a ginger and white coat who always sticks out his tongue."),
@@ -29,10 +29,8 @@ QUERIES = ["dog_01.jpg", "cat_01.jpg", "teapot_01.jpg", "clock_00.jpg"]
 
 
 def run(store_path: Path, console: Console, settings: Settings) -> None:
-    from rap.cli.render import concept_rows, retrieval_table
-
     console.rule("[bold]Remember")
-    with LocalConceptStore(store_path, encoder=settings.encoder, faces=settings.faces) as store:
+    with LocalConceptStore(store_path, encoder=settings.encoder, faces=settings.faces, settings=settings) as store:
         for name, photo, category, info in CONCEPTS:
             concept = store.add(name, [PHOTOS / photo], info=info, category=category)
             console.print(f"remembered {concept.token} ({category}) from {photo}: {info}")

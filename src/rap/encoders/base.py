@@ -43,6 +43,11 @@ class ImageEncoder(ABC):
     distinct_ratio: float | None = None
     #: images per forward pass when embedding many
     batch_size: int = 16
+    #: sha256 of the model file the vectors come from, where one file makes them: two
+    #: processes with the same :attr:`id` but different files (a quantization made
+    #: again, another version) would key one store with different vectors, so the
+    #: store records it. None: not known
+    model_digest: str | None = None
 
     def threshold_for(self, detector: str) -> float:
         """The match distance for the best region of a query cut by ``detector`` (an id or scheme).

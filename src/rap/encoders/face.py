@@ -34,7 +34,7 @@ from rap.encoders import FACE_ANALYZERS
 from rap.encoders.base import Face, FaceAnalyzer, l2_normalize
 from rap.errors import UnknownBackend
 from rap.images import rgb
-from rap.settings import resolve
+from rap.settings import Settings, default
 
 UPSAMPLE_BELOW = 640
 """Longer side (px) under which the detector also looks at a 2x image: the HOG
@@ -44,13 +44,14 @@ the detector's time grows with the pixels it scans."""
 
 
 @FACE_ANALYZERS.register("dlib", help="dlib HOG face detector and ResNet face descriptors; offline")
-def create(argument: str) -> DlibFaceAnalyzer:
+def create(argument: str, *, settings: Settings) -> DlibFaceAnalyzer:
+    """dlib's models, looking for faces at ``settings.face_side``."""
     if argument:
         raise UnknownBackend(
             f"unknown face analyzer 'dlib:{argument}': dlib takes no argument; "
             f"known: {', '.join(FACE_ANALYZERS.names())}"
         )
-    return DlibFaceAnalyzer()
+    return DlibFaceAnalyzer(side=settings.face_side)
 
 
 class DlibFaceAnalyzer(FaceAnalyzer):
@@ -61,10 +62,10 @@ class DlibFaceAnalyzer(FaceAnalyzer):
     match_threshold = 0.28
     confirm_threshold = 0.42
 
-    def __init__(self, side: int | None = None) -> None:
-        """``side``: the shorter side (px) faces are looked for at; None takes ``face_side`` from the settings."""
+    def __init__(self, side: int = default("face_side")) -> None:
+        """``side``: the shorter side (px) faces are looked for at (the setting ``face_side``)."""
         #: photos larger than this (shorter side, px) are reduced to it for detection only
-        self.side = side if side is not None else resolve().settings.face_side
+        self.side = side
         self._dlib = require("dlib", "offline")
         with warnings.catch_warnings():  # it imports pkg_resources, which warns on import
             warnings.simplefilter("ignore")

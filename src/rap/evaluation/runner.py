@@ -93,7 +93,7 @@ def run(
             if missing:
                 shown = ", ".join(str(p) for p in missing[:3])
                 raise InvalidInput(f"{len(missing)} image(s) are missing, e.g. {shown}; fix the paths or pass --images-root")
-            with LocalConceptStore(config.out / "stores" / f"r{repeat}", encoder=config.settings.encoder, faces=config.settings.faces) as store:
+            with LocalConceptStore(config.out / "stores" / f"r{repeat}", encoder=config.settings.encoder, faces=config.settings.faces, settings=config.settings) as store:
                 outcome = _remember(store, eval_set, config.out / "stores" / f"r{repeat}-add-seconds.json")
                 outcomes.append(outcome)
                 todo = [(v, item) for v, item in _order(config, eval_set.items) if not journal.done(repeat, v, item.id)]

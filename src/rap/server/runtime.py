@@ -35,7 +35,7 @@ class SharedModels:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.embedder = Embedder(settings.encoder, settings.faces)
+        self.embedder = Embedder(settings.encoder, settings.faces, settings)
         self._lock = threading.Lock()
         self._detector: RegionDetector | None = None
         self._generator: Generator | None = None

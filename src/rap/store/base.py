@@ -21,8 +21,13 @@ from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptIm
 from rap.embedding import Embedder
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptNotFound, EncoderMismatch
+from rap.settings import Settings
 from rap.store.inputs import ImageSource, NewConcept, Progress, ProgressFactory
 from rap.store.prepare import EditPlan, plan_edit
+
+
+MODEL_DIGEST = "model_digest:image"
+"""What the store records (:meth:`ConceptStore.record`) the digest of its image vectors' model file under."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +91,16 @@ class ConceptStore(ABC):
         on_change: Literal["refuse", "reembed"],
         progress: ProgressFactory | None,
         record: Callable[[tuple[str, str]], None],
+        settings: Settings | None = None,
     ) -> Embedder:
-        """The models that key this store: those asked for, else the ones it ``recorded``, else ``defaults``.
+        """The models that key this store: those asked for, else the ones it ``recorded``, else ``defaults``;
+        those named by spec are built with ``settings``.
 
         A new store ``record``s its choice. Models other than the recorded ones
         are refused while vectors exist (vectors of two encoders are never
         mixed), or re-embed every vector with ``on_change="reembed"``.
         """
-        chosen = Embedder(encoder or recorded[0] or defaults[0], faces or recorded[1] or defaults[1])
+        chosen = Embedder(encoder or recorded[0] or defaults[0], faces or recorded[1] or defaults[1], settings)
         wanted = (chosen.encoder_id, chosen.faces_id)
         if recorded == (None, None):
             chosen.load()  # a new store's models must load before it is recorded
@@ -113,6 +120,40 @@ class ConceptStore(ABC):
                 with progress("re-embedding", self._count_images()) as advance:
                     self.reembed(advance)
         return chosen
+
+    def _check_model_file(self) -> None:
+        """Refuse to add vectors made by another model file than the store's vectors were.
+
+        Two processes may load the same encoder id from different files (a
+        quantization made on another machine or by another version): their vectors
+        would not be comparable, and nothing else would notice. The first process
+        to add vectors records its file's digest; one whose file differs may read
+        and search, but adding waits for ``rap reembed``, which makes every vector
+        again with its file and records that. So does adding to a store whose
+        vectors predate the record (the int8 model's recipe changed since).
+        """
+        digest = self.embedder.encoder.model_digest
+        if digest is None:
+            return
+        recorded = self.recorded(MODEL_DIGEST)
+        if recorded is None and len(self):
+            raise EncoderMismatch(
+                f"{self.location}: its vectors were made before rap recorded model files, perhaps by an "
+                f"earlier quantization of {self.encoder_id}; searching works, but to add, re-embed with "
+                f"'{self._reembed_command(self.encoder_id, self.faces_id)}'"
+            )
+        if recorded is None:
+            self.record(MODEL_DIGEST, digest)
+        elif recorded != digest:
+            raise EncoderMismatch(
+                f"{self.location}: its vectors were made by another model file of {self.encoder_id} "
+                f"(sha256 {recorded[:12]}) than this process loads (sha256 {digest[:12]}); searching works, "
+                f"but to add, re-embed with '{self._reembed_command(self.encoder_id, self.faces_id)}'"
+            )
+
+    def _record_model_file(self) -> None:
+        """After every vector was made again: the model file they all come from now."""
+        self.record(MODEL_DIGEST, self.embedder.encoder.model_digest)
 
     def add(
         self,
@@ -144,6 +185,7 @@ class ConceptStore(ABC):
     ) -> Concept:
         """Change a concept; the whole edit is checked and its new images embedded before
         anything is written, then written in one transaction."""
+        self._check_model_file()
         current = self.get(name)
         plan = plan_edit(
             self.embedder,

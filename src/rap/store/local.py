@@ -145,9 +145,12 @@ class LocalConceptStore(ConceptStore):
                 )
                 self._open_schema(create)
                 defaults = settings or Settings()
+                #: FAISS threads one search uses (the setting ``search_threads``)
+                self.search_threads = defaults.search_threads
                 recorded = (self._meta("encoder:image"), self._meta("encoder:face"))
                 self.embedder = self._choose_models(
-                    recorded, encoder, faces, (defaults.encoder, defaults.faces), on_encoder_change, progress, self._record_models
+                    recorded, encoder, faces, (defaults.encoder, defaults.faces), on_encoder_change, progress, self._record_models,
+                    defaults,
                 )
                 self._index.refresh()
                 if not self.read_only:
@@ -383,7 +386,7 @@ class LocalConceptStore(ConceptStore):
             index = self._index.indexes.get(space)
             if index is None or index.ntotal == 0:
                 return [[] for _ in range(len(queries))]
-            distances, ids = index.search(queries, k)
+            distances, ids = index.search(queries, k, self.search_threads)
             wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
             owners: dict[int, tuple[str, int]] = {}
             for start in range(0, len(wanted), 900):
@@ -438,6 +441,7 @@ class LocalConceptStore(ConceptStore):
 
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         with self._lock:
+            self._check_model_file()
             taken = {row[0] for row in self._db.execute("SELECT name_key FROM concepts")}
             prepared = [prepare(new, taken) for new in concepts]
             embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
@@ -532,6 +536,8 @@ class LocalConceptStore(ConceptStore):
                 "SELECT i.id, i.file, c.category FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
             ).fetchall()
             only = None if image_ids is None else set(image_ids)
+            if only is not None:
+                self._check_model_file()  # a repair adds to the vectors there are
             rows = [row for row in rows if only is None or row[0] in only]
             keyed: list[tuple[int, list]] = []
             for start in range(0, len(rows), self.batch_images):
@@ -554,6 +560,7 @@ class LocalConceptStore(ConceptStore):
                         self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
             if only is None:
                 self._index.forget()
+                self._record_model_file()
             self._after_write()
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ from rap.store.base import ConceptStore, VectorHit
 from rap.store.inputs import NewConcept, Progress, ProgressFactory
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
-from rap.settings import default
+from rap.settings import Settings, default
 from rap.store.prepare import EditPlan, Prepared, embed, prepare
 from rap.store.postgres_search import nearest
 from rap.redact import redact
@@ -92,7 +92,9 @@ class PostgresConceptStore(ConceptStore):
         progress: ProgressFactory | None = None,
         image_side: int = default("image_side"),
         batch_images: int = default("batch_images"),
+        settings: Settings | None = None,
     ) -> None:
+        """``settings`` build the models named by spec (None: the built-in defaults)."""
         self.url, self.user = url, user
         #: reference images are decoded reduced to this shorter side, this many at a time, to be embedded
         self.image_side, self.batch_images = image_side, batch_images
@@ -114,7 +116,7 @@ class PostgresConceptStore(ConceptStore):
                 ).fetchone()
                 self.embedder = self._choose_models(
                     tuple(recorded), encoder, faces, (default_encoder, default_faces), on_encoder_change, progress,
-                    self._record_models,
+                    self._record_models, settings,
                 )
         except BaseException:
             self._db.close()
@@ -357,6 +359,7 @@ class PostgresConceptStore(ConceptStore):
         )
 
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
+        self._check_model_file()
         with self._session() as db:
             taken = {
                 row[0] for row in db.execute("SELECT name_key FROM rap.concepts WHERE user_id = %s", (self._user_id,))
@@ -466,6 +469,7 @@ class PostgresConceptStore(ConceptStore):
             for image_id, vectors in keyed:
                 for entry in vectors:
                     self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
+        self._record_model_file()
 
     def close(self) -> None:
         with self._lock:

@@ -133,4 +133,5 @@ def _postgres(argument: str, *, request: StoreRequest) -> ConceptStore:
         progress=request.progress,
         image_side=settings.image_side,
         batch_images=settings.batch_images,
+        settings=settings,
     )

@@ -157,13 +157,14 @@ class VectorIndex:
                 self._ids = self._ids[~np.isin(self._ids, ids)]
 
     # -- using it ---------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Euclidean distances and ids of the ``k`` nearest, per query; id -1 pads."""
+    def search(self, queries: np.ndarray, k: int, threads: int = default("search_threads")) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances and ids of the ``k`` nearest, per query; id -1 pads. ``threads``: the
+        setting ``search_threads``, which the store hands down."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         if self.ntotal == 0:
             return np.full((len(queries), 1), np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
-        with _faiss_threads(default("search_threads")):
+        with _faiss_threads(threads):
             squared, ids = self._index.search(queries, k)
         return np.sqrt(np.maximum(squared, 0.0)), ids
 
