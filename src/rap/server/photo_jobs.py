@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from rap.detectors import RegionDetector
 from rap.errors import RapError
 from rap.photos import PhotoLibrary, index_photos
 from rap.retrieval import Retriever
+from rap.server.users import User
+from rap.settings import Settings
 from rap.store.base import ConceptStore
 from rap.store.local import LocalConceptStore
-
-if TYPE_CHECKING:
-    from rap.server.runtime import Runtime
-    from rap.server.users import User
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +53,10 @@ def library_folder(store: ConceptStore) -> Path:
 class PhotoJobs:
     """The queue of users whose library has photos to index, and the one thread that indexes them."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, settings: Settings, store: Callable[[User], ConceptStore], detector: Callable[[], RegionDetector]) -> None:
+        self._settings = settings
+        self._store = store
+        self._detector = detector
         self._pending: dict[int, User] = {}
         self._running: int | None = None
         self._changed = threading.Condition()
@@ -70,7 +70,7 @@ class PhotoJobs:
     def library(self, user: User) -> Iterator[PhotoLibrary]:
         """The user's library, opened for one request, one request of that user at a time (``find``
         rebuilds and saves the library's vector index files when the photos changed)."""
-        store = self._runtime.store(user)
+        store = self._store(user)
         library_folder(store)
         with self._changed:
             lock = self._locks.setdefault(user.id, threading.Lock())
@@ -78,8 +78,8 @@ class PhotoJobs:
             yield library
 
     def retriever(self, user: User) -> Retriever:
-        store = self._runtime.store(user)
-        return Retriever.from_settings(store, self._runtime.settings, detector=self._runtime.models.detector)
+        store = self._store(user)
+        return Retriever.from_settings(store, self._settings, detector=self._detector())
 
     def queue(self, user: User) -> None:
         """Index the user's ``library/`` folder soon (once, however often this is called meanwhile)."""
@@ -117,7 +117,7 @@ class PhotoJobs:
                     self._changed.notify_all()
 
     def _index(self, user: User) -> None:
-        store = self._runtime.store(user)
+        store = self._store(user)
         folder = library_folder(store)
         with PhotoLibrary(store.path) as library:
             summary = index_photos(library, self.retriever(user), [folder])

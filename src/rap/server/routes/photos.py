@@ -13,7 +13,6 @@ from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from rap.concepts import DEFAULT_CATEGORY
