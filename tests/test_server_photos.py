@@ -162,3 +162,16 @@ def test_every_photos_route_answers_501_on_postgresql(rap_home, postgres_url):
             assert response.status_code == 501, (path, response.text)
             error = response.json()["error"]
             assert error["code"] == "not_supported" and "embedded store" in error["message"]
+
+
+def test_a_photo_kept_but_never_indexed_before_a_restart_is_indexed_when_asked_for(library_client, rap_home):
+    client = library_client
+    alice = add_user(rap_home, "alice")
+    [first] = upload(client, alice, photo("dog_00.jpg"))
+    indexed(client, alice, [first["id"]])
+    # what a server stopped between keeping an upload and indexing it leaves behind
+    runtime = client.app.state.runtime
+    store = runtime.store(next(user for user, _ in runtime.users.list() if user.name == "alice"))
+    left = sha("cat_00.jpg")
+    (store.path / "library" / f"{left}.jpg").write_bytes((PHOTOS / "cat_00.jpg").read_bytes())
+    indexed(client, alice, [left])

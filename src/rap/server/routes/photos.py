@@ -108,7 +108,11 @@ def _state(rt: Runtime, user: User, library: PhotoLibrary, photo_id: str) -> dic
         if reason is None:
             raise ImageNotFound("no such photo in your library")
         return {"id": photo_id, "state": "failed", "reason": reason}
-    return {"id": photo_id, "state": "indexed" if str(file) in library.known() else "queued", "reason": None}
+    if str(file) in library.known():
+        return {"id": photo_id, "state": "indexed", "reason": None}
+    if not rt.photo_jobs.busy(user):  # kept before a restart, never indexed: index it now
+        rt.photo_jobs.queue(user)
+    return {"id": photo_id, "state": "queued", "reason": None}
 
 
 @router.post("", status_code=202, response_model=Uploaded, summary="Add photos to your library; they are indexed in the background")
@@ -150,7 +154,8 @@ async def find(
         with rt.photo_jobs.library(user) as library:
             folder = library_folder(rt.store(user))
             found = find_photos(library, rt.photo_jobs.retriever(user), concept, limit=limit or rt.settings.photos_limit)
-        kept = [f.to_dict() for f in found if FilePath(f.photo.path).parent == folder]
+        # only uploads, and none deleted while a run was indexing it (that run's successor forgets it)
+        kept = [f.to_dict() for f in found if FilePath(f.photo.path).parent == folder and FilePath(f.photo.path).exists()]
         return [{k: v for k, v in item.items() if k != "path"} | {"id": FilePath(str(item["path"])).stem} for item in kept]
 
     return {"photos": await run_blocking(work)}
@@ -226,6 +231,8 @@ async def delete_photo(user: CurrentUser, rt: RuntimeDep, photo_id: PhotoId) -> 
                 raise ImageNotFound("no such photo in your library")
             file.unlink()
             library.forget([str(file)])
+        if rt.photo_jobs.busy(user):  # a run going may have looked at it already: the next one forgets it
+            rt.photo_jobs.queue(user)
 
     await run_blocking(work)
     return Response(status_code=204)
