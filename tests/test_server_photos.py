@@ -61,6 +61,7 @@ def test_upload_index_find_serve_only_to_its_owner_and_delete(library_client, ra
     assert [s["id"] for s in states] == [sha(n) for n in names]
     assert {s["state"] for s in states} <= {"queued", "indexed"}
     indexed(client, alice, [s["id"] for s in states])
+    wait_until(lambda: "rap_photo_index_queue 0.0" in client.get("/metrics").text, "/metrics to show no library left to index")
     # the same bytes again are the same photo, already indexed
     assert upload(client, alice, photo("dog_00.jpg")) == [{"id": sha("dog_00.jpg"), "state": "indexed", "reason": None}]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from test_photos import _variants
-from test_web import Server, browser, expect, page, shoot, shots  # noqa: F401
+from test_web import Server, browser, expect, page, shoot, shots  # noqa: F401, F811 (fixtures used by name)
 from waiting import DEADLINE_S, wait_until
 
 from test_server_support import PHOTOS
@@ -31,7 +31,7 @@ def upload(server: Server, files: list[Path]) -> list[str]:
     return ids
 
 
-def test_a_concepts_photos_with_boxes_and_naming_a_suggestion(page, shots, rap_home, tmp_path):
+def test_a_concepts_photos_with_boxes_and_naming_a_suggestion(page, shots, rap_home, tmp_path):  # noqa: F811
     with Server(auth=False, threshold=None, photos_min_photos=4) as server:
         page.goto(server.url)
         # photos added from the page are indexed in the background

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prometheus_client import Gauge
+
 from rap.detectors import RegionDetector
 from rap.errors import RapError
 from rap.photos import PhotoLibrary, index_photos
@@ -53,8 +55,12 @@ def library_folder(store: ConceptStore) -> Path:
 class PhotoJobs:
     """The queue of users whose library has photos to index, and the one thread that indexes them."""
 
-    def __init__(self, settings: Settings, store: Callable[[User], ConceptStore], detector: Callable[[], RegionDetector]) -> None:
+    def __init__(
+        self, settings: Settings, store: Callable[[User], ConceptStore], detector: Callable[[], RegionDetector], gauge: Gauge
+    ) -> None:
         self._settings = settings
+        #: libraries queued or being indexed, for /metrics
+        self._gauge = gauge
         self._store = store
         self._detector = detector
         self._pending: dict[int, User] = {}
@@ -87,10 +93,14 @@ class PhotoJobs:
             if self._stopped:
                 return
             self._pending[user.id] = user
+            self._count()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="rap-photo-index", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
+
+    def _count(self) -> None:
+        self._gauge.set(len(self._pending) + (self._running is not None))
 
     def busy(self, user: User) -> bool:
         """Whether the user's library has a run queued or going."""
@@ -114,6 +124,7 @@ class PhotoJobs:
             finally:
                 with self._changed:
                     self._running = None
+                    self._count()
                     self._changed.notify_all()
 
     def _index(self, user: User) -> None:

@@ -115,7 +115,7 @@ class Runtime:
         #: why loading the models failed, if it did (``/readyz`` says so)
         self.load_error: str | None = None
         #: indexing of uploaded photos, in this process (embedded store)
-        self.photo_jobs = PhotoJobs(settings, self.store, lambda: self.models.detector)
+        self.photo_jobs = PhotoJobs(settings, self.store, lambda: self.models.detector, self.metrics.photo_queue)
         self._stores: LRUCache[int, ConceptStore] = LRUCache(maxsize=settings.open_stores)
         self._lock = threading.Lock()
 

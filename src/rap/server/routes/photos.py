@@ -41,6 +41,7 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
 SAMPLE = 5
 """Photos shown of each suggested group (as ``rap photos suggest`` shows)."""
 
+GroupNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="a group's number from GET /v1/photos/suggestions")]
 PhotoId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="the photo's id: the SHA-256 of its bytes, in hex")]
 
 
@@ -181,7 +182,7 @@ async def suggestions(
 
 
 @router.post("/suggestions/{group}/name", status_code=201, response_model=ConceptOut, summary="Make a suggested group a concept")
-async def name_suggestion(user: CurrentUser, rt: RuntimeDep, group: int, body: NameGroup) -> dict:
+async def name_suggestion(user: CurrentUser, rt: RuntimeDep, group: GroupNumber, body: NameGroup) -> dict:
     def work() -> dict:
         with rt.photo_jobs.library(user) as library:
             try:
