@@ -20,7 +20,7 @@ from rap.server.headers import SecurityHeadersMiddleware
 from rap.server.limits import BodyLimitMiddleware, TimeoutMiddleware
 from rap.server.metrics import MetricsMiddleware
 from rap.server.schema_limits import limited_openapi
-from rap.server.routes import account, assistant, chat, concepts, health, options
+from rap.server.routes import account, assistant, chat, concepts, health, options, photos
 from rap.server.runtime import Runtime
 from rap.settings import Settings, resolve
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     app.state.runtime = runtime
     app.openapi = limited_openapi(app, settings)  # type: ignore[method-assign]
     errors.install(app)
-    for module in (account, concepts, assistant, chat, health, options):
+    for module in (account, concepts, photos, assistant, chat, health, options):
         app.include_router(module.router)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
     app.add_middleware(BodyLimitMiddleware, settings=settings)

@@ -28,6 +28,9 @@ class Metrics:
         self.retrieval = Histogram("rap_retrieval_seconds", "time to retrieve concepts for one query", registry=self.registry)
         self.generation = Histogram("rap_generation_seconds", "time to generate one answer", registry=self.registry)
         self.queue = Gauge("rap_generation_queue", "requests waiting for a generation slot", registry=self.registry, multiprocess_mode="livesum")
+        self.photo_queue = Gauge(
+            "rap_photo_index_queue", "photo libraries with uploads queued or being indexed", registry=self.registry, multiprocess_mode="livesum"
+        )
         self.busy = Gauge("rap_generation_busy", "generation slots in use", registry=self.registry, multiprocess_mode="livesum")
 
     def exposition(self) -> bytes:

@@ -21,6 +21,7 @@ from rap.generation import Generator, create_generator
 from rap.retrieval import Retriever
 from rap.server.limits import GenerationQueue, RateLimiter
 from rap.server.metrics import Metrics
+from rap.server.photo_jobs import PhotoJobs
 from rap.server.uploads import PixelBudget
 from rap.server.users import LOCAL_USER, User, open_users
 from rap.settings import Settings
@@ -113,6 +114,8 @@ class Runtime:
         self.ready = threading.Event()
         #: why loading the models failed, if it did (``/readyz`` says so)
         self.load_error: str | None = None
+        #: indexing of uploaded photos, in this process (embedded store)
+        self.photo_jobs = PhotoJobs(settings, self.store, lambda: self.models.detector, self.metrics.photo_queue)
         self._stores: LRUCache[int, ConceptStore] = LRUCache(maxsize=settings.open_stores)
         self._lock = threading.Lock()
 
@@ -144,6 +147,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.photo_jobs.close()
         with self._lock:
             for store in self._stores.values():
                 store.close()

@@ -41,6 +41,7 @@ def _limits(settings: Settings) -> dict[str, dict[str, Any]]:
     text = {"maxLength": settings.max_text_chars, "pattern": CONTROL_FREE}
     return {
         "name": name,
+        "concept": name,
         "question": {**text, "minLength": 1, "pattern": NON_BLANK},
         "text": text,
         "info": {"maxLength": MAX_INFO_LENGTH, "pattern": CONTROL_FREE},

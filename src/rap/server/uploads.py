@@ -93,13 +93,17 @@ async def decode_images(images: Sequence[ImageData], settings: Settings, budget:
     return decoded
 
 
-async def read_images(uploads: Sequence[UploadFile], settings: Settings, budget: PixelBudget) -> list[LoadedImage]:
-    """The uploaded images, checked all before any is decoded; their names or declared types are not trusted."""
+async def read_checked(uploads: Sequence[UploadFile], settings: Settings) -> list[ImageData]:
+    """The uploaded images checked by their headers, none decoded; their names or declared types are not trusted."""
     if len(uploads) > settings.max_images_per_request:
         raise PayloadTooLarge(f"{len(uploads)} images; a request may send at most {settings.max_images_per_request}")
     named = [(upload.filename or "image", await _read(upload, settings)) for upload in uploads]
-    checked = await anyio.to_thread.run_sync(check_images, named, settings)
-    return await decode_images(checked, settings, budget)
+    return await anyio.to_thread.run_sync(check_images, named, settings)
+
+
+async def read_images(uploads: Sequence[UploadFile], settings: Settings, budget: PixelBudget) -> list[LoadedImage]:
+    """The uploaded images, checked all before any is decoded."""
+    return await decode_images(await read_checked(uploads, settings), settings, budget)
 
 
 async def read_image(upload: UploadFile, settings: Settings, budget: PixelBudget) -> LoadedImage:

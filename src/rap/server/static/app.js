@@ -7,12 +7,14 @@ import { ApiError, apiKey, auth, explain, getJSON, setApiKey } from "./api.js";
 import { initChat, resetChat, restoreChat } from "./chat.js";
 import { initConcepts, loadConcepts, resetConcepts } from "./concepts.js";
 import { forgetImages } from "./images.js";
+import { initPhotos, resetPhotos } from "./photos.js";
 import { $, setError, withBusy } from "./ui.js";
 
 function forgetEverything(signedOut = false) {
   resetChat({ forget: signedOut });
   resetConcepts();
   forgetImages();
+  resetPhotos();
 }
 
 function showSignIn(message = null) {
@@ -75,4 +77,5 @@ $("#signin-form").addEventListener("submit", signIn);
 $("#sign-out").addEventListener("click", signOut);
 initConcepts();
 initChat();
+initPhotos();
 start();
