@@ -162,11 +162,16 @@ def test_a_seeing_model_gets_weak_candidates_labelled_weak(filled, photos):
     assert "Info: <kit> is a ginger cat.\n" in bot.generator.seen[1][-1].text()
 
 
-def test_a_text_only_backend_is_told_which_are_weak(filled, photos):
+def test_a_text_only_backend_hears_of_matches_and_named_concepts_only(filled, photos):
+    """A blind model cannot judge a weak candidate: told of one, SmolLM2 said "the dog is a ginger cat named <kit>"."""
     bot = Assistant(filled, Retriever(filled, "none", top_k=2, threshold=0.01), create_generator("echo", sees_images=False))
-    bot.ask("Who is this?", photos / "dog_01.jpg")
+    answer = bot.ask("Who is this?", photos / "dog_01.jpg")
     text = bot.generator.seen[0][-1].text_only()
-    assert "none of the user's people or things were recognised" in text and "Only weak matches, probably not in it: <bo>" in text
+    assert "none of the user's people or things were recognised" in text and "<bo>" not in text and "<kit>" not in text
+    assert len(answer.concepts) == 2 and not any(c.match for c in answer.concepts)  # still shown as evidence
+    bot.ask("What is <kit> doing?", photos / "dog_01.jpg")
+    named = bot.generator.seen[1][-1].text_only()
+    assert "Info: <kit> is a ginger cat." in named and "<bo>" not in named  # the user named kit: the model hears of it
 
 
 def test_a_blind_model_recognizes_by_the_retriever(filled, photos):

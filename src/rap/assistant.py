@@ -27,7 +27,7 @@ from rap.detectors import RegionDetector
 from rap.errors import InvalidInput
 from rap.generation import GenerationOptions, Generator, PromptConcept, Turn, create_generator, user_turn
 from rap.images import Box, LoadedImage, as_loaded, load_image
-from rap.retrieval import Retrieval, RetrievedConcept, Retriever, candidate_names
+from rap.retrieval import RetrievedConcept, Retriever, candidate_names
 from rap.retrieval.retriever import Query
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore
@@ -289,9 +289,13 @@ class Assistant:
         if not conversation.turns:
             retrieval = self.retriever.retrieve(conversation.image, text=question)
             used = retrieval.concepts[:limit]
-            account = _account(retrieval, used) if conversation.image is not None else None
+            # A backend that cannot see cannot judge a weak candidate either: a small text-only
+            # model told of one states it as fact ("the dog is a ginger cat named <kit>"), so it
+            # hears of matches and of what the user named; the weak ones stay in the evidence shown.
+            prompted = used if self.generator.sees_images else [r for r in used if r.match or r.via == "text"]
+            account = _account(prompted) if conversation.image is not None else None
             photo = conversation.image.image if conversation.image is not None else None
-            turn = user_turn(question, photo, [self._prompt_concept(r) for r in used], account)
+            turn = user_turn(question, photo, [self._prompt_concept(r) for r in prompted], account)
             return turn, used
         known = {c.concept.name for c in conversation.concepts}
         new = [c for c in self.store.lookup(candidate_names(question)) if c.name not in known]
@@ -302,14 +306,15 @@ class Assistant:
         return user_turn(question, None, [self._prompt_concept(r) for r in used]), used
 
 
-def _account(retrieval: Retrieval, used: Sequence[RetrievedConcept]) -> str:
-    """What the retriever saw, in words, for a backend that cannot see: the matches, then the weak candidates."""
+def _account(used: Sequence[RetrievedConcept]) -> str:
+    """What the retriever saw, in words, for a backend that cannot see: the matches, then the
+    concepts the user named that the photo does not show."""
     def where(r: RetrievedConcept) -> str:
         return f"{r.concept.token} (a {r.concept.category}, {'in the whole photo' if r.region == 'image' else f'at box {list(r.box or ())}'})"
 
     seen = [where(r) for r in used if r.match]
-    weak = [r.concept.token for r in used if r.distance is not None and not r.match]
+    absent = [r.concept.token for r in used if r.distance is not None and not r.match]
     account = "it shows " + "; ".join(seen) + "." if seen else "none of the user's people or things were recognised in it."
-    if weak:
-        account += " Only weak matches, probably not in it: " + ", ".join(weak) + "."
+    if absent:
+        account += " Not recognised in it: " + ", ".join(absent) + "."
     return account
