@@ -270,9 +270,22 @@ class ConceptStore(ABC):
         """Write a checked edit of ``current`` in one transaction (``faces``: the kept images'
         new face vectors, when the edit made the concept a person); the concept as it now is."""
 
-    @abstractmethod
     def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
         """The largest face in each of ``images`` (stored ones), keyed by the image's row id."""
+        analyzer = self.embedder.face_analyzer
+        if analyzer is None or not images:
+            return {}
+        row_ids = self._row_ids(images)
+        found = {}
+        for image_id, picture in zip(row_ids, self._reference_images(row_ids)):
+            faces = analyzer.faces(picture)
+            if faces:
+                found[image_id] = faces[0]
+        return found
+
+    @abstractmethod
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
+        """The row ids of these stored images, in that order (a :class:`ConceptImage`'s ``id`` is what users see)."""
 
     @abstractmethod
     def remove(self, name: str) -> None: ...

@@ -495,16 +495,8 @@ class LocalConceptStore(ConceptStore):
             self._after_write()
             return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
-        analyzer = self.embedder.face_analyzer
-        if analyzer is None:
-            return {}
-        found = {}
-        for image in images:
-            faces = analyzer.faces(load_image(self.image_path(image.file), shorter_side=self.image_side).image)
-            if faces:
-                found[image.id] = faces[0]
-        return found
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
+        return [image.id for image in images]  # users see the row ids
 
     def remove(self, name: str) -> None:
         with self._lock:

@@ -413,21 +413,15 @@ class PostgresConceptStore(ConceptStore):
             self._insert_images(db, concept_id, changed)
         return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
-        analyzer = self.embedder.face_analyzer
-        if analyzer is None or not images:
-            return {}
-        found = {}
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
         with self._session() as db:
-            rows = db.execute(
-                "SELECT id, data FROM rap.images WHERE user_id = %s AND number = ANY(%s)",
-                (self._user_id, [image.id for image in images]),
-            ).fetchall()
-        for image_id, data in rows:
-            faces = analyzer.faces(decode_image(data, shorter_side=self.image_side).image)
-            if faces:
-                found[image_id] = faces[0]
-        return found
+            ids = dict(
+                db.execute(
+                    "SELECT number, id FROM rap.images WHERE user_id = %s AND number = ANY(%s)",
+                    (self._user_id, [image.id for image in images]),
+                ).fetchall()
+            )
+        return [ids[image.id] for image in images]
 
     def remove(self, name: str) -> None:
         with self._write() as db:
