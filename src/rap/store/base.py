@@ -336,9 +336,18 @@ class ConceptStore(ABC):
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         """The ``k`` nearest reference images of each query vector, nearest first."""
 
-    @abstractmethod
     def concept_vectors(self, name: str, space: str) -> np.ndarray:
         """The vectors of one concept's reference images in ``space`` (rows; possibly none)."""
+        vectors = self._vectors_of(self._concept_id(name)[0], space)
+        return np.stack(vectors) if vectors else np.empty((0, self._dim(space)), np.float32)
+
+    @abstractmethod
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
+        """The vectors in ``space`` of the concept with this row id, by vector row id."""
+
+    @abstractmethod
+    def _dim(self, space: str) -> int:
+        """The dimension of ``space``'s vectors; 0 while it holds none."""
 
     @abstractmethod
     def image_path(self, image_file: str) -> Path:

@@ -354,19 +354,19 @@ class LocalConceptStore(ConceptStore):
     def image_path(self, image_file: str) -> Path:
         return self.path / image_file
 
-    def concept_vectors(self, name: str, space: str) -> np.ndarray:
+    def _dim(self, space: str) -> int:
         with self._lock:
-            concept_id, _ = self._concept_id(name)
-            dim = int(self._meta(f"dim:{space}") or 0)
+            return int(self._meta(f"dim:{space}") or 0)
+
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
+        with self._lock:
             rows = self._db.execute(
                 f"SELECT v.id, v.vector, {digest_matches(self._db, 'vectors', 'v')} FROM vectors v "
                 "JOIN images i ON i.id = v.image_id WHERE i.concept_id = ? AND v.space = ? ORDER BY v.id",
                 (concept_id, space),
             ).fetchall()
             self._refuse_changed("vectors", rows)
-            if not rows:
-                return np.empty((0, dim), np.float32)
-            return np.stack([np.frombuffer(row[1], np.float32) for row in rows])
+        return [np.frombuffer(row[1], np.float32) for row in rows]
 
     def index_info(self) -> dict[str, dict[str, object]]:
         """For each space: vector count, dimension and the FAISS factory string in use."""

@@ -308,18 +308,18 @@ class PostgresConceptStore(ConceptStore):
                 os.replace(tmp, target)
             return target
 
-    def concept_vectors(self, name: str, space: str) -> np.ndarray:
+    def _dim(self, space: str) -> int:
+        with self._session():
+            return self._space_counts().get(space, (0, 0))[1]
+
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
         with self._session() as db:
-            concept_id, _ = self._concept_id(name)
             rows = db.execute(
                 "SELECT v.embedding::real[] FROM rap.vectors v JOIN rap.images i ON i.id = v.image_id "
                 "WHERE v.user_id = %s AND i.concept_id = %s AND v.space = %s ORDER BY v.id",
                 (self._user_id, concept_id, space),
             ).fetchall()
-            if not rows:
-                dim = self._space_counts().get(space, (0, 0))[1]
-                return np.empty((0, dim), np.float32)
-            return np.stack([np.asarray(row[0], np.float32) for row in rows])
+        return [np.asarray(row[0], np.float32) for row in rows]
 
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         with self._session() as db:
