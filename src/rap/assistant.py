@@ -49,13 +49,17 @@ class Answer:
         return {"answer": self.text, "concepts": [c.to_dict() for c in self.concepts], "model": self.model}
 
 
+Mode = Literal["model", "retriever"]
+"""How recognize and locate decide: by asking the model, or by the retriever alone (no generation)."""
+
+
 @dataclass(frozen=True)
 class Recognition:
     """Is the concept in the image? ``present`` is None when the model's reply is neither yes nor no."""
 
     name: str
     present: bool | None
-    mode: Literal["model", "retriever"]
+    mode: Mode
     match: RetrievedConcept
     reply: str | None = None
 
@@ -75,7 +79,7 @@ class Location:
     found: bool
     box: Box | None
     match: RetrievedConcept
-    mode: Literal["model", "retriever"] = "retriever"
+    mode: Mode = "retriever"
     reply: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +236,7 @@ class Assistant:
     def caption(self, image: Query) -> Answer:
         return self.ask(CAPTION_QUESTION, image)
 
-    def recognize(self, image: Query, name: str, mode: Literal["model", "retriever"] = "model") -> Recognition:
+    def recognize(self, image: Query, name: str, mode: Mode = "model") -> Recognition:
         """Is concept ``name`` in the image: ask the model, or decide by the retriever's operating point.
 
         A model that cannot see is not asked: the retriever decides (mode ``retriever``).
@@ -244,7 +248,7 @@ class Assistant:
         reply = self.ask(RECOGNITION_QUESTION.format(token=concept.token), image).text
         return Recognition(concept.name, parse_yes_no(reply), mode, match, reply)
 
-    def locate(self, image: Query, name: str, mode: Literal["model", "retriever"] = "retriever") -> Location:
+    def locate(self, image: Query, name: str, mode: Mode = "retriever") -> Location:
         """Where concept ``name`` is: ask the model with the paper's grounding question and read its box,
         or take the retriever's best-matching region (no generation), as a model that cannot see must."""
         if mode not in ("model", "retriever"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import cast, get_args
 
 import typer
 
-from rap.assistant import Answer, Assistant
+from rap.assistant import Answer, Assistant, Mode
 from rap.cli.context import print_json, state, stderr, stdout
 from rap.render import concept_rows
 from rap.errors import InvalidInput
@@ -29,6 +30,13 @@ def _assistant(ctx: typer.Context, k: int | None, backend: str | None, model: st
 def _photo(ctx: typer.Context, path: Path) -> LoadedImage:
     """The photo decoded reduced to what retrieval needs (``image_side``), keeping its size for boxes."""
     return load_image(path, shorter_side=state(ctx).resolved.settings.image_side)
+
+
+def _mode(mode: str) -> Mode:
+    """``--mode`` of recognize and locate, checked."""
+    if mode not in get_args(Mode):
+        raise InvalidInput(f"--mode must be 'model' or 'retriever', not {mode!r}")
+    return cast(Mode, mode)
 
 
 def _show(answer: Answer, as_json: bool, extra: dict | None = None) -> None:
@@ -115,10 +123,9 @@ def recognize_command(
     as_json: bool = JSON,
 ) -> None:
     """Is NAME in IMAGE? Answers yes or no."""
-    if mode not in ("model", "retriever"):
-        raise InvalidInput(f"--mode must be 'model' or 'retriever', not {mode!r}")
+    checked = _mode(mode)
     picture = _photo(ctx, image)
-    result = _assistant(ctx, k, backend, model).recognize(picture, name, mode)  # type: ignore[arg-type]
+    result = _assistant(ctx, k, backend, model).recognize(picture, name, checked)
     if as_json:
         print_json(result.to_dict())
         return
@@ -141,11 +148,9 @@ def locate_command(
     as_json: bool = JSON,
 ) -> None:
     """Where is NAME in IMAGE? Prints its box (x0,y0,x1,y1 in pixels)."""
-    chosen = mode or ("model" if backend or model else "retriever")
-    if chosen not in ("model", "retriever"):
-        raise InvalidInput(f"--mode must be 'model' or 'retriever', not {chosen!r}")
+    chosen = _mode(mode or ("model" if backend or model else "retriever"))
     picture = _photo(ctx, image)
-    location = _assistant(ctx, k, backend, model).locate(picture, name, chosen)  # type: ignore[arg-type]
+    location = _assistant(ctx, k, backend, model).locate(picture, name, chosen)
     if as_json:
         print_json(location.to_dict())
         return

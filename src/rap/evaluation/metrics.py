@@ -234,6 +234,12 @@ class Accuracy:
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy": self.value, "correct": self.correct, "total": self.total}
 
+    def mean_with(self, other: Accuracy) -> float | None:
+        """The plain mean of two accuracies (Table 4's "Weighted"), None unless both have a value."""
+        if self.value is None or other.value is None:
+            return None
+        return (self.value + other.value) / 2
+
 
 @dataclass(frozen=True)
 class QAResult:
@@ -264,9 +270,7 @@ class QAReport:
 
     @property
     def weighted(self) -> float | None:
-        if self.visual.value is None or self.text.value is None:
-            return None
-        return (self.visual.value + self.text.value) / 2
+        return self.visual.mean_with(self.text)
 
     def to_dict(self) -> dict[str, Any]:
         return {"visual": self.visual.to_dict(), "text": self.text.to_dict(), "weighted": self.weighted, "unparsed": self.unparsed}
@@ -310,9 +314,7 @@ class RecognitionReport:
 
     @property
     def weighted(self) -> float | None:
-        if self.positive.value is None or self.negative.value is None:
-            return None
-        return (self.positive.value + self.negative.value) / 2
+        return self.positive.mean_with(self.negative)
 
     def to_dict(self) -> dict[str, Any]:
         return {

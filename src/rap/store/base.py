@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from rap.concepts import DEFAULT_CATEGORY, PERSON_CATEGORIES, Concept, ConceptImage, name_key
-from rap.embedding import Embedder
+from rap.embedding import Embedder, SpaceVector
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptNotFound, EncoderMismatch
 from rap.settings import Settings
 from rap.store.inputs import ImageSource, NewConcept, Progress, ProgressFactory
-from rap.store.prepare import EditPlan, plan_edit
+from rap.store.prepare import EditPlan, Prepared, embed, plan_edit, prepare
 
 
 MODEL_DIGEST = "model_digest:image"
@@ -71,9 +73,53 @@ class ConceptStore(ABC):
     def index_info(self) -> dict[str, dict[str, object]]:
         """For each space holding vectors: their count, dimension, and how they are searched."""
 
+    def reembed(self, progress: Progress | None = None, image_ids: Iterable[int] | None = None) -> None:
+        """Recompute vectors with the current encoder and face analyzer, in one transaction.
+
+        Every image's, or only those of ``image_ids`` (``rap check --repair`` re-keys
+        images whose vectors were damaged or lost; those join the vectors there are,
+        so the model file must be the recorded one).
+        """
+        with self._exclusive():
+            only = None if image_ids is None else set(image_ids)
+            if only is not None:
+                self._check_model_file()
+            rows = [row for row in self._image_categories() if only is None or row[0] in only]
+            keyed: list[tuple[int, list[SpaceVector]]] = []
+            for start in range(0, len(rows), self.batch_images):
+                chunk = rows[start : start + self.batch_images]
+                images = self._reference_images([image_id for image_id, _ in chunk])
+                people = [category in PERSON_CATEGORIES for _, category in chunk]
+                keyed += zip([image_id for image_id, _ in chunk], self.embedder.reference_vectors(images, people))
+                if progress:
+                    progress(len(chunk))
+            self._write_vectors(keyed, every=only is None)
+            if only is None:
+                self._record_model_file()
+            self._after_write()
+
+    def _exclusive(self) -> AbstractContextManager[object]:
+        """Held from reading what to embed until it is written (:meth:`add_many`, :meth:`reembed`).
+
+        Nothing by default: the write re-checks what it depends on in its own transaction.
+        """
+        return nullcontext()
+
+    def _after_write(self) -> None:
+        """Bring what is derived from the stored rows (an index) up to date after a committed write."""
+
     @abstractmethod
-    def reembed(self, progress: Progress | None = None) -> None:
-        """Recompute every vector with the current encoder and face analyzer, all or nothing."""
+    def _image_categories(self) -> list[tuple[int, str]]:
+        """Every stored image's row id and its concept's category, by row id."""
+
+    @abstractmethod
+    def _reference_images(self, image_ids: Sequence[int]) -> list[Image.Image]:
+        """The stored images of these row ids, in that order, decoded reduced to :attr:`image_side`."""
+
+    @abstractmethod
+    def _write_vectors(self, keyed: Sequence[tuple[int, list[SpaceVector]]], every: bool) -> None:
+        """In one transaction, replace the vectors of each image in ``keyed`` (image row id, its new vectors);
+        with ``every``, those are all the images: every old vector goes and the current models are recorded."""
 
     @abstractmethod
     def _count_images(self) -> int: ...
@@ -167,9 +213,24 @@ class ConceptStore(ABC):
         """Remember one concept (see :meth:`add_many`)."""
         return self.add_many([NewConcept(name, images, info, category, attributes or {})])[0]
 
-    @abstractmethod
     def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
         """Add several concepts at once, with batched encoding; all or nothing."""
+        with self._exclusive():
+            self._check_model_file()
+            taken = self._name_keys()
+            prepared = [prepare(new, taken) for new in concepts]
+            embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
+            self._insert_concepts(prepared)
+            self._after_write()
+            return self.lookup([p.name for p in prepared])
+
+    @abstractmethod
+    def _name_keys(self) -> set[str]:
+        """The name keys of the stored concepts."""
+
+    @abstractmethod
+    def _insert_concepts(self, prepared: Sequence[Prepared]) -> None:
+        """Write checked, embedded new concepts in one transaction; a name taken meanwhile is :class:`ConceptExists`."""
 
     def edit(
         self,
@@ -209,9 +270,22 @@ class ConceptStore(ABC):
         """Write a checked edit of ``current`` in one transaction (``faces``: the kept images'
         new face vectors, when the edit made the concept a person); the concept as it now is."""
 
-    @abstractmethod
     def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
         """The largest face in each of ``images`` (stored ones), keyed by the image's row id."""
+        analyzer = self.embedder.face_analyzer
+        if analyzer is None or not images:
+            return {}
+        row_ids = self._row_ids(images)
+        found = {}
+        for image_id, picture in zip(row_ids, self._reference_images(row_ids)):
+            faces = analyzer.faces(picture)
+            if faces:
+                found[image_id] = faces[0]
+        return found
+
+    @abstractmethod
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
+        """The row ids of these stored images, in that order (a :class:`ConceptImage`'s ``id`` is what users see)."""
 
     @abstractmethod
     def remove(self, name: str) -> None: ...
@@ -228,6 +302,20 @@ class ConceptStore(ABC):
         keys = list(dict.fromkeys(name_key(name.strip().strip("<>")) for name in names))
         found = {name_key(concept.name): concept for concept in self._find(keys)} if keys else {}
         return [found[key] for key in keys if key in found]
+
+    def _concept_id(self, name: str) -> tuple[int, str]:
+        """The row id and stored name of the concept called ``name`` (case-insensitive, with or without ``<>``)."""
+        cleaned = name.strip()
+        if cleaned.startswith("<") and cleaned.endswith(">"):
+            cleaned = cleaned[1:-1]
+        row = self._id_of(name_key(cleaned))
+        if row is None:
+            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap concept list' shows them")
+        return row
+
+    @abstractmethod
+    def _id_of(self, key: str) -> tuple[int, str] | None:
+        """The row id and stored name of the concept whose name key is ``key``, or None."""
 
     @abstractmethod
     def _find(self, keys: Sequence[str]) -> list[Concept]:
@@ -248,9 +336,18 @@ class ConceptStore(ABC):
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         """The ``k`` nearest reference images of each query vector, nearest first."""
 
-    @abstractmethod
     def concept_vectors(self, name: str, space: str) -> np.ndarray:
         """The vectors of one concept's reference images in ``space`` (rows; possibly none)."""
+        vectors = self._vectors_of(self._concept_id(name)[0], space)
+        return np.stack(vectors) if vectors else np.empty((0, self._dim(space)), np.float32)
+
+    @abstractmethod
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
+        """The vectors in ``space`` of the concept with this row id, by vector row id."""
+
+    @abstractmethod
+    def _dim(self, space: str) -> int:
+        """The dimension of ``space``'s vectors; 0 while it holds none."""
 
     @abstractmethod
     def image_path(self, image_file: str) -> Path:

@@ -39,15 +39,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
-from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
-from rap.embedding import FACE_SPACE, IMAGE_SPACE
+from rap.concepts import Concept, ConceptImage, name_key
+from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import ENCODERS, FACE_ANALYZERS, Face, ImageEncoder
-from rap.errors import ConceptExists, ConceptNotFound, StoreDamaged, StoreError, shell_word
+from rap.errors import ConceptExists, StoreDamaged, StoreError, shell_word
 from rap.images import load_image
 from rap.settings import Settings, default
 from rap.store.base import ConceptStore, VectorHit
-from rap.store.inputs import NewConcept, Progress, ProgressFactory
+from rap.store.inputs import ProgressFactory
 from rap.store.files import ImageFiles, remove_stale_temp_files, writable
 from rap.store.index_cache import IndexCache
 from rap.store.schema import (
@@ -63,7 +64,7 @@ from rap.store.schema import (
     sqlite_error,
     verify,
 )
-from rap.store.prepare import EditPlan, Keyed, embed, prepare
+from rap.store.prepare import EditPlan, Keyed, Prepared
 from rap.store.vectors import DEFAULT_APPROXIMATE_ABOVE
 
 log = logging.getLogger(__name__)
@@ -274,14 +275,10 @@ class LocalConceptStore(ConceptStore):
         log.info("removed %d image files that no concept refers to", removed)
 
     # -- reading ----------------------------------------------------------------
-    def _concept_id(self, name: str) -> tuple[int, str]:
-        cleaned = name.strip()
-        if cleaned.startswith("<") and cleaned.endswith(">"):
-            cleaned = cleaned[1:-1]
-        row = self._db.execute("SELECT id, name FROM concepts WHERE name_key = ?", (name_key(cleaned),)).fetchone()
-        if row is None:
-            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap concept list' shows them")
-        return row[0], row[1]
+    def _id_of(self, key: str) -> tuple[int, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, name FROM concepts WHERE name_key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def _load_concepts(self, where: str, params: Sequence[object]) -> list[Concept]:
         rows = self._db.execute(
@@ -357,19 +354,19 @@ class LocalConceptStore(ConceptStore):
     def image_path(self, image_file: str) -> Path:
         return self.path / image_file
 
-    def concept_vectors(self, name: str, space: str) -> np.ndarray:
+    def _dim(self, space: str) -> int:
         with self._lock:
-            concept_id, _ = self._concept_id(name)
-            dim = int(self._meta(f"dim:{space}") or 0)
+            return int(self._meta(f"dim:{space}") or 0)
+
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
+        with self._lock:
             rows = self._db.execute(
                 f"SELECT v.id, v.vector, {digest_matches(self._db, 'vectors', 'v')} FROM vectors v "
                 "JOIN images i ON i.id = v.image_id WHERE i.concept_id = ? AND v.space = ? ORDER BY v.id",
                 (concept_id, space),
             ).fetchall()
             self._refuse_changed("vectors", rows)
-            if not rows:
-                return np.empty((0, dim), np.float32)
-            return np.stack([np.frombuffer(row[1], np.float32) for row in rows])
+        return [np.frombuffer(row[1], np.float32) for row in rows]
 
     def index_info(self) -> dict[str, dict[str, object]]:
         """For each space: vector count, dimension and the FAISS factory string in use."""
@@ -439,26 +436,27 @@ class LocalConceptStore(ConceptStore):
         self._index.refresh()
         self._index.checkpoint_all()
 
-    def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
+    def _exclusive(self) -> _Guard:
+        """The store's lock: writers in this process take turns from reading to writing."""
+        return self._lock
+
+    def _name_keys(self) -> set[str]:
         with self._lock:
-            self._check_model_file()
-            taken = {row[0] for row in self._db.execute("SELECT name_key FROM concepts")}
-            prepared = [prepare(new, taken) for new in concepts]
-            embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
-            now = _now()
-            with self._write() as db:
-                for p in prepared:
-                    if db.execute("SELECT 1 FROM concepts WHERE name_key = ?", (name_key(p.name),)).fetchone():
-                        raise ConceptExists(f"a concept named {p.name!r} already exists")
-                    concept_id = db.execute(
-                        "INSERT INTO concepts (name, name_key, info, category, attributes, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (p.name, name_key(p.name), p.info, p.category, json.dumps(p.attributes), now, now),
-                    ).lastrowid
-                    seal(db, "concepts", concept_id)
-                    self._insert_images(db, concept_id, p.keyed)
-            self._after_write()
-            return self.lookup([p.name for p in prepared])
+            return {row[0] for row in self._db.execute("SELECT name_key FROM concepts")}
+
+    def _insert_concepts(self, prepared: Sequence[Prepared]) -> None:
+        now = _now()
+        with self._write() as db:
+            for p in prepared:
+                if db.execute("SELECT 1 FROM concepts WHERE name_key = ?", (name_key(p.name),)).fetchone():
+                    raise ConceptExists(f"a concept named {p.name!r} already exists")
+                concept_id = db.execute(
+                    "INSERT INTO concepts (name, name_key, info, category, attributes, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (p.name, name_key(p.name), p.info, p.category, json.dumps(p.attributes), now, now),
+                ).lastrowid
+                seal(db, "concepts", concept_id)
+                self._insert_images(db, concept_id, p.keyed)
 
     def _write_edit(self, current: Concept, plan: EditPlan, faces: Mapping[int, Face]) -> Concept:
         with self._lock:
@@ -497,16 +495,8 @@ class LocalConceptStore(ConceptStore):
             self._after_write()
             return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
-        analyzer = self.embedder.face_analyzer
-        if analyzer is None:
-            return {}
-        found = {}
-        for image in images:
-            faces = analyzer.faces(load_image(self.image_path(image.file), shorter_side=self.image_side).image)
-            if faces:
-                found[image.id] = faces[0]
-        return found
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
+        return [image.id for image in images]  # users see the row ids
 
     def remove(self, name: str) -> None:
         with self._lock:
@@ -525,43 +515,34 @@ class LocalConceptStore(ConceptStore):
         still = {row[0] for row in self._db.execute(f"SELECT file FROM images WHERE file IN ({marks})", files)}
         self.files.delete_unreferenced(files, still)
 
-    def reembed(self, progress: Progress | None = None, image_ids: Iterable[int] | None = None) -> None:
-        """Recompute vectors with the current encoder and face analyzer, in one transaction.
-
-        Every image's, or only those of ``image_ids`` (``rap check --repair`` re-keys
-        images whose vectors were damaged or lost).
-        """
+    def _image_categories(self) -> list[tuple[int, str]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT i.id, i.file, c.category FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
+                "SELECT i.id, c.category FROM images i JOIN concepts c ON c.id = i.concept_id ORDER BY i.id"
             ).fetchall()
-            only = None if image_ids is None else set(image_ids)
-            if only is not None:
-                self._check_model_file()  # a repair adds to the vectors there are
-            rows = [row for row in rows if only is None or row[0] in only]
-            keyed: list[tuple[int, list]] = []
-            for start in range(0, len(rows), self.batch_images):
-                chunk = rows[start : start + self.batch_images]
-                images = [load_image(self.image_path(file), shorter_side=self.image_side).image for _, file, _ in chunk]
-                vectors = self.embedder.reference_vectors(images, [c in PERSON_CATEGORIES for *_, c in chunk])
-                keyed += [(image_id, v) for (image_id, _, _), v in zip(chunk, vectors)]
-                if progress:
-                    progress(len(chunk))
-            with self._write() as db:
-                if only is None:
-                    db.execute("DELETE FROM vectors")
-                    db.execute("DELETE FROM meta WHERE key LIKE 'dim:%' OR key LIKE 'index:%'")
-                    self._set_meta("encoder:image", self.embedder.encoder_id)
-                    self._set_meta("encoder:face", self.embedder.faces_id)
-                for image_id, vectors in keyed:
-                    if only is not None:
-                        db.execute("DELETE FROM vectors WHERE image_id = ?", (image_id,))
-                    for entry in vectors:
-                        self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
-            if only is None:
-                self._index.forget()
-                self._record_model_file()
-            self._after_write()
+        return [(row[0], row[1]) for row in rows]
+
+    def _reference_images(self, image_ids: Sequence[int]) -> list[Image.Image]:
+        with self._lock:
+            files = dict(
+                self._db.execute(f"SELECT id, file FROM images WHERE id IN ({','.join('?' * len(image_ids))})", image_ids)
+            )
+        return [load_image(self.image_path(files[image_id]), shorter_side=self.image_side).image for image_id in image_ids]
+
+    def _write_vectors(self, keyed: Sequence[tuple[int, list[SpaceVector]]], every: bool) -> None:
+        with self._write() as db:
+            if every:
+                db.execute("DELETE FROM vectors")
+                db.execute("DELETE FROM meta WHERE key LIKE 'dim:%' OR key LIKE 'index:%'")
+                self._set_meta("encoder:image", self.embedder.encoder_id)
+                self._set_meta("encoder:face", self.embedder.faces_id)
+            for image_id, vectors in keyed:
+                if not every:
+                    db.execute("DELETE FROM vectors WHERE image_id = ?", (image_id,))
+                for entry in vectors:
+                    self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
+        if every:
+            self._index.forget()
 
     def close(self) -> None:
         with self._lock:

@@ -38,18 +38,19 @@ from typing import Literal
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from PIL import Image
 
-from rap.concepts import PERSON_CATEGORIES, Concept, ConceptImage, name_key
+from rap.concepts import Concept, ConceptImage, name_key
 from rap.embedding import FACE_SPACE, IMAGE_SPACE, SpaceVector
 from rap.encoders import Face, FaceAnalyzer, ImageEncoder
 from rap.errors import ConceptExists, ConceptNotFound, RapError, StoreError, shell_word
 from rap.images import decode_image
 from rap.store.base import ConceptStore, VectorHit
-from rap.store.inputs import NewConcept, Progress, ProgressFactory
+from rap.store.inputs import ProgressFactory
 from rap.store.files import ImageFiles
 from rap.store.postgres_schema import HNSW_MAX_DIM, ensure_hnsw_index, migrate
 from rap.settings import Settings, default
-from rap.store.prepare import EditPlan, Prepared, embed, prepare
+from rap.store.prepare import EditPlan, Prepared
 from rap.store.postgres_search import nearest
 from rap.redact import redact
 
@@ -197,16 +198,12 @@ class PostgresConceptStore(ConceptStore):
         )
 
     # -- reading ----------------------------------------------------------------
-    def _concept_row(self, name: str) -> tuple[int, str]:
-        cleaned = name.strip()
-        if cleaned.startswith("<") and cleaned.endswith(">"):
-            cleaned = cleaned[1:-1]
-        row = self._db.execute(
-            "SELECT id, name FROM rap.concepts WHERE user_id = %s AND name_key = %s", (self._user_id, name_key(cleaned))
-        ).fetchone()
-        if row is None:
-            raise ConceptNotFound(f"no concept named {cleaned!r}; 'rap concept list' shows them")
-        return row[0], row[1]
+    def _id_of(self, key: str) -> tuple[int, str] | None:
+        with self._session() as db:
+            row = db.execute(
+                "SELECT id, name FROM rap.concepts WHERE user_id = %s AND name_key = %s", (self._user_id, key)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def _load_concepts(self, where: str, params: Sequence[object]) -> list[Concept]:
         rows = self._db.execute(
@@ -311,18 +308,18 @@ class PostgresConceptStore(ConceptStore):
                 os.replace(tmp, target)
             return target
 
-    def concept_vectors(self, name: str, space: str) -> np.ndarray:
+    def _dim(self, space: str) -> int:
+        with self._session():
+            return self._space_counts().get(space, (0, 0))[1]
+
+    def _vectors_of(self, concept_id: int, space: str) -> list[np.ndarray]:
         with self._session() as db:
-            concept_id, _ = self._concept_row(name)
             rows = db.execute(
                 "SELECT v.embedding::real[] FROM rap.vectors v JOIN rap.images i ON i.id = v.image_id "
                 "WHERE v.user_id = %s AND i.concept_id = %s AND v.space = %s ORDER BY v.id",
                 (self._user_id, concept_id, space),
             ).fetchall()
-            if not rows:
-                dim = self._space_counts().get(space, (0, 0))[1]
-                return np.empty((0, dim), np.float32)
-            return np.stack([np.asarray(row[0], np.float32) for row in rows])
+        return [np.asarray(row[0], np.float32) for row in rows]
 
     def search(self, space: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         with self._session() as db:
@@ -358,14 +355,13 @@ class PostgresConceptStore(ConceptStore):
             (self._user_id, image_id, space, len(vector), list(map(int, box)) if box else None, vector),
         )
 
-    def add_many(self, concepts: Sequence[NewConcept], progress: Progress | None = None) -> list[Concept]:
-        self._check_model_file()
+    def _name_keys(self) -> set[str]:
         with self._session() as db:
-            taken = {
+            return {
                 row[0] for row in db.execute("SELECT name_key FROM rap.concepts WHERE user_id = %s", (self._user_id,))
             }
-        prepared = [prepare(new, taken) for new in concepts]
-        embed(self.embedder, prepared, progress, image_side=self.image_side, batch_images=self.batch_images)
+
+    def _insert_concepts(self, prepared: Sequence[Prepared]) -> None:
         self._ensure_indexes(k.vectors for p in prepared for k in p.keyed)
         now = datetime.now(timezone.utc)
         with self._write() as db:
@@ -378,13 +374,12 @@ class PostgresConceptStore(ConceptStore):
                 if concept_id is None:  # another process took the name since we checked
                     raise ConceptExists(f"a concept named {p.name!r} already exists")
                 self._insert_images(db, concept_id[0], p)
-        return self.lookup([p.name for p in prepared])
 
     def _write_edit(self, current: Concept, plan: EditPlan, faces: Mapping[int, Face]) -> Concept:
         changed = plan.changed
         self._ensure_indexes(k.vectors for k in changed.keyed)
         with self._write() as db:
-            concept_id, _ = self._concept_row(current.name)
+            concept_id, _ = self._concept_id(current.name)
             try:
                 db.execute(
                     "UPDATE rap.concepts SET name = %s, name_key = %s, info = %s, category = %s, attributes = %s, "
@@ -418,58 +413,53 @@ class PostgresConceptStore(ConceptStore):
             self._insert_images(db, concept_id, changed)
         return self.get(changed.name)
 
-    def _face_vectors(self, images: Sequence[ConceptImage]) -> dict[int, Face]:
-        analyzer = self.embedder.face_analyzer
-        if analyzer is None or not images:
-            return {}
-        found = {}
+    def _row_ids(self, images: Sequence[ConceptImage]) -> list[int]:
         with self._session() as db:
-            rows = db.execute(
-                "SELECT id, data FROM rap.images WHERE user_id = %s AND number = ANY(%s)",
-                (self._user_id, [image.id for image in images]),
-            ).fetchall()
-        for image_id, data in rows:
-            faces = analyzer.faces(decode_image(data, shorter_side=self.image_side).image)
-            if faces:
-                found[image_id] = faces[0]
-        return found
+            ids = dict(
+                db.execute(
+                    "SELECT number, id FROM rap.images WHERE user_id = %s AND number = ANY(%s)",
+                    (self._user_id, [image.id for image in images]),
+                ).fetchall()
+            )
+        return [ids[image.id] for image in images]
 
     def remove(self, name: str) -> None:
         with self._write() as db:
-            concept_id, _ = self._concept_row(name)
+            concept_id, _ = self._concept_id(name)
             db.execute("DELETE FROM rap.concepts WHERE id = %s AND user_id = %s", (concept_id, self._user_id))
 
-    def reembed(self, progress: Progress | None = None) -> None:
-        """Recompute every vector of this user with the current models, in one transaction."""
+    def _image_categories(self) -> list[tuple[int, str]]:
         with self._session() as db:
             rows = db.execute(
                 "SELECT i.id, c.category FROM rap.images i JOIN rap.concepts c ON c.id = i.concept_id "
                 "WHERE i.user_id = %s ORDER BY i.id",
                 (self._user_id,),
             ).fetchall()
-        keyed: list[tuple[int, list]] = []
-        for start in range(0, len(rows), self.batch_images):
-            chunk = rows[start : start + self.batch_images]
-            with self._session() as db:
-                data = dict(
-                    db.execute(
-                        "SELECT id, data FROM rap.images WHERE user_id = %s AND id = ANY(%s)",
-                        (self._user_id, [image_id for image_id, _ in chunk]),
-                    ).fetchall()
-                )
-            images = [decode_image(data[image_id], shorter_side=self.image_side).image for image_id, _ in chunk]
-            people = [category in PERSON_CATEGORIES for _, category in chunk]
-            keyed += [(image_id, v) for (image_id, _), v in zip(chunk, self.embedder.reference_vectors(images, people))]
-            if progress:
-                progress(len(chunk))
+        return [(row[0], row[1]) for row in rows]
+
+    def _reference_images(self, image_ids: Sequence[int]) -> list[Image.Image]:
+        with self._session() as db:
+            data = dict(
+                db.execute(
+                    "SELECT id, data FROM rap.images WHERE user_id = %s AND id = ANY(%s)", (self._user_id, list(image_ids))
+                ).fetchall()
+            )
+        return [decode_image(data[image_id], shorter_side=self.image_side).image for image_id in image_ids]
+
+    def _write_vectors(self, keyed: Sequence[tuple[int, list[SpaceVector]]], every: bool) -> None:
         self._ensure_indexes(vectors for _, vectors in keyed)
         with self._write() as db:
-            db.execute("DELETE FROM rap.vectors WHERE user_id = %s", (self._user_id,))
-            self._record_models((self.embedder.encoder_id, self.embedder.faces_id))
+            if every:
+                db.execute("DELETE FROM rap.vectors WHERE user_id = %s", (self._user_id,))
+                self._record_models((self.embedder.encoder_id, self.embedder.faces_id))
+            else:
+                db.execute(
+                    "DELETE FROM rap.vectors WHERE user_id = %s AND image_id = ANY(%s)",
+                    (self._user_id, [image_id for image_id, _ in keyed]),
+                )
             for image_id, vectors in keyed:
                 for entry in vectors:
                     self._insert_vector(db, image_id, entry.space, entry.vector, entry.box)
-        self._record_model_file()
 
     def close(self) -> None:
         with self._lock:
