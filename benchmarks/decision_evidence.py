@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import avatar_set  # noqa: E402
 from dreambooth_retrieval import subjects  # noqa: E402
-from hard_retrieval import CachedEncoder, as_loaded, distractor, roles  # noqa: E402
+from hard_retrieval import CachedEncoder, distractor, grow, roles  # noqa: E402
 
 from rap import LocalConceptStore, NewConcept, Retriever  # noqa: E402
 from rap.encoders import create_encoder  # noqa: E402
@@ -95,13 +95,7 @@ def main() -> None:
                 store.add_many(concepts)
                 verifier = Verifier(store, query_side=args.query_side, reference_side=args.reference_side)
                 for size in sizes:
-                    extra = size - len(store)
-                    if extra > len(pool):
-                        raise SystemExit(f"--sizes {size}: only {len(pool)} distractors; raise --per-photo")
-                    if extra > 0:
-                        batch, pool = pool[:extra], pool[extra:]
-                        offset = len(store)
-                        store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(im)], category=classes[src]) for i, (src, im) in enumerate(batch)])
+                    pool = grow(store, size, pool, classes)
                     ranking = Retriever(store, args.detector, threshold=math.inf, top_k=5, cpu_threads=1)
                     verification = Verification(MatchModel.from_mapping(default("match_model")), default("verify_top"), default("verify_side"))
                     deciding = Retriever(store, args.detector, top_k=5, cpu_threads=1, verification=verification if args.decide_verified else None)

@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the ra
 from support.random_models import save_random_llava, save_random_qwen2_vl  # noqa: E402
 
 from rap.generation import GenerationOptions, PromptConcept, create_generator, user_turn  # noqa: E402
-
-PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
+from rap.sample_photos import FOLDER as PHOTOS  # noqa: E402
 
 
 QUERY_SIZE = (1280, 960)  # a phone photo, as Qwen's default budget (about 1,280 tokens) takes it

@@ -125,6 +125,19 @@ def roles(names: list[str], rotation: int) -> tuple[list[str], list[str], list[s
     return parts
 
 
+def grow(store: LocalConceptStore, size: int, pool: list, classes: dict[str, str]) -> list:
+    """Add distractor concepts from ``pool`` ((source subject, image) pairs) until the store holds
+    ``size`` concepts; the pool's rest, for the next size."""
+    extra = size - len(store)
+    if extra > len(pool):
+        raise SystemExit(f"--sizes {size}: only {len(pool)} distractors; raise --per-photo")
+    if extra > 0:
+        batch, pool = pool[:extra], pool[extra:]
+        offset = len(store)
+        store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(image)], category=classes[src]) for i, (src, image) in enumerate(batch)])
+    return pool
+
+
 def measure(store, detector: str, mode: str, remembered, never, k: int, image_side: int) -> dict[str, list]:
     """Recall with every match kept (the paper's ranking), then the retriever's own decision."""
     kwargs = {"top_k": k, "whole_image": mode != "regions", "image_side": image_side}
@@ -165,13 +178,7 @@ def run_photos(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as scratch, LocalConceptStore(Path(scratch) / "s", encoder=encoder, faces="none", image_side=args.image_side, settings=resolve().settings) as store:
             store.add_many([NewConcept(s, [args.data / s / "00.jpg"], category=classes[s]) for s in remembered])
             for size in sizes:
-                extra = size - len(store)
-                if extra > len(pool):
-                    raise SystemExit(f"--sizes {size}: only {len(pool)} distractors; raise --per-photo")
-                if extra > 0:
-                    batch, pool = pool[:extra], pool[extra:]
-                    offset = len(store)
-                    store.add_many([NewConcept(f"distractor-{offset + i:04d}", [as_loaded(image)], category=classes[src]) for i, (src, image) in enumerate(batch)])
+                pool = grow(store, size, pool, classes)
                 for mode in args.modes.split(","):
                     rows = measure(store, args.detector, mode, queries, unknown, 5, args.image_side)
                     total = totals.setdefault((size, mode), {key: [] for key in rows})

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,13 +42,10 @@ import httpx
 
 from rap.settings import default
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import rap_serve  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -184,26 +180,8 @@ def main() -> None:
         if args.store_url:
             env["RAP_STORE_URL"] = args.store_url
         key = json.loads(_rap(env, "users", "add", "bench", "--json").stdout)["key"]
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "rap", "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            started = time.perf_counter()
-            while True:
-                try:
-                    if httpx.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.perf_counter() - started > 600:
-                    raise SystemExit("rap serve did not become ready")
-                time.sleep(0.2)
+        with rap_serve(env) as (url, _):
             row = asyncio.run(_run(args, url, key, photos))
-        finally:
-            server.terminate()
-            server.wait(30)
     row = {
         "store": "postgresql" if args.store_url else "embedded",
         "encoder": args.encoder,

@@ -28,9 +28,7 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,13 +42,10 @@ import httpx
 import psutil
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import rap_serve  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -60,26 +55,8 @@ def serve(src: Path, home: str, args: argparse.Namespace) -> Iterator[tuple[str,
         "RAP_RATE_LIMIT": "1000000", "RAP_REQUEST_TIMEOUT": "1800", "HF_HUB_OFFLINE": "1", "RAP_CPU_THREADS": "1",
         "PYTHONPATH": str(src),
     }  # fmt: skip
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rap", "serve", "--no-auth", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 600:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.2)
+    with rap_serve(env, "--no-auth") as (url, server):
         yield url, psutil.Process(server.pid)
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 @contextmanager

@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the random checkpoints are test support
 
+from rap.sample_photos import FOLDER as PHOTOS  # noqa: E402
+
 RAP_260K = 260_000
 ENCODE_REPEATS = 20
-PHOTOS = Path(__file__).resolve().parents[1] / "src" / "rap" / "demo" / "photos"
 RECORD = {
     "id": "sample",
     "image": [str(PHOTOS / "dog_01.jpg"), str(PHOTOS / "dog_00.jpg"), str(PHOTOS / "cat_00.jpg")],
